@@ -1,0 +1,217 @@
+"""Settings: environment variables (secrets, endpoints) and the optional YAML policy file.
+
+The names of the environment variables and the YAML keys are the public interface.
+`load_settings()` fails with a `ConfigError` that names the setting and the fix;
+`oncall-bot serve` prints it and exits before anything starts.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+from typing import Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+__all__ = [
+    "ConfigError",
+    "OncallConfig",
+    "Settings",
+    "Severity",
+    "load_settings",
+    "load_config_file",
+]
+
+Severity = Literal["P1", "P2", "P3", "P4"]
+SEVERITIES: tuple[Severity, ...] = ("P1", "P2", "P3", "P4")
+
+
+class ConfigError(Exception):
+    """A setting is missing or invalid; the message names it and says how to fix it."""
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class SeverityOverride(_Strict):
+    """Alerts whose labels all match (full-match regular expressions) get this severity."""
+
+    match: dict[str, str] = Field(min_length=1, description="label name -> regular expression")
+    severity: Severity
+
+    @field_validator("match")
+    @classmethod
+    def _regexes_compile(cls, value: dict[str, str]) -> dict[str, str]:
+        for label, pattern in value.items():
+            try:
+                re.compile(pattern)
+            except re.error as exc:
+                raise ValueError(f"match[{label!r}] is not a valid regular expression: {exc}") from exc
+        return value
+
+    def matches(self, labels: dict[str, str]) -> bool:
+        return all(re.fullmatch(p, labels.get(k, "")) for k, p in self.match.items())
+
+
+class SeverityPolicy(_Strict):
+    label: str = Field("severity", description="the alert label that carries the severity")
+    map: dict[str, Severity] = Field(
+        default_factory=lambda: {"critical": "P1", "error": "P2", "warning": "P3", "info": "P4"},
+        description="label value (case-insensitive) -> incident severity",
+    )
+    default: Severity = Field("P3", description="severity when the label is missing or unknown")
+    overrides: list[SeverityOverride] = Field(default_factory=list, description="first match wins")
+
+    def severity_of(self, labels: dict[str, str]) -> Severity:
+        for override in self.overrides:
+            if override.matches(labels):
+                return override.severity
+        value = labels.get(self.label, "").strip().lower()
+        return {k.lower(): v for k, v in self.map.items()}.get(value, self.default)
+
+
+class ChannelPolicy(_Strict):
+    announce: str = Field(
+        "incidents",
+        description="channel (id like C0123 or name) where new incidents are announced and "
+        "where incidents without their own channel get a thread",
+    )
+    dedicated_for: list[Severity] = Field(
+        default_factory=lambda: ["P1", "P2"], description="severities that get their own channel"
+    )
+    name_template: str = Field(
+        "inc-{date}-{seq}-{alertname}",
+        description="placeholders: {date} (yyyymmdd), {seq}, {alertname}, {severity}, {service}, "
+        "{namespace}; lowercased, other characters become '-', cut to 80",
+    )
+    private: bool = Field(False, description="create private channels")
+
+    @field_validator("name_template")
+    @classmethod
+    def _known_placeholders(cls, value: str) -> str:
+        unknown = set(re.findall(r"{(\w*)}", value)) - {
+            "date", "seq", "alertname", "severity", "service", "namespace",
+        }
+        if unknown:
+            raise ValueError(f"unknown placeholder(s) {sorted(unknown)} in name_template")
+        if "{seq}" not in value:
+            raise ValueError("name_template must contain {seq} so that channel names stay unique")
+        return value
+
+
+class ResponderRule(_Strict):
+    """Who to invite when an incident's labels match (full-match regular expressions)."""
+
+    match: dict[str, str] = Field(default_factory=dict, description="label -> regex; empty matches all")
+    invite: list[str] = Field(
+        min_length=1, description="Slack user ids (U…/W…), user group ids (S…) or e-mail addresses"
+    )
+
+    @field_validator("invite")
+    @classmethod
+    def _known_kinds(cls, value: list[str]) -> list[str]:
+        for who in value:
+            if not (re.fullmatch(r"[UWS][A-Z0-9]{2,}", who) or re.fullmatch(r"[^@\s]+@[^@\s]+", who)):
+                raise ValueError(f"{who!r} is neither a Slack user/user-group id nor an e-mail address")
+        return value
+
+    def matches(self, labels: dict[str, str]) -> bool:
+        return all(re.fullmatch(p, labels.get(k, "")) for k, p in self.match.items())
+
+
+class IncidentPolicy(_Strict):
+    auto_resolve: bool = Field(True, description="resolve the incident when Alertmanager says the group resolved")
+    reopen_window_minutes: int = Field(
+        30, ge=0, description="a group firing again within this window reopens the same incident"
+    )
+
+
+class OncallConfig(_Strict):
+    """The optional YAML file named by ONCALL_CONFIG."""
+
+    severity: SeverityPolicy = Field(default_factory=SeverityPolicy)
+    channels: ChannelPolicy = Field(default_factory=ChannelPolicy)
+    responders: list[ResponderRule] = Field(default_factory=list, description="every matching rule invites")
+    incidents: IncidentPolicy = Field(default_factory=IncidentPolicy)
+
+    def responders_for(self, labels: dict[str, str]) -> list[str]:
+        invite: list[str] = []
+        for rule in self.responders:
+            if rule.matches(labels):
+                invite += [who for who in rule.invite if who not in invite]
+        return invite
+
+
+class Settings(BaseModel):
+    """Everything the process reads from its environment."""
+
+    model_config = ConfigDict(frozen=True)
+
+    slack_bot_token: str
+    slack_signing_secret: str
+    slack_api_url: str = "https://slack.com/api/"
+    database_url: str = "sqlite:///oncall.db"
+    redis_url: str | None = None
+    alertmanager_webhook_token: str
+    max_webhook_bytes: int = 1_048_576
+    config: OncallConfig = Field(default_factory=OncallConfig)
+
+    @model_validator(mode="after")
+    def _normalise(self) -> "Settings":
+        if not self.slack_api_url.endswith("/"):
+            object.__setattr__(self, "slack_api_url", self.slack_api_url + "/")
+        return self
+
+
+_REQUIRED = {
+    "SLACK_BOT_TOKEN": "the bot token (xoxb-…) from your Slack app's OAuth & Permissions page",
+    "SLACK_SIGNING_SECRET": "the signing secret from your Slack app's Basic Information page",
+    "ALERTMANAGER_WEBHOOK_TOKEN": "a random string; put the same in Alertmanager's webhook "
+    "`http_config.authorization.credentials`",
+}
+
+
+def load_config_file(path: str | Path) -> OncallConfig:
+    try:
+        raw = yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {}
+    except OSError as exc:
+        raise ConfigError(f"ONCALL_CONFIG={path}: cannot read the file ({exc.strerror}); fix the path") from exc
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"ONCALL_CONFIG={path}: not valid YAML: {exc}") from exc
+    try:
+        return OncallConfig.model_validate(raw)
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in err['loc']) or '(top)'}: {err['msg']}" for err in exc.errors()
+        )
+        raise ConfigError(
+            f"ONCALL_CONFIG={path}: {problems}. See `oncall-bot config schema` for the format"
+        ) from exc
+
+
+def load_settings(env: dict[str, str] | None = None) -> Settings:
+    env = dict(os.environ if env is None else env)
+    for name, what in _REQUIRED.items():
+        if not env.get(name):
+            raise ConfigError(f"{name} is not set: set it to {what}")
+    if not env["SLACK_BOT_TOKEN"].startswith("xoxb-"):
+        raise ConfigError("SLACK_BOT_TOKEN must be a bot token starting with 'xoxb-' (not a user or app token)")
+    url = env.get("DATABASE_URL") or "sqlite:///oncall.db"
+    if not url.startswith(("sqlite:", "postgresql:", "postgresql+psycopg:", "postgres:")):
+        raise ConfigError(
+            f"DATABASE_URL={url.split('@')[-1]!r} is not supported: use sqlite:///path.db or "
+            "postgresql://user@host:5432/db"
+        )
+    config = load_config_file(env["ONCALL_CONFIG"]) if env.get("ONCALL_CONFIG") else OncallConfig()
+    return Settings(
+        slack_bot_token=env["SLACK_BOT_TOKEN"],
+        slack_signing_secret=env["SLACK_SIGNING_SECRET"],
+        slack_api_url=env.get("SLACK_API_URL") or "https://slack.com/api/",
+        database_url=url,
+        redis_url=env.get("REDIS_URL") or None,
+        alertmanager_webhook_token=env["ALERTMANAGER_WEBHOOK_TOKEN"],
+        config=config,
+    )

@@ -1,0 +1,269 @@
+"""Incidents: alert groups become incidents, and every change is a timeline entry.
+
+`ingest()` is the whole intake transaction: group row locked, incident created or
+updated, alerts tracked by fingerprint, Slack work queued in the same transaction.
+Either all of it is written or none of it is.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any, Literal
+
+from sqlalchemy import select
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlmodel import Session
+
+from bot import metrics
+from bot.config import SEVERITIES, OncallConfig
+from bot.models import Alert, AlertGroup, Incident, IncidentStatus, TimelineEntry, utcnow
+from bot.outbox import enqueue
+from integrations.alertmanager import WebhookAlert, WebhookMessage
+
+__all__ = [
+    "IngestResult",
+    "InvalidTransition",
+    "add_timeline",
+    "ingest",
+    "transition",
+    "JOB_OPEN",
+    "JOB_CARD",
+    "JOB_NOTIFY",
+]
+
+ALERTMANAGER = "alertmanager"
+JOB_OPEN = "slack.open_incident"
+JOB_CARD = "slack.update_card"
+JOB_NOTIFY = "slack.notify"
+
+S = IncidentStatus
+# Forward moves of the seeds' state machine, plus the usual ways back while working.
+TRANSITIONS: dict[IncidentStatus, set[IncidentStatus]] = {
+    S.DETECTED: {S.TRIAGED, S.INVESTIGATING, S.ESCALATED, S.IDENTIFIED, S.MITIGATING, S.RESOLVED},
+    S.TRIAGED: {S.INVESTIGATING, S.ESCALATED, S.IDENTIFIED, S.MITIGATING, S.RESOLVED},
+    S.INVESTIGATING: {S.ESCALATED, S.IDENTIFIED, S.MITIGATING, S.RESOLVED},
+    S.ESCALATED: {S.INVESTIGATING, S.IDENTIFIED, S.MITIGATING, S.RESOLVED},
+    S.IDENTIFIED: {S.INVESTIGATING, S.ESCALATED, S.MITIGATING, S.RESOLVED},
+    S.MITIGATING: {S.IDENTIFIED, S.ESCALATED, S.RESOLVED},
+    S.RESOLVED: {S.DETECTED, S.POSTMORTEM},  # DETECTED = reopened
+    S.POSTMORTEM: set(),
+}
+
+
+class InvalidTransition(ValueError):
+    pass
+
+
+Outcome = Literal["created", "reopened", "resolved", "updated", "unchanged", "ignored"]
+
+
+@dataclass(frozen=True)
+class IngestResult:
+    incident_id: int | None
+    outcome: Outcome
+
+
+def add_timeline(
+    session: Session, incident: Incident, actor: str, kind: str, text: str, *,
+    at: datetime | None = None, data: dict[str, Any] | None = None,
+) -> None:
+    assert incident.id is not None
+    session.add(TimelineEntry(incident_id=incident.id, at=at or utcnow(), actor=actor, kind=kind,
+                              text=text, data=data or {}))
+
+
+def transition(
+    session: Session, incident: Incident, to: IncidentStatus, *, actor: str, now: datetime, reason: str = ""
+) -> None:
+    """Move the incident to a new state, with a timeline entry and a card refresh."""
+    current = IncidentStatus(incident.status)
+    if to not in TRANSITIONS[current]:
+        raise InvalidTransition(f"an incident that is {current.value} cannot become {to.value}")
+    incident.status = to
+    incident.updated_at = now
+    if to == S.RESOLVED:
+        incident.resolved_at, incident.resolved_by = now, actor
+    elif current == S.RESOLVED and to == S.DETECTED:
+        incident.resolved_at, incident.resolved_by = None, None
+    text = f"{current.value} → {to.value}" + (f": {reason}" if reason else "")
+    add_timeline(session, incident, actor, "status", text, at=now, data={"from": current.value, "to": to.value})
+    enqueue(session, JOB_CARD, incident_id=incident.id, coalesce=True)
+
+
+def ingest(db_session: Session, config: OncallConfig, message: WebhookMessage, *, now: datetime) -> IngestResult:
+    """Apply one Alertmanager notification. Call inside a transaction (Database.session())."""
+    group = _lock_group(db_session, message.receiver, message.group_key, now)
+    incident = _current_incident(db_session, group, config, now)
+    if incident is None:
+        if not any(a.status == "firing" for a in message.alerts):
+            return IngestResult(None, "ignored")  # resolved news of a group we never opened
+        incident = _open_incident(db_session, group, config, message, now)
+        outcome: Outcome = "created"
+    else:
+        outcome = "unchanged"
+    changed = _apply_alerts(db_session, incident, message, now)
+    changed |= _refresh_summary(db_session, config, incident, message, now)
+    outcome = _follow_group_status(db_session, config, incident, message, now, outcome, changed)
+    if outcome in ("updated", "reopened", "resolved"):
+        enqueue(db_session, JOB_CARD, incident_id=incident.id, coalesce=True)
+    return IngestResult(incident.id, outcome)
+
+
+def _lock_group(session: Session, receiver: str, group_key: str, now: datetime) -> AlertGroup:
+    # Insert-if-absent then lock: concurrent and HA-duplicate deliveries of one group
+    # all land on this single row (unique constraint) and take turns (row lock).
+    dialect = session.get_bind().dialect.name
+    insert = pg_insert if dialect == "postgresql" else sqlite_insert
+    session.execute(
+        insert(AlertGroup)
+        .values(receiver=receiver, group_key=group_key, created_at=now)
+        .on_conflict_do_nothing(index_elements=["receiver", "group_key"])
+    )
+    query = select(AlertGroup).where(AlertGroup.receiver == receiver, AlertGroup.group_key == group_key)
+    return session.scalars(query.with_for_update()).one()
+
+
+def _current_incident(
+    session: Session, group: AlertGroup, config: OncallConfig, now: datetime
+) -> Incident | None:
+    if group.current_incident_id is None:
+        return None
+    incident = session.get(Incident, group.current_incident_id, with_for_update=True)
+    if incident is None or incident.is_open:
+        return incident
+    window = timedelta(minutes=config.incidents.reopen_window_minutes)
+    if incident.status == S.RESOLVED and incident.resolved_at and now - incident.resolved_at <= window:
+        return incident  # may be reopened
+    return None  # closed for good: the next firing is a new episode
+
+
+def _open_incident(
+    session: Session, group: AlertGroup, config: OncallConfig, message: WebhookMessage, now: datetime
+) -> Incident:
+    episode = 1
+    if group.current_incident_id is not None:
+        previous = session.get(Incident, group.current_incident_id)
+        episode = (previous.episode + 1) if previous else 1
+    first = next(a for a in message.alerts if a.status == "firing")
+    labels = message.common_labels or first.labels
+    incident = Incident(
+        group_id=group.id,
+        episode=episode,
+        title=_title(message, first),
+        alertname=labels.get("alertname", first.alertname),
+        severity=_severity(config, [a for a in message.alerts if a.status == "firing"]),
+        service=_first_label(labels, "service", "app", "job"),
+        namespace=labels.get("namespace"),
+        labels=dict(labels),
+        annotations=dict(message.common_annotations or first.annotations),
+        external_url=message.external_url,
+        truncated_alerts=message.truncated_alerts,
+        created_at=now,
+        updated_at=now,
+    )
+    session.add(incident)
+    session.flush()  # the unique (group, episode) constraint is checked here
+    group.current_incident_id = incident.id
+    add_timeline(session, incident, ALERTMANAGER, "created",
+                 f"Incident opened from alert group {message.group_key}", at=now,
+                 data={"receiver": message.receiver, "group_key": message.group_key})
+    enqueue(session, JOB_OPEN, incident_id=incident.id, payload={"webhook_at": now.isoformat()})
+    metrics.INCIDENTS.labels(event="created").inc()
+    return incident
+
+
+def _apply_alerts(session: Session, incident: Incident, message: WebhookMessage, now: datetime) -> bool:
+    known = {a.fingerprint: a for a in session.scalars(select(Alert).where(Alert.incident_id == incident.id))}
+    changed = False
+    for alert in message.alerts:
+        row = known.get(alert.fingerprint)
+        if row is None:
+            session.add(_new_alert(incident, alert))
+            if alert.status == "firing":
+                add_timeline(session, incident, ALERTMANAGER, "alert", f"{alert.alertname} firing", at=now,
+                             data={"fingerprint": alert.fingerprint})
+            changed = True
+        elif row.status != alert.status or row.annotations != alert.annotations or row.labels != alert.labels:
+            if row.status != alert.status:
+                verb = "resolved" if alert.status == "resolved" else "firing again"
+                add_timeline(session, incident, ALERTMANAGER, "alert", f"{alert.alertname} {verb}", at=now,
+                             data={"fingerprint": alert.fingerprint})
+            row.status, row.labels, row.annotations = alert.status, alert.labels, alert.annotations
+            row.ends_at = alert.ended_at
+            changed = True
+    return changed
+
+
+def _new_alert(incident: Incident, alert: WebhookAlert) -> Alert:
+    assert incident.id is not None
+    return Alert(
+        incident_id=incident.id, fingerprint=alert.fingerprint, alertname=alert.alertname, status=alert.status,
+        labels=alert.labels, annotations=alert.annotations, generator_url=alert.generator_url,
+        starts_at=alert.starts_at, ends_at=alert.ended_at,
+    )
+
+
+def _refresh_summary(
+    session: Session, config: OncallConfig, incident: Incident, message: WebhookMessage, now: datetime
+) -> bool:
+    firing = [a for a in message.alerts if a.status == "firing"]
+    changed = False
+    if firing:
+        severity = _severity(config, firing)
+        if SEVERITIES.index(severity) < SEVERITIES.index(incident.severity):  # only ever raised
+            add_timeline(session, incident, ALERTMANAGER, "severity", f"severity {incident.severity} → {severity}",
+                         at=now)
+            incident.severity = severity
+            enqueue(session, JOB_OPEN, incident_id=incident.id)  # it may now get its own channel
+            changed = True
+    if message.common_annotations and message.common_annotations != incident.annotations:
+        incident.annotations = dict(message.common_annotations)
+        changed = True
+    if message.truncated_alerts != incident.truncated_alerts:
+        incident.truncated_alerts = message.truncated_alerts
+        changed = True
+    if changed:
+        incident.updated_at = now
+    return changed
+
+
+def _follow_group_status(
+    session: Session, config: OncallConfig, incident: Incident, message: WebhookMessage,
+    now: datetime, outcome: Outcome, changed: bool,
+) -> Outcome:
+    if outcome == "created":
+        return outcome
+    if message.status == "resolved" and incident.is_open and config.incidents.auto_resolve:
+        transition(session, incident, S.RESOLVED, actor=ALERTMANAGER, now=now, reason="all alerts resolved")
+        enqueue(session, JOB_NOTIFY, incident_id=incident.id,
+                payload={"text": ":white_check_mark: Resolved: every alert in the group stopped firing."})
+        metrics.INCIDENTS.labels(event="resolved").inc()
+        return "resolved"
+    if message.status == "firing" and incident.status == S.RESOLVED and _should_reopen(incident, changed):
+        transition(session, incident, S.DETECTED, actor=ALERTMANAGER, now=now, reason="the group fired again")
+        enqueue(session, JOB_NOTIFY, incident_id=incident.id,
+                payload={"text": ":rotating_light: Reopened: the alert group is firing again."})
+        metrics.INCIDENTS.labels(event="reopened").inc()
+        return "reopened"
+    return "updated" if changed else outcome
+
+
+def _should_reopen(incident: Incident, changed: bool) -> bool:
+    # Resolved by a person while Alertmanager still fired: repeats of the same alerts
+    # must not reopen it (and page again); only a change in the group does.
+    return incident.resolved_by == ALERTMANAGER or changed
+
+
+def _severity(config: OncallConfig, alerts: list[WebhookAlert]) -> str:
+    return min((config.severity.severity_of(a.labels) for a in alerts), key=SEVERITIES.index)
+
+
+def _title(message: WebhookMessage, first: WebhookAlert) -> str:
+    summary = message.common_annotations.get("summary") or first.annotations.get("summary")
+    return summary or first.alertname
+
+
+def _first_label(labels: dict[str, str], *names: str) -> str | None:
+    return next((labels[n] for n in names if labels.get(n)), None)

@@ -1,0 +1,163 @@
+"""The tables. Schema changes go through a migration in bot/migrations/versions/."""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+from enum import Enum
+from typing import Any
+
+from sqlalchemy import JSON, Column, DateTime, Index, String, Text, UniqueConstraint
+from sqlalchemy.types import TypeDecorator
+from sqlmodel import Field, SQLModel
+
+__all__ = ["AlertGroup", "Alert", "Incident", "IncidentStatus", "Job", "JobStatus", "TimelineEntry", "utcnow"]
+
+
+def utcnow() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    """Aware UTC datetimes in and out, on SQLite (which drops the offset) as on PostgreSQL."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Any) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetime given to a UTC column; use bot.models.utcnow()")
+        return value.astimezone(timezone.utc)
+
+    def process_result_value(self, value: datetime | None, dialect: Any) -> datetime | None:
+        if value is None:
+            return None
+        return value.replace(tzinfo=timezone.utc) if value.tzinfo is None else value.astimezone(timezone.utc)
+
+
+def _ts(**kw: Any) -> Any:
+    return Field(sa_type=UTCDateTime, **kw)
+
+
+def _json(default: Any) -> Any:
+    return Field(default_factory=default, sa_column=Column(JSON, nullable=False))
+
+
+class IncidentStatus(str, Enum):
+    # The seeds' incident state machine (operations-plan-ja.md 4.2).
+    DETECTED = "detected"
+    TRIAGED = "triaged"
+    INVESTIGATING = "investigating"
+    ESCALATED = "escalated"
+    IDENTIFIED = "identified"
+    MITIGATING = "mitigating"
+    RESOLVED = "resolved"
+    POSTMORTEM = "postmortem"
+
+
+class AlertGroup(SQLModel, table=True):
+    """One Alertmanager alert group. The unique key makes HA duplicates and concurrent
+    deliveries serialise on one row instead of racing to create two incidents."""
+
+    __tablename__ = "alert_group"
+    __table_args__ = (UniqueConstraint("receiver", "group_key", name="uq_alert_group_key"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    receiver: str = Field(max_length=256)
+    group_key: str = Field(sa_type=Text)
+    current_incident_id: int | None = Field(default=None)
+    created_at: datetime = _ts(default_factory=utcnow)
+
+
+class Incident(SQLModel, table=True):
+    __table_args__ = (
+        # One incident per episode of a group, enforced by the database.
+        UniqueConstraint("group_id", "episode", name="uq_incident_group_episode"),
+    )
+
+    id: int | None = Field(default=None, primary_key=True)
+    group_id: int | None = Field(default=None, foreign_key="alert_group.id", index=True)
+    episode: int = 1
+    title: str = Field(sa_type=Text)
+    alertname: str = Field(max_length=256)
+    severity: str = Field(max_length=2)
+    status: IncidentStatus = Field(default=IncidentStatus.DETECTED, sa_type=String(16))  # plain text: new states need no enum migration
+    service: str | None = Field(default=None, max_length=256)
+    namespace: str | None = Field(default=None, max_length=256)
+    labels: dict[str, str] = _json(dict)
+    annotations: dict[str, str] = _json(dict)
+    external_url: str = Field(default="", sa_type=Text)
+    truncated_alerts: int = 0
+    commander: str | None = Field(default=None, max_length=64)
+    created_at: datetime = _ts(default_factory=utcnow)
+    updated_at: datetime = _ts(default_factory=utcnow)
+    resolved_at: datetime | None = _ts(default=None)
+    resolved_by: str | None = Field(default=None, max_length=128)
+    acknowledged_at: datetime | None = _ts(default=None)
+    acknowledged_by: str | None = Field(default=None, max_length=64)
+    # Slack side, filled by the sync jobs; each step is recorded so a retry resumes.
+    channel_id: str | None = Field(default=None, max_length=32)
+    channel_name: str | None = Field(default=None, max_length=80)
+    channel_ready: bool = False  # topic set and responders invited
+    card_channel_id: str | None = Field(default=None, max_length=32)
+    card_ts: str | None = Field(default=None, max_length=32)
+    card_updated_at: datetime | None = _ts(default=None)
+    announce_ts: str | None = Field(default=None, max_length=32)
+
+    @property
+    def is_open(self) -> bool:
+        return self.status not in (IncidentStatus.RESOLVED, IncidentStatus.POSTMORTEM)
+
+
+class Alert(SQLModel, table=True):
+    __table_args__ = (UniqueConstraint("incident_id", "fingerprint", name="uq_alert_fingerprint"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    incident_id: int = Field(foreign_key="incident.id", index=True)
+    fingerprint: str = Field(max_length=64)
+    alertname: str = Field(max_length=256)
+    status: str = Field(max_length=16)
+    labels: dict[str, str] = _json(dict)
+    annotations: dict[str, str] = _json(dict)
+    generator_url: str = Field(default="", sa_type=Text)
+    starts_at: datetime = _ts()
+    ends_at: datetime | None = _ts(default=None)
+
+
+class TimelineEntry(SQLModel, table=True):
+    __tablename__ = "timeline_entry"
+
+    id: int | None = Field(default=None, primary_key=True)
+    incident_id: int = Field(foreign_key="incident.id", index=True)
+    at: datetime = _ts(default_factory=utcnow)
+    actor: str = Field(max_length=128)
+    kind: str = Field(max_length=32)
+    text: str = Field(sa_type=Text)
+    data: dict[str, Any] = _json(dict)
+
+
+class JobStatus(str, Enum):
+    PENDING = "pending"
+    RUNNING = "running"
+    DONE = "done"
+    FAILED = "failed"  # a permanent error (never a transient one); kept for the operator
+
+
+class Job(SQLModel, table=True):
+    """The durable outbox: work for Slack (and later PagerDuty) written in the same
+    transaction as the change that needs it, and run by the worker after the response."""
+
+    __table_args__ = (Index("ix_job_due", "status", "run_at"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    kind: str = Field(max_length=64)
+    incident_id: int | None = Field(default=None, index=True)
+    payload: dict[str, Any] = _json(dict)
+    status: JobStatus = Field(default=JobStatus.PENDING, sa_type=String(16))
+    attempts: int = 0
+    run_at: datetime = _ts(default_factory=utcnow)
+    lease_until: datetime | None = _ts(default=None)
+    last_error: str | None = Field(default=None, sa_type=Text)
+    created_at: datetime = _ts(default_factory=utcnow)
+    finished_at: datetime | None = _ts(default=None)

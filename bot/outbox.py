@@ -1,0 +1,189 @@
+"""The durable outbox: side effects (Slack, PagerDuty) written as jobs in the same
+transaction as the change that needs them, and run after the HTTP response.
+
+A job that fails with a transient error is rescheduled with backoff, never dropped.
+Jobs of one incident run one at a time, in order; jobs of different incidents run
+concurrently. On PostgreSQL several replicas share the table safely: a job is claimed
+with `FOR UPDATE SKIP LOCKED` and held by a lease, so a crashed replica's job is
+picked up again when its lease runs out.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+from collections.abc import Awaitable, Callable
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import and_, exists, or_, select, update
+from sqlalchemy.orm import aliased
+from sqlmodel import Session
+
+from bot import metrics
+from bot.db import Database
+from bot.models import Job, JobStatus, utcnow
+
+__all__ = ["Outbox", "PermanentError", "RetryLater", "enqueue"]
+
+log = logging.getLogger(__name__)
+
+Handler = Callable[[Job], Awaitable[None]]
+Clock = Callable[[], datetime]
+
+MAX_BACKOFF_SECONDS = 300.0
+
+
+class RetryLater(Exception):
+    """Run the job again after `after` seconds (e.g. Slack's Retry-After)."""
+
+    def __init__(self, reason: str, after: float) -> None:
+        super().__init__(reason)
+        self.after = after
+
+
+class PermanentError(Exception):
+    """Retrying cannot help (a bug, or the channel was deleted): keep the job as failed."""
+
+
+def enqueue(
+    session: Session,
+    kind: str,
+    *,
+    incident_id: int | None = None,
+    payload: dict[str, Any] | None = None,
+    coalesce: bool = False,
+    run_at: datetime | None = None,
+) -> Job | None:
+    """Add a job to the caller's transaction. With `coalesce`, a job of the same kind for
+    the same incident that has not started yet already covers this one."""
+    if coalesce:
+        pending = session.exec(
+            select(Job.id).where(  # type: ignore[call-overload]
+                Job.kind == kind, Job.incident_id == incident_id, Job.status == JobStatus.PENDING
+            )
+        ).first()
+        if pending is not None:
+            return None
+    job = Job(kind=kind, incident_id=incident_id, payload=payload or {}, run_at=run_at or utcnow())
+    session.add(job)
+    return job
+
+
+def _backoff(attempts: int) -> float:
+    return min(MAX_BACKOFF_SECONDS, 2.0 ** min(attempts, 10)) * random.uniform(0.5, 1.0)
+
+
+class Outbox:
+    def __init__(
+        self,
+        db: Database,
+        handlers: dict[str, Handler],
+        *,
+        clock: Clock = utcnow,
+        lease_seconds: float = 120.0,
+        poll_seconds: float = 0.5,
+        concurrency: int = 16,
+    ) -> None:
+        self.db = db
+        self.handlers = handlers
+        self.clock = clock
+        self.lease = timedelta(seconds=lease_seconds)
+        self.poll_seconds = poll_seconds
+        self._limit = asyncio.Semaphore(concurrency)
+        self._wake = asyncio.Event()
+        self._stopping = False
+
+    def kick(self) -> None:
+        """New work was committed: run it now instead of at the next poll."""
+        self._wake.set()
+
+    def stop(self) -> None:
+        self._stopping = True
+        self._wake.set()
+
+    async def run(self) -> None:
+        log.info("outbox worker started")
+        while not self._stopping:
+            try:
+                ran = await self.run_due()
+            except Exception:  # the database may be briefly away; keep the worker alive
+                log.exception("outbox pass failed; retrying")
+                ran = 0
+            if ran == 0:
+                try:
+                    await asyncio.wait_for(self._wake.wait(), timeout=self.poll_seconds)
+                except TimeoutError:
+                    pass
+                self._wake.clear()
+        log.info("outbox worker stopped")
+
+    async def run_due(self) -> int:
+        """Claim every job that is due now and run it; returns how many ran."""
+        jobs = await asyncio.to_thread(self._claim)
+        await asyncio.gather(*(self._run(job) for job in jobs))
+        return len(jobs)
+
+    def _claim(self) -> list[Job]:
+        now = self.clock()
+        earlier = aliased(Job)
+        blocked = exists().where(
+            earlier.incident_id == Job.incident_id,
+            earlier.id < Job.id,
+            earlier.status.in_([JobStatus.PENDING, JobStatus.RUNNING]),  # type: ignore[attr-defined]
+        )
+        due = or_(
+            and_(Job.status == JobStatus.PENDING, Job.run_at <= now),
+            and_(Job.status == JobStatus.RUNNING, Job.lease_until < now),  # type: ignore[operator]
+        )
+        query = (
+            select(Job)
+            .where(due, or_(Job.incident_id.is_(None), ~blocked))  # type: ignore[union-attr]
+            .order_by(Job.id)  # type: ignore[arg-type]
+            .limit(64)
+            .with_for_update(skip_locked=True)
+        )
+        with self.db.session() as session:
+            jobs = list(session.scalars(query))
+            for job in jobs:
+                job.status = JobStatus.RUNNING
+                job.lease_until = now + self.lease
+                job.attempts += 1
+            return jobs
+
+    async def _run(self, job: Job) -> None:
+        async with self._limit:
+            status, error, retry_in = await self._attempt(job)
+        await asyncio.to_thread(self._finish, job, status, error, retry_in)
+
+    async def _attempt(self, job: Job) -> tuple[JobStatus, str | None, float]:
+        handler = self.handlers.get(job.kind)
+        try:
+            if handler is None:
+                raise PermanentError(f"no handler for job kind {job.kind!r}")
+            await handler(job)
+        except RetryLater as exc:
+            return JobStatus.PENDING, str(exc), exc.after
+        except PermanentError as exc:
+            log.error("job failed permanently", extra={"job": job.id, "kind": job.kind, "error": str(exc)})
+            return JobStatus.FAILED, str(exc), 0.0
+        except Exception as exc:  # transient by default: retried with backoff
+            delay = _backoff(job.attempts)
+            log.warning(
+                "job failed; will retry",
+                extra={"job": job.id, "kind": job.kind, "error": repr(exc), "retry_in": round(delay, 1)},
+            )
+            return JobStatus.PENDING, repr(exc), delay
+        return JobStatus.DONE, None, 0.0
+
+    def _finish(self, job: Job, status: JobStatus, error: str | None, retry_in: float = 0.0) -> None:
+        now = self.clock()
+        values: dict[str, Any] = {"status": status, "last_error": error, "lease_until": None}
+        if status == JobStatus.PENDING:
+            values["run_at"] = now + timedelta(seconds=retry_in)
+        else:
+            values["finished_at"] = now
+        with self.db.session() as session:
+            session.execute(update(Job).where(Job.id == job.id).values(**values))  # type: ignore[arg-type]
+        metrics.JOBS.labels(kind=job.kind, outcome=status.value).inc()

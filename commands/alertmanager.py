@@ -1,0 +1,103 @@
+"""POST /alertmanager: authenticate, bound, parse and persist; Slack work happens later.
+
+Alertmanager retries 5xx and never 4xx (alertmanager#2121), so: bad input gets a 4xx
+naming the problem, and a failure to persist gets a 503 so that it tries again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import json
+import logging
+from collections.abc import Callable
+from datetime import datetime
+
+from pydantic import ValidationError
+from sqlalchemy.exc import SQLAlchemyError
+from starlette.requests import ClientDisconnect, Request
+from starlette.responses import JSONResponse
+
+from bot import metrics
+from bot.config import Settings
+from bot.db import Database
+from bot.incidents import IngestResult, ingest
+from bot.models import utcnow
+from integrations.alertmanager import WebhookMessage
+
+__all__ = ["WebhookEndpoint"]
+
+log = logging.getLogger(__name__)
+
+
+class _Reject(Exception):
+    def __init__(self, status: int, error: str, **extra: object) -> None:
+        super().__init__(error)
+        self.status, self.error, self.extra = status, error, extra
+
+
+class WebhookEndpoint:
+    def __init__(self, settings: Settings, db: Database, on_commit: Callable[[], None],
+                 clock: Callable[[], datetime] = utcnow) -> None:
+        self.settings, self.db, self.on_commit, self.clock = settings, db, on_commit, clock
+        self._expected = f"Bearer {settings.alertmanager_webhook_token}".encode()
+
+    async def __call__(self, request: Request) -> JSONResponse:
+        try:
+            self._authenticate(request)
+            message = _parse(await self._read_body(request))
+        except _Reject as rej:
+            metrics.WEBHOOKS.labels(outcome=f"rejected_{rej.status}").inc()
+            log.warning("webhook rejected", extra={"status": rej.status, "error": rej.error})
+            return JSONResponse({"error": rej.error, **rej.extra}, status_code=rej.status)
+        try:
+            result = await asyncio.to_thread(self._persist, message)
+        except SQLAlchemyError as exc:
+            metrics.WEBHOOKS.labels(outcome="error_503").inc()
+            log.error("webhook not persisted; Alertmanager will retry", extra={"error": repr(exc)})
+            return JSONResponse({"error": "could not store the notification; retry later"}, status_code=503)
+        self.on_commit()
+        metrics.WEBHOOKS.labels(outcome=result.outcome).inc()
+        log.info("webhook applied", extra={"incident": result.incident_id, "outcome": result.outcome,
+                                           "group_key": message.group_key, "alerts": len(message.alerts)})
+        return JSONResponse({"incident_id": result.incident_id, "outcome": result.outcome})
+
+    def _authenticate(self, request: Request) -> None:
+        given = request.headers.get("authorization", "").encode()
+        if not hmac.compare_digest(given, self._expected):
+            raise _Reject(401, "missing or wrong bearer token: set Alertmanager's webhook "
+                               "http_config.authorization.credentials to ALERTMANAGER_WEBHOOK_TOKEN")
+
+    async def _read_body(self, request: Request) -> bytes:
+        limit = self.settings.max_webhook_bytes
+        declared = request.headers.get("content-length")
+        if declared and declared.isdigit() and int(declared) > limit:
+            raise _Reject(413, f"body is {declared} bytes; the limit is {limit} (lower max_alerts in Alertmanager)")
+        body = bytearray()
+        try:
+            async for chunk in request.stream():
+                body += chunk
+                if len(body) > limit:
+                    raise _Reject(413, f"body exceeds {limit} bytes (lower max_alerts in Alertmanager)")
+        except ClientDisconnect as exc:
+            raise _Reject(400, "client disconnected before the body was complete") from exc
+        return bytes(body)
+
+    def _persist(self, message: WebhookMessage) -> IngestResult:
+        with self.db.session() as session:
+            return ingest(session, self.settings.config, message, now=self.clock())
+
+
+def _parse(body: bytes) -> WebhookMessage:
+    try:
+        data = json.loads(body)
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise _Reject(400, f"body is not valid JSON: {exc}") from exc
+    try:
+        return WebhookMessage.model_validate(data)
+    except ValidationError as exc:
+        problems = [
+            {"field": ".".join(str(p) for p in err["loc"]), "problem": err["msg"]} for err in exc.errors()[:20]
+        ]
+        first = problems[0]
+        raise _Reject(422, f"{first['field'] or 'body'}: {first['problem']}", problems=problems) from exc

@@ -1,0 +1,166 @@
+"""Slack Web API: a small typed client over slack_sdk's AsyncWebClient.
+
+Knows nothing of incidents. Every failure comes out as `SlackError`, which says
+whether retrying can help and, for rate limits, when.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from slack_sdk.errors import SlackApiError, SlackClientError
+from slack_sdk.http_retry.builtin_async_handlers import (
+    AsyncConnectionErrorRetryHandler,
+    AsyncRateLimitErrorRetryHandler,
+    AsyncServerErrorRetryHandler,
+)
+from slack_sdk.web.async_client import AsyncWebClient
+
+__all__ = ["SlackClient", "SlackError", "Channel", "make_web_client"]
+
+log = logging.getLogger(__name__)
+
+# Errors that a later attempt can get past; anything else is a problem with the request.
+_TRANSIENT = {"ratelimited", "rate_limited", "internal_error", "fatal_error", "request_timeout",
+              "service_unavailable", "team_added_to_org"}
+_INVITE_CHUNK = 100  # conversations.invite takes at most 100 users per call
+
+
+class SlackError(Exception):
+    def __init__(self, method: str, error: str, *, status: int | None = None, retry_after: float | None = None,
+                 detail: Any = None) -> None:
+        super().__init__(f"Slack {method} failed: {error}" + (f" (HTTP {status})" if status else ""))
+        self.method, self.error, self.status = method, error, status
+        self.retry_after, self.detail = retry_after, detail
+
+    @property
+    def retryable(self) -> bool:
+        return self.error in _TRANSIENT or self.status is None or self.status == 429 or self.status >= 500
+
+
+@dataclass(frozen=True)
+class Channel:
+    id: str
+    name: str
+
+
+def make_web_client(token: str, base_url: str, *, timeout: int = 15) -> AsyncWebClient:
+    """The client the bot (and Bolt) use: 429 honours Retry-After once, connection
+    resets and 5xx are retried once; what still fails reaches the durable outbox."""
+    client = AsyncWebClient(token=token, base_url=base_url, timeout=timeout)
+    client.retry_handlers = [
+        AsyncConnectionErrorRetryHandler(max_retry_count=2),
+        AsyncRateLimitErrorRetryHandler(max_retry_count=1),
+        AsyncServerErrorRetryHandler(max_retry_count=1),
+    ]
+    return client
+
+
+class SlackClient:
+    def __init__(self, web: AsyncWebClient, *, on_call: Callable[[str, str], None] | None = None) -> None:
+        """`on_call(method, outcome)` is told of every call (for metrics)."""
+        self.web = web
+        self._on_call = on_call or (lambda method, outcome: None)
+
+    async def _call(self, method: str, **args: Any) -> dict[str, Any]:
+        args = {k: v for k, v in args.items() if v is not None}
+        try:
+            response = await self.web.api_call(method, json=args) if _json_method(method) else \
+                await self.web.api_call(method, params=_form(args))
+        except SlackApiError as exc:
+            status = exc.response.status_code
+            retry_after = exc.response.headers.get("Retry-After") or exc.response.headers.get("retry-after")
+            error = exc.response.get("error", "unknown_error") if isinstance(exc.response.data, dict) else str(exc)
+            self._on_call(method, error)
+            raise SlackError(method, error, status=status,
+                             retry_after=float(retry_after) if retry_after else None,
+                             detail=exc.response.data) from exc
+        except (SlackClientError, OSError, TimeoutError) as exc:
+            self._on_call(method, "unreachable")
+            raise SlackError(method, f"unreachable: {exc!r}") from exc
+        self._on_call(method, "ok")
+        return dict(response.data)  # type: ignore[arg-type]
+
+    async def create_channel(self, name: str, *, private: bool = False) -> Channel:
+        data = await self._call("conversations.create", name=name, is_private=private)
+        return Channel(id=data["channel"]["id"], name=data["channel"]["name"])
+
+    async def set_topic(self, channel: str, topic: str) -> None:
+        await self._call("conversations.setTopic", channel=channel, topic=topic[:250])
+
+    async def invite(self, channel: str, users: Sequence[str]) -> list[tuple[str, str]]:
+        """Invite users; returns (user, error) for those Slack refused (already members excluded)."""
+        refused: list[tuple[str, str]] = []
+        for start in range(0, len(users), _INVITE_CHUNK):
+            chunk = list(users[start:start + _INVITE_CHUNK])
+            try:
+                await self._call("conversations.invite", channel=channel, users=",".join(chunk), force=True)
+            except SlackError as exc:
+                if exc.error == "already_in_channel":
+                    continue
+                if exc.retryable or not isinstance(exc.detail, dict) or "errors" not in exc.detail:
+                    raise
+                refused += [(e.get("user", "?"), e.get("error", exc.error)) for e in exc.detail["errors"]
+                            if e.get("error") != "already_in_channel"]
+        return refused
+
+    async def post_message(self, channel: str, text: str, *, blocks: list[dict[str, Any]] | None = None,
+                           thread_ts: str | None = None) -> str:
+        data = await self._call("chat.postMessage", channel=channel, text=text, blocks=blocks, thread_ts=thread_ts,
+                                unfurl_links=False)
+        return str(data["ts"])
+
+    async def update_message(self, channel: str, ts: str, text: str, *,
+                             blocks: list[dict[str, Any]] | None = None) -> None:
+        await self._call("chat.update", channel=channel, ts=ts, text=text, blocks=blocks)
+
+    async def post_ephemeral(self, channel: str, user: str, text: str,
+                             blocks: list[dict[str, Any]] | None = None) -> None:
+        await self._call("chat.postEphemeral", channel=channel, user=user, text=text, blocks=blocks)
+
+    async def user_id_by_email(self, email: str) -> str | None:
+        try:
+            data = await self._call("users.lookupByEmail", email=email)
+        except SlackError as exc:
+            if exc.error == "users_not_found":
+                return None
+            raise
+        return str(data["user"]["id"])
+
+    async def usergroup_members(self, usergroup: str) -> list[str]:
+        data = await self._call("usergroups.users.list", usergroup=usergroup)
+        return list(data.get("users", []))
+
+    async def channel_members(self, channel: str) -> list[str]:
+        data = await self._call("conversations.members", channel=channel, limit=1000)
+        return list(data.get("members", []))
+
+    async def user_locale(self, user: str) -> str:
+        data = await self._call("users.info", user=user, include_locale=True)
+        return str(data["user"].get("locale") or "en-US")
+
+    async def permalink(self, channel: str, ts: str) -> str:
+        data = await self._call("chat.getPermalink", channel=channel, message_ts=ts)
+        return str(data["permalink"])
+
+    async def upload_file(self, channel: str, content: bytes, filename: str, *, title: str,
+                          thread_ts: str | None = None, comment: str | None = None) -> None:
+        try:
+            await self.web.files_upload_v2(channel=channel, content=content, filename=filename, title=title,
+                                           thread_ts=thread_ts, initial_comment=comment)
+        except SlackApiError as exc:
+            raise SlackError("files.upload_v2", exc.response.get("error", "unknown_error"),
+                             status=exc.response.status_code) from exc
+        except (SlackClientError, OSError, TimeoutError) as exc:
+            raise SlackError("files.upload_v2", f"unreachable: {exc!r}") from exc
+
+
+def _json_method(method: str) -> bool:
+    return method.startswith(("chat.", "views."))
+
+
+def _form(args: dict[str, Any]) -> dict[str, Any]:
+    return {k: ("1" if v else "0") if isinstance(v, bool) else v for k, v in args.items()}
