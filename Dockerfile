@@ -1,0 +1,18 @@
+FROM python:3.11-slim
+
+ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 PIP_NO_CACHE_DIR=1
+WORKDIR /app
+COPY pyproject.toml README.md ./
+COPY bot ./bot
+COPY commands ./commands
+COPY integrations ./integrations
+RUN pip install . && useradd --system --uid 10001 --home-dir /data --create-home oncall
+
+USER 10001
+WORKDIR /data
+# The embedded default keeps its SQLite file in /data; mount a volume there, or set DATABASE_URL.
+ENV DATABASE_URL=sqlite:////data/oncall.db
+EXPOSE 3000
+HEALTHCHECK --interval=30s --timeout=3s CMD python -c "import urllib.request,sys; urllib.request.urlopen('http://127.0.0.1:3000/healthz', timeout=2)" || exit 1
+ENTRYPOINT ["oncall-bot"]
+CMD ["serve", "--host", "0.0.0.0", "--port", "3000"]
