@@ -10,7 +10,9 @@ from sqlalchemy import JSON, Column, DateTime, Index, String, Text, UniqueConstr
 from sqlalchemy.types import TypeDecorator
 from sqlmodel import Field, SQLModel
 
-__all__ = ["AlertGroup", "Alert", "Incident", "IncidentStatus", "Job", "JobStatus", "TimelineEntry", "utcnow"]
+__all__ = [
+    "AlertGroup", "Alert", "Incident", "IncidentStatus", "Job", "JobStatus", "RunbookStep", "TimelineEntry", "utcnow",
+]
 
 
 def utcnow() -> datetime:
@@ -161,3 +163,28 @@ class Job(SQLModel, table=True):
     last_error: str | None = Field(default=None, sa_type=Text)
     created_at: datetime = _ts(default_factory=utcnow)
     finished_at: datetime | None = _ts(default=None)
+
+
+class RunbookStep(SQLModel, table=True):
+    """One runbook step posted in an incident. Its button carries only `token`; the
+    action and its validated parameters stay here, out of the user's reach."""
+
+    __tablename__ = "runbook_step"
+    __table_args__ = (UniqueConstraint("token", name="uq_runbook_step_token"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    token: str = Field(max_length=32)
+    incident_id: int = Field(foreign_key="incident.id", index=True)
+    runbook_id: str = Field(max_length=128)
+    step_index: int
+    step_id: str = Field(max_length=128)
+    action: str | None = Field(default=None, max_length=64)
+    kind: str = Field(default="info", max_length=16)  # diagnostic | remediation | info
+    params: dict[str, Any] = _json(dict)
+    disabled_reason: str | None = Field(default=None, sa_type=Text)
+    message_channel: str | None = Field(default=None, max_length=32)
+    message_ts: str | None = Field(default=None, max_length=32)
+    runs: int = 0
+    last_run_by: str | None = Field(default=None, max_length=64)
+    last_run_at: datetime | None = _ts(default=None)
+    created_at: datetime = _ts(default_factory=utcnow)

@@ -112,8 +112,33 @@ def upgrade() -> None:
 
 
 
+    op.create_table('runbook_step',
+    sa.Column('id', sa.Integer(), nullable=False),
+    sa.Column('token', sa.String(length=32), nullable=False),
+    sa.Column('incident_id', sa.Integer(), nullable=False),
+    sa.Column('runbook_id', sa.String(length=128), nullable=False),
+    sa.Column('step_index', sa.Integer(), nullable=False),
+    sa.Column('step_id', sa.String(length=128), nullable=False),
+    sa.Column('action', sa.String(length=64), nullable=True),
+    sa.Column('kind', sa.String(length=16), nullable=False),
+    sa.Column('params', sa.JSON(), nullable=False),
+    sa.Column('disabled_reason', sa.Text(), nullable=True),
+    sa.Column('message_channel', sa.String(length=32), nullable=True),
+    sa.Column('message_ts', sa.String(length=32), nullable=True),
+    sa.Column('runs', sa.Integer(), nullable=False),
+    sa.Column('last_run_by', sa.String(length=64), nullable=True),
+    sa.Column('last_run_at', sa.DateTime(timezone=True), nullable=True),
+    sa.Column('created_at', sa.DateTime(timezone=True), nullable=False),
+    sa.ForeignKeyConstraint(['incident_id'], ['incident.id'], ),
+    sa.PrimaryKeyConstraint('id'),
+    sa.UniqueConstraint('token', name='uq_runbook_step_token')
+    )
+    with op.batch_alter_table('runbook_step', schema=None) as batch_op:
+        batch_op.create_index(batch_op.f('ix_runbook_step_incident_id'), ['incident_id'], unique=False)
+
 
 def downgrade() -> None:
+    op.drop_table('runbook_step')
 
     with op.batch_alter_table('timeline_entry', schema=None) as batch_op:
         batch_op.drop_index(batch_op.f('ix_timeline_entry_incident_id'))

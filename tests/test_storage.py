@@ -1,0 +1,118 @@
+"""Storage on SQLite and PostgreSQL: migrations, the intake transaction and its constraints."""
+
+from __future__ import annotations
+
+import threading
+from datetime import datetime, timezone
+
+import pytest
+from alembic.autogenerate import compare_metadata
+from alembic.migration import MigrationContext
+from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
+from sqlmodel import SQLModel
+
+from bot.config import OncallConfig
+from bot.db import Database
+from bot.incidents import JOB_CARD, JOB_OPEN, InvalidTransition, ingest, transition
+from bot.models import Alert, AlertGroup, Incident, IncidentStatus, Job, TimelineEntry
+from integrations.alertmanager import WebhookMessage
+from tests.alerts import alert, group, resolved
+
+NOW = datetime(2026, 11, 23, 9, 0, tzinfo=timezone.utc)
+
+
+@pytest.fixture
+def db(database_url: str):  # type: ignore[no-untyped-def]
+    database = Database(database_url)
+    database.migrate()
+    yield database
+    database.dispose()
+
+
+def _ingest(db: Database, payload: dict, now: datetime = NOW):  # type: ignore[no-untyped-def]
+    with db.session() as session:
+        return ingest(session, OncallConfig(), WebhookMessage.model_validate(payload), now=now)
+
+
+def test_migrations_match_the_models_and_are_idempotent(db: Database) -> None:
+    db.migrate()  # a second run is a no-op
+    with db.engine.connect() as connection:
+        assert compare_metadata(MigrationContext.configure(connection), SQLModel.metadata) == []
+
+
+def test_ingest_writes_incident_alerts_timeline_and_jobs_in_one_transaction(db: Database) -> None:
+    result = _ingest(db, group(alert(labels={"instance": "a"}), alert(labels={"instance": "b"})))
+    assert result.outcome == "created"
+    with db.session() as session:
+        incident = session.get(Incident, result.incident_id)
+        assert incident.severity == "P1" and incident.status == IncidentStatus.DETECTED
+        assert incident.created_at == NOW  # timezone-aware on both databases
+        assert len(session.scalars(select(Alert)).all()) == 2
+        assert [j.kind for j in session.scalars(select(Job))] == [JOB_OPEN]
+        assert len(session.scalars(select(TimelineEntry)).all()) == 3  # created + two alerts
+
+
+def test_an_error_midway_leaves_nothing_behind(db: Database) -> None:
+    payload = group()
+    with pytest.raises(RuntimeError):
+        with db.session() as session:
+            ingest(session, OncallConfig(), WebhookMessage.model_validate(payload), now=NOW)
+            raise RuntimeError("the process died here")
+    with db.session() as session:
+        assert session.scalars(select(AlertGroup)).all() == []
+        assert session.scalars(select(Incident)).all() == []
+        assert session.scalars(select(Job)).all() == []
+
+
+def test_concurrent_deliveries_of_one_group_create_one_incident(db: Database) -> None:
+    payload = group()
+    outcomes: list[str] = []
+    barrier = threading.Barrier(8)
+
+    def deliver() -> None:
+        barrier.wait()
+        outcomes.append(_ingest(db, payload).outcome)
+
+    threads = [threading.Thread(target=deliver) for _ in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert sorted(outcomes) == ["created"] + ["unchanged"] * 7
+    with db.session() as session:
+        assert len(session.scalars(select(Incident)).all()) == 1
+        assert len(session.scalars(select(Job).where(Job.kind == JOB_OPEN)).all()) == 1
+
+
+def test_the_database_refuses_a_second_incident_for_the_same_episode(db: Database) -> None:
+    result = _ingest(db, group())
+    with pytest.raises(IntegrityError):
+        with db.session() as session:
+            first = session.get(Incident, result.incident_id)
+            session.add(Incident(group_id=first.group_id, episode=first.episode, title="dup", alertname="x",
+                                 severity="P1"))
+            session.flush()
+    with pytest.raises(IntegrityError):
+        with db.session() as session:
+            session.add(AlertGroup(receiver="oncall-bot", group_key=group()["groupKey"]))
+            session.flush()
+
+
+def test_update_resolve_and_transitions(db: Database) -> None:
+    payload = group(alert(labels={"instance": "a"}))
+    incident_id = _ingest(db, payload).incident_id
+    assert _ingest(db, payload).outcome == "unchanged"
+    assert _ingest(db, resolved(payload)).outcome == "resolved"
+    with db.session() as session:
+        incident = session.get(Incident, incident_id)
+        assert incident.status == IncidentStatus.RESOLVED and incident.resolved_by == "alertmanager"
+        assert session.scalars(select(Job).where(Job.kind == JOB_CARD)).all()
+        transition(session, incident, IncidentStatus.POSTMORTEM, actor="U0ALICE", now=NOW)
+        with pytest.raises(InvalidTransition, match="postmortem cannot become detected"):
+            transition(session, incident, IncidentStatus.DETECTED, actor="U0ALICE", now=NOW)
+        entries = session.scalars(select(TimelineEntry).where(TimelineEntry.kind == "status")).all()
+        assert [(e.actor, e.text) for e in entries] == [
+            ("alertmanager", "detected → resolved: all alerts resolved"),
+            ("U0ALICE", "resolved → postmortem"),
+        ]
