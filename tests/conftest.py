@@ -9,6 +9,7 @@ import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 from datetime import datetime, timedelta, timezone
 
 import httpx
@@ -18,7 +19,9 @@ import uvicorn
 
 from bot.config import OncallConfig, Settings
 from commands.server import Services, build, create_app
-from tests.fakes.slack import FakeSlack
+
+if TYPE_CHECKING:
+    from tests.fakes.slack import FakeSlack
 
 IN_CI = os.environ.get("CI", "").lower() == "true"
 PG_ADMIN_URL = os.environ.get("TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test")
@@ -108,7 +111,9 @@ def redis_url() -> str:
 
 
 @pytest.fixture
-def slack() -> Iterator[FakeSlack]:
+def slack() -> Iterator["FakeSlack"]:
+    from tests.fakes.slack import FakeSlack
+
     fake = FakeSlack()
     fake.start()
     for user, email in (("U0ALICE", "alice@example.com"), ("U0BOB", "bob@example.com"),
@@ -126,7 +131,7 @@ def clock() -> FakeClock:
     return FakeClock()
 
 
-def make_settings(database_url: str, slack: FakeSlack, config: OncallConfig | None = None,
+def make_settings(database_url: str, slack: "FakeSlack", config: OncallConfig | None = None,
                   **overrides: object) -> Settings:
     values: dict[str, object] = dict(
         slack_bot_token=slack.token, slack_signing_secret=SIGNING_SECRET, slack_api_url=slack.base_url,
@@ -176,7 +181,7 @@ def start_bot(settings: Settings, clock=None) -> RunningBot:  # type: ignore[no-
 
 
 @pytest.fixture
-def bot(database_url: str, slack: FakeSlack, clock: FakeClock) -> Iterator[RunningBot]:
+def bot(database_url: str, slack: "FakeSlack", clock: FakeClock) -> Iterator[RunningBot]:
     running = start_bot(make_settings(database_url, slack), clock=clock)
     try:
         yield running
