@@ -88,3 +88,35 @@ def test_health_ready_and_metrics(bot: RunningBot) -> None:
         text = http.get("/metrics").text
     assert 'oncall_webhooks_total{outcome="created"} 1.0' in text
     assert "oncall_jobs_pending" in text
+
+
+def test_readyz_checks_redis_when_configured(database_url: str, slack, redis_url: str) -> None:  # type: ignore[no-untyped-def]
+    from tests.conftest import free_port, make_settings, start_bot
+
+    for url, expected in ((redis_url, 200), (f"redis://127.0.0.1:{free_port()}/0", 503)):
+        running = start_bot(make_settings(database_url, slack, redis_url=url))
+        try:
+            with running.client() as http:
+                reply = http.get("/readyz")
+            assert reply.status_code == expected, reply.text
+            if expected == 503:
+                assert reply.json()["problems"][0].startswith("redis unreachable")
+        finally:
+            running.stop()
+            running.services.db.dispose()
+
+
+def test_database_failure_answers_503_so_alertmanager_retries(slack, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    from tests.conftest import make_settings, start_bot
+
+    path = tmp_path / "oncall.db"
+    running = start_bot(make_settings(f"sqlite:///{path}", slack))
+    try:
+        running.services.db.dispose()
+        for leftover in tmp_path.glob("oncall.db*"):
+            leftover.unlink()  # the database is gone: every write now fails
+        reply = running.post_alerts(group())
+        assert reply.status_code == 503
+        assert "retry later" in reply.json()["error"]
+    finally:
+        running.stop()

@@ -1,0 +1,55 @@
+"""Requests as Slack sends them to /slack/events: signed, form-encoded, real shapes (platform.md §1.1, §1.7)."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import time
+from typing import Any
+from urllib.parse import urlencode
+
+import httpx
+
+from tests.conftest import SIGNING_SECRET
+
+
+def signed_headers(body: bytes, *, secret: str = SIGNING_SECRET, timestamp: int | None = None) -> dict[str, str]:
+    ts = str(int(time.time()) if timestamp is None else timestamp)
+    base = b"v0:" + ts.encode() + b":" + body
+    signature = "v0=" + hmac.new(secret.encode(), base, hashlib.sha256).hexdigest()
+    return {"X-Slack-Request-Timestamp": ts, "X-Slack-Signature": signature,
+            "Content-Type": "application/x-www-form-urlencoded"}
+
+
+def slash_command(command: str, text: str = "", *, user: str = "U0ALICE", channel: str = "C0INCIDENTS",
+                  response_url: str = "http://127.0.0.1:9/commands/T0001/1/x") -> bytes:
+    return urlencode({
+        "token": "legacy", "team_id": "T0001", "team_domain": "acme", "channel_id": channel,
+        "channel_name": "incidents", "user_id": user, "user_name": user.lower(), "command": command,
+        "text": text, "api_app_id": "A0001", "is_enterprise_install": "false",
+        "response_url": response_url, "trigger_id": "123.456.abcdef",
+    }).encode()
+
+
+def block_actions(action_id: str, value: str, *, user: str = "U0ALICE", channel: str = "C0INCIDENTS",
+                  message: dict[str, Any] | None = None, block_id: str = "b",
+                  response_url: str = "http://127.0.0.1:9/actions/T0001/1/x") -> bytes:
+    message = message or {"type": "message", "ts": "1700000000.000100", "text": "", "blocks": []}
+    payload = {
+        "type": "block_actions", "user": {"id": user, "username": user.lower(), "name": user.lower(),
+                                          "team_id": "T0001"},
+        "api_app_id": "A0001", "token": "legacy",
+        "container": {"type": "message", "message_ts": message["ts"], "channel_id": channel, "is_ephemeral": False},
+        "trigger_id": "111.222.abc", "team": {"id": "T0001", "domain": "acme"}, "enterprise": None,
+        "is_enterprise_install": False, "channel": {"id": channel, "name": "incident"},
+        "message": message, "state": {"values": {}}, "response_url": response_url,
+        "actions": [{"action_id": action_id, "block_id": block_id, "type": "button", "value": value,
+                     "text": {"type": "plain_text", "text": "Run", "emoji": True},
+                     "action_ts": f"{time.time():.6f}"}],
+    }
+    return urlencode({"payload": json.dumps(payload)}).encode()
+
+
+def post_to_slack_events(base_url: str, body: bytes, **sign: Any) -> httpx.Response:
+    return httpx.post(f"{base_url}/slack/events", content=body, headers=signed_headers(body, **sign), timeout=10)
