@@ -42,7 +42,7 @@ class WebhookEndpoint:
         self.settings, self.db, self.on_commit, self.clock = settings, db, on_commit, clock
         self._expected = f"Bearer {settings.alertmanager_webhook_token}".encode()
 
-    async def __call__(self, request: Request) -> JSONResponse:
+    async def handle(self, request: Request) -> JSONResponse:
         try:
             self._authenticate(request)
             message = _parse(await self._read_body(request))

@@ -102,7 +102,7 @@ def create_app(services: Services, *, run_worker: bool = True) -> Starlette:
     return Starlette(
         routes=[
             Route("/slack/events", slack_events, methods=["POST"]),
-            Route("/alertmanager", webhook, methods=["POST"]),
+            Route("/alertmanager", webhook.handle, methods=["POST"]),
             Route("/healthz", healthz, methods=["GET"]),
             Route("/readyz", readyz, methods=["GET"]),
             Route("/metrics", metrics_endpoint, methods=["GET"]),

@@ -80,7 +80,8 @@ class SlackClient:
                              detail=exc.response.data) from exc
         except (SlackClientError, OSError, TimeoutError) as exc:
             self._on_call(method, "unreachable")
-            raise SlackError(method, f"unreachable: {exc!r}") from exc
+            raise SlackError(method, f"Slack unreachable at {self.web.base_url} ({exc.__class__.__name__}: {exc}); "
+                                     "check SLACK_API_URL and the network") from exc
         self._on_call(method, "ok")
         return dict(response.data)  # type: ignore[arg-type]
 
