@@ -166,12 +166,13 @@ class Outbox:
         except RetryLater as exc:
             return JobStatus.PENDING, str(exc), exc.after
         except PermanentError as exc:
-            log.error("job failed permanently", extra={"job": job.id, "kind": job.kind, "error": str(exc)})
+            log.error("job %s (%s) failed permanently: %s", job.id, job.kind, exc,
+                      extra={"job": job.id, "kind": job.kind, "error": str(exc)})
             return JobStatus.FAILED, str(exc), 0.0
         except Exception as exc:  # transient by default: retried with backoff
             delay = _backoff(job.attempts)
             log.warning(
-                "job failed; will retry",
+                "job %s (%s) failed; retry in %.1fs: %r", job.id, job.kind, delay, exc,
                 extra={"job": job.id, "kind": job.kind, "error": repr(exc), "retry_in": round(delay, 1)},
             )
             return JobStatus.PENDING, repr(exc), delay

@@ -48,7 +48,7 @@ class WebhookEndpoint:
             message = _parse(await self._read_body(request))
         except _Reject as rej:
             metrics.WEBHOOKS.labels(outcome=f"rejected_{rej.status}").inc()
-            log.warning("webhook rejected", extra={"status": rej.status, "error": rej.error})
+            log.warning("webhook rejected (%s): %s", rej.status, rej.error, extra={"status": rej.status, "error": rej.error})
             return JSONResponse({"error": rej.error, **rej.extra}, status_code=rej.status)
         try:
             result = await asyncio.to_thread(self._persist, message)

@@ -69,7 +69,7 @@ class SlackClient:
         args = {k: v for k, v in args.items() if v is not None}
         try:
             response = await self.web.api_call(method, json=args) if _json_method(method) else \
-                await self.web.api_call(method, params=_form(args))
+                await self.web.api_call(method, data=_form(args))
         except SlackApiError as exc:
             status = exc.response.status_code
             retry_after = exc.response.headers.get("Retry-After") or exc.response.headers.get("retry-after")

@@ -79,15 +79,21 @@ def test_resolved_news_of_an_unknown_group_is_ignored(bot: RunningBot) -> None:
     assert _counts(bot) == (0, 0)
 
 
+def _metric(text: str, name: str) -> float:
+    line = next((line for line in text.splitlines() if line.startswith(name + " ")), None)
+    return float(line.split()[-1]) if line else 0.0
+
+
 def test_health_ready_and_metrics(bot: RunningBot) -> None:
-    bot.post_alerts(group())
     with bot.client() as http:
+        before = _metric(http.get("/metrics").text, 'oncall_webhooks_total{outcome="created"}')
+        bot.post_alerts(group())
         assert http.get("/healthz").json() == {"status": "alive"}
         ready = http.get("/readyz")
         assert ready.status_code == 200 and ready.json()["status"] == "ready"
         text = http.get("/metrics").text
-    assert 'oncall_webhooks_total{outcome="created"} 1.0' in text
-    assert "oncall_jobs_pending" in text
+    assert _metric(text, 'oncall_webhooks_total{outcome="created"}') == before + 1
+    assert "oncall_jobs_pending" in text and "oncall_slack_calls_total" in text
 
 
 def test_readyz_checks_redis_when_configured(database_url: str, slack, redis_url: str) -> None:  # type: ignore[no-untyped-def]

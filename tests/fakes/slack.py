@@ -1,0 +1,446 @@
+"""A fake Slack Web API: real HTTP on 127.0.0.1, spoken to by slack_sdk through `base_url`.
+
+It checks what Slack checks (token, required arguments, channel-name rules, Block Kit
+limits, membership) and answers with Slack's shapes and errors (platform.md §1.3-§1.6).
+Tests assert on `calls` and on the state (`channels`, messages); they never patch clients.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import threading
+import time
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any, Callable
+from urllib.parse import parse_qsl
+
+from tests.fakes.slack_blocks import validate_blocks
+
+__all__ = ["FakeSlack", "Call", "Channel", "Message", "User"]
+
+
+@dataclass
+class Call:
+    method: str
+    args: dict[str, Any]
+    headers: dict[str, str]
+    status: int = 200
+    response: dict[str, Any] = field(default_factory=dict)
+    at: float = field(default_factory=time.monotonic)
+
+
+@dataclass
+class Message:
+    ts: str
+    text: str
+    blocks: list[dict[str, Any]]
+    user: str
+    thread_ts: str | None = None
+    edits: int = 0
+    files: list[str] = field(default_factory=list)
+
+
+@dataclass
+class Channel:
+    id: str
+    name: str
+    is_private: bool = False
+    topic: str = ""
+    members: set[str] = field(default_factory=set)
+    archived: bool = False
+    messages: list[Message] = field(default_factory=list)
+
+    def as_slack(self) -> dict[str, Any]:
+        return {"id": self.id, "name": self.name, "is_channel": not self.is_private, "is_group": self.is_private,
+                "is_private": self.is_private, "is_archived": self.archived, "created": 1700000000,
+                "creator": "UBOT", "is_member": "UBOT" in self.members, "num_members": len(self.members),
+                "topic": {"value": self.topic, "creator": "UBOT", "last_set": 0},
+                "purpose": {"value": "", "creator": "", "last_set": 0}}
+
+
+@dataclass
+class User:
+    id: str
+    email: str
+    name: str
+    locale: str = "en-US"
+
+    def as_slack(self, with_locale: bool = False) -> dict[str, Any]:
+        user = {"id": self.id, "team_id": "T0001", "name": self.name, "deleted": False, "real_name": self.name,
+                "tz": "Asia/Tokyo", "is_bot": False, "is_admin": False,
+                "profile": {"email": self.email, "display_name": self.name, "real_name": self.name}}
+        return {**user, "locale": self.locale} if with_locale else user
+
+
+class _SlackError(Exception):
+    def __init__(self, error: str, **extra: Any) -> None:
+        super().__init__(error)
+        self.body = {"ok": False, "error": error, **extra}
+
+
+def _require(args: dict[str, Any], *names: str) -> None:
+    for name in names:
+        if args.get(name) in (None, ""):
+            raise _SlackError("invalid_arguments", response_metadata={"messages": [f"[ERROR] missing required field: {name}"]})
+
+
+class FakeSlack:
+    def __init__(self, token: str = "xoxb-test-token", *, bot_user_id: str = "UBOT") -> None:
+        self.token, self.bot_user_id = token, bot_user_id
+        self.calls: list[Call] = []
+        self.channels: dict[str, Channel] = {}
+        self.users: dict[str, User] = {}
+        self.usergroups: dict[str, list[str]] = {}
+        self.uploads: dict[str, bytes] = {}
+        self.ephemerals: list[tuple[str, str, Message]] = []  # (channel, user, message)
+        self._pending_files: dict[str, dict[str, Any]] = {}
+        self._failures: list[tuple[str, str, int, int | None]] = []
+        self._down = False
+        self._lock = threading.RLock()
+        self._ids = itertools.count(1)
+        self._ts = itertools.count(1)
+        self._server: ThreadingHTTPServer | None = None
+        self.add_channel("incidents", channel_id="C0INCIDENTS")
+
+    # -- lifecycle -------------------------------------------------------------------------------
+
+    def start(self) -> "FakeSlack":
+        self._server = ThreadingHTTPServer(("127.0.0.1", 0), _handler(self))
+        self._server.daemon_threads = True
+        threading.Thread(target=self._server.serve_forever, name="fake-slack", daemon=True).start()
+        return self
+
+    def stop(self) -> None:
+        if self._server:
+            self._server.shutdown()
+            self._server.server_close()
+
+    def __enter__(self) -> "FakeSlack":
+        return self.start()
+
+    def __exit__(self, *_: object) -> None:
+        self.stop()
+
+    @property
+    def port(self) -> int:
+        assert self._server is not None, "start() the fake first"
+        return int(self._server.server_address[1])
+
+    @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/api/"
+
+    # -- seeding and inspection --------------------------------------------------------------------
+
+    def add_user(self, user_id: str, email: str, name: str, locale: str = "en-US") -> User:
+        with self._lock:
+            self.users[user_id] = User(user_id, email, name, locale)
+            return self.users[user_id]
+
+    def add_usergroup(self, group_id: str, members: list[str]) -> None:
+        with self._lock:
+            self.usergroups[group_id] = list(members)
+
+    def add_channel(self, name: str, *, channel_id: str | None = None, members: set[str] | None = None) -> Channel:
+        with self._lock:
+            channel = Channel(id=channel_id or f"C{next(self._ids):08d}", name=name,
+                              members={self.bot_user_id, *(members or set())})
+            self.channels[channel.id] = channel
+            return channel
+
+    create_channel = add_channel
+
+    def channel_by_name(self, name: str) -> Channel | None:
+        return next((c for c in self.channels.values() if c.name == name), None)
+
+    def messages(self, channel_id: str | None) -> list[Message]:
+        with self._lock:
+            return list(self.channels[channel_id].messages) if channel_id in self.channels else []
+
+    def calls_to(self, method: str) -> list[Call]:
+        with self._lock:
+            return [c for c in self.calls if c.method == method]
+
+    def count_failed(self, method: str) -> int:
+        return sum(1 for c in self.calls_to(method) if not c.response.get("ok"))
+
+    # -- failure injection -------------------------------------------------------------------------
+
+    def fail_next(self, method: str, error: str, *, times: int = 1, status: int = 200,
+                  retry_after: int | None = None) -> None:
+        """The next `times` calls of `method` fail: Slack's error body, with HTTP 429 and
+        Retry-After for `ratelimited`, or any status (500, 503) for server trouble."""
+        with self._lock:
+            self._failures += [(method, error, status, retry_after)] * times
+
+    def set_down(self, down: bool) -> None:
+        """Down: every call answers HTTP 503 service_unavailable, as Slack does in an outage."""
+        self._down = down
+
+    # -- dispatch ------------------------------------------------------------------------------------
+
+    def handle(self, method: str, args: dict[str, Any], headers: dict[str, str]) -> tuple[int, dict[str, Any], dict[str, str]]:
+        call = Call(method, args, headers)
+        status, body, extra = self._answer(method, args, headers)
+        call.status, call.response = status, body
+        with self._lock:
+            self.calls.append(call)
+        return status, body, extra
+
+    def _answer(self, method: str, args: dict[str, Any], headers: dict[str, str]) -> tuple[int, dict[str, Any], dict[str, str]]:
+        if self._down:
+            return 503, {"ok": False, "error": "service_unavailable"}, {}
+        auth = headers.get("authorization", "")
+        if not auth:
+            return 200, {"ok": False, "error": "not_authed"}, {}
+        if auth != f"Bearer {self.token}":
+            return 200, {"ok": False, "error": "invalid_auth"}, {}
+        with self._lock:
+            failure = next((f for f in self._failures if f[0] == method), None)
+            if failure:
+                self._failures.remove(failure)
+        if failure:
+            _, error, status, retry_after = failure
+            extra = {"Retry-After": str(retry_after)} if retry_after is not None else {}
+            return status, {"ok": False, "error": error}, extra
+        handler: Callable[[dict[str, Any]], dict[str, Any]] | None = getattr(self, "_m_" + method.replace(".", "_"), None)
+        if handler is None:
+            return 200, {"ok": False, "error": "unknown_method"}, {}
+        try:
+            with self._lock:
+                return 200, {"ok": True, **handler(args)}, {}
+        except _SlackError as exc:
+            return 200, exc.body, {}
+
+    def _channel(self, ref: str | None, *, member: bool = False) -> Channel:
+        ref = (ref or "").lstrip("#")
+        channel = self.channels.get(ref) or self.channel_by_name(ref)
+        if channel is None:
+            raise _SlackError("channel_not_found")
+        if member and self.bot_user_id not in channel.members:
+            raise _SlackError("not_in_channel")
+        if channel.archived:
+            raise _SlackError("is_archived")
+        return channel
+
+    def _new_ts(self) -> str:
+        return f"{1700000000 + next(self._ts)}.000100"
+
+    # -- methods (platform.md §1.4) ----------------------------------------------------------------
+
+    def _m_auth_test(self, args: dict[str, Any]) -> dict[str, Any]:
+        return {"url": "https://acme.slack.com/", "team": "Acme", "user": "oncall-bot", "team_id": "T0001",
+                "user_id": self.bot_user_id, "bot_id": "B0001", "is_enterprise_install": False}
+
+    def _m_conversations_create(self, args: dict[str, Any]) -> dict[str, Any]:
+        name = str(args.get("name") or "")
+        if not name:
+            raise _SlackError("invalid_name_required")
+        if len(name) > 80:
+            raise _SlackError("invalid_name_maxlength")
+        if any(ch not in "abcdefghijklmnopqrstuvwxyz0123456789-_" for ch in name):
+            raise _SlackError("invalid_name_specials")
+        if not any(ch.isalnum() for ch in name):
+            raise _SlackError("invalid_name_punctuation")
+        if self.channel_by_name(name):
+            raise _SlackError("name_taken")  # archived channels keep their names too
+        channel = self.add_channel(name)
+        channel.is_private = str(args.get("is_private")) in ("1", "true", "True")
+        return {"channel": channel.as_slack()}
+
+    def _m_conversations_invite(self, args: dict[str, Any]) -> dict[str, Any]:
+        _require(args, "channel", "users")
+        channel = self._channel(args["channel"], member=True)
+        users = [u for u in str(args["users"]).split(",") if u]
+        if len(users) > 100:
+            raise _SlackError("invalid_arguments", response_metadata={"messages": ["[ERROR] no more than 100 users"]})
+        errors = [{"user": u, "ok": False, "error": "user_not_found"} for u in users if u not in self.users]
+        if errors and str(args.get("force")) not in ("1", "true"):
+            raise _SlackError("user_not_found", errors=errors)
+        new = [u for u in users if u in self.users and u not in channel.members]
+        if not new and not errors:
+            raise _SlackError("already_in_channel", errors=[{"user": u, "ok": False, "error": "already_in_channel"}
+                                                           for u in users])
+        channel.members.update(new)
+        if errors:
+            raise _SlackError("user_not_found", errors=errors)
+        return {"channel": channel.as_slack()}
+
+    def _m_conversations_setTopic(self, args: dict[str, Any]) -> dict[str, Any]:
+        _require(args, "channel")
+        channel = self._channel(args["channel"], member=True)
+        topic = str(args.get("topic", ""))
+        if len(topic) > 250:
+            raise _SlackError("too_long")
+        channel.topic = topic
+        return {"channel": channel.as_slack()}
+
+    def _m_conversations_info(self, args: dict[str, Any]) -> dict[str, Any]:
+        return {"channel": self._channel(args.get("channel")).as_slack()}
+
+    def _m_conversations_members(self, args: dict[str, Any]) -> dict[str, Any]:
+        channel = self._channel(args.get("channel"))
+        return {"members": sorted(channel.members), "response_metadata": {"next_cursor": ""}}
+
+    def _m_conversations_archive(self, args: dict[str, Any]) -> dict[str, Any]:
+        channel = self._channel(args.get("channel"), member=True)
+        channel.archived = True
+        return {}
+
+    def _post(self, args: dict[str, Any], *, ephemeral: bool = False) -> Message:
+        _require(args, "channel")
+        channel = self._channel(args["channel"])
+        blocks = _blocks(args)
+        text = str(args.get("text") or "")
+        if not text and not blocks:
+            raise _SlackError("no_text")
+        thread_ts = args.get("thread_ts") or None
+        if thread_ts and not any(m.ts == thread_ts for m in channel.messages):
+            raise _SlackError("thread_not_found")
+        message = Message(ts=self._new_ts(), text=text[:40000], blocks=blocks, user=self.bot_user_id,
+                          thread_ts=thread_ts)
+        if not ephemeral:
+            channel.messages.append(message)
+        return message
+
+    def _m_chat_postMessage(self, args: dict[str, Any]) -> dict[str, Any]:
+        message = self._post(args)
+        channel = self._channel(args["channel"])
+        return {"channel": channel.id, "ts": message.ts,
+                "message": {"type": "message", "text": message.text, "ts": message.ts, "bot_id": "B0001",
+                            "blocks": message.blocks, **({"thread_ts": message.thread_ts} if message.thread_ts else {})}}
+
+    def _m_chat_update(self, args: dict[str, Any]) -> dict[str, Any]:
+        _require(args, "channel", "ts")
+        channel = self._channel(args["channel"])
+        message = next((m for m in channel.messages if m.ts == args["ts"]), None)
+        if message is None:
+            raise _SlackError("message_not_found")
+        if message.user != self.bot_user_id:
+            raise _SlackError("cant_update_message")
+        text = str(args.get("text") or "")
+        if len(text) > 4000:
+            raise _SlackError("msg_too_long")
+        blocks = _blocks(args)
+        if not text and not blocks:
+            raise _SlackError("no_text")
+        message.text, message.blocks, message.edits = text, blocks, message.edits + 1
+        return {"channel": channel.id, "ts": message.ts, "text": text, "message": {"text": text, "blocks": blocks}}
+
+    def _m_chat_postEphemeral(self, args: dict[str, Any]) -> dict[str, Any]:
+        _require(args, "channel", "user")
+        channel = self._channel(args["channel"])
+        if args["user"] not in channel.members:
+            raise _SlackError("user_not_in_channel")
+        message = self._post(args, ephemeral=True)
+        self.ephemerals.append((channel.id, str(args["user"]), message))
+        return {"message_ts": message.ts}
+
+    def _m_chat_getPermalink(self, args: dict[str, Any]) -> dict[str, Any]:
+        channel = self._channel(args.get("channel"))
+        return {"channel": channel.id,
+                "permalink": f"https://acme.slack.com/archives/{channel.id}/p{str(args.get('message_ts')).replace('.', '')}"}
+
+    def _m_users_info(self, args: dict[str, Any]) -> dict[str, Any]:
+        user = self.users.get(str(args.get("user")))
+        if user is None:
+            raise _SlackError("user_not_found")
+        return {"user": user.as_slack(with_locale=str(args.get("include_locale")) in ("1", "true"))}
+
+    def _m_users_lookupByEmail(self, args: dict[str, Any]) -> dict[str, Any]:
+        _require(args, "email")
+        user = next((u for u in self.users.values() if u.email.lower() == str(args["email"]).lower()), None)
+        if user is None:
+            raise _SlackError("users_not_found")
+        return {"user": user.as_slack()}
+
+    def _m_usergroups_users_list(self, args: dict[str, Any]) -> dict[str, Any]:
+        _require(args, "usergroup")
+        if args["usergroup"] not in self.usergroups:
+            raise _SlackError("no_such_subteam")
+        return {"users": self.usergroups[args["usergroup"]]}
+
+    def _m_files_getUploadURLExternal(self, args: dict[str, Any]) -> dict[str, Any]:
+        _require(args, "filename")
+        if int(args.get("length") or 0) <= 0:
+            raise _SlackError("missing_argument")
+        file_id = f"F{next(self._ids):08d}"
+        self._pending_files[file_id] = {"filename": args["filename"], "length": int(args["length"])}
+        return {"upload_url": f"http://127.0.0.1:{self.port}/upload/v1/{file_id}", "file_id": file_id}
+
+    def _m_files_completeUploadExternal(self, args: dict[str, Any]) -> dict[str, Any]:
+        _require(args, "files")
+        files = json.loads(args["files"]) if isinstance(args["files"], str) else args["files"]
+        for entry in files:
+            if entry["id"] not in self.uploads:
+                raise _SlackError("file_not_found")
+        if args.get("channel_id"):
+            message = self._post({"channel": args["channel_id"], "text": args.get("initial_comment") or " ",
+                                  "thread_ts": args.get("thread_ts")})
+            message.files = [f["id"] for f in files]
+        return {"files": [{"id": f["id"], "title": f.get("title", ""),
+                           "name": self._pending_files.get(f["id"], {}).get("filename", "")} for f in files]}
+
+    def _m_reactions_add(self, args: dict[str, Any]) -> dict[str, Any]:
+        self._channel(args.get("channel"))
+        return {}
+
+    def upload(self, file_id: str, data: bytes) -> int:
+        with self._lock:
+            if file_id not in self._pending_files:
+                return 404
+            self.uploads[file_id] = data
+            return 200
+
+
+def _blocks(args: dict[str, Any]) -> list[dict[str, Any]]:
+    raw = args.get("blocks")
+    if raw in (None, ""):
+        return []
+    try:
+        blocks = json.loads(raw) if isinstance(raw, str) else raw
+    except json.JSONDecodeError as exc:
+        raise _SlackError("invalid_blocks_format") from exc
+    problems = validate_blocks(blocks)
+    if problems:
+        raise _SlackError("invalid_blocks", errors=problems,
+                          response_metadata={"messages": [f"[ERROR] {p}" for p in problems]})
+    return blocks
+
+
+def _handler(fake: FakeSlack) -> type[BaseHTTPRequestHandler]:
+    class Handler(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def log_message(self, *_: Any) -> None:  # quiet
+            pass
+
+        def do_POST(self) -> None:  # noqa: N802 (http.server's naming)
+            body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+            if self.path.startswith("/upload/v1/"):
+                status = fake.upload(self.path.rsplit("/", 1)[1], body)
+                return self._send(status, b"OK - %d" % len(body), "text/plain")
+            if not self.path.startswith("/api/"):
+                return self._send(404, b"not found", "text/plain")
+            headers = {k.lower(): v for k, v in self.headers.items()}
+            status, answer, extra = fake.handle(self.path[len("/api/"):].split("?")[0], _args(headers, body), headers)
+            self._send(status, json.dumps(answer).encode(), "application/json; charset=utf-8", extra)
+
+        def _send(self, status: int, payload: bytes, content_type: str, extra: dict[str, str] | None = None) -> None:
+            self.send_response(status)
+            self.send_header("Content-Type", content_type)
+            self.send_header("Content-Length", str(len(payload)))
+            for key, value in (extra or {}).items():
+                self.send_header(key, value)
+            self.end_headers()
+            self.wfile.write(payload)
+
+    return Handler
+
+
+def _args(headers: dict[str, str], body: bytes) -> dict[str, Any]:
+    if headers.get("content-type", "").startswith("application/json"):
+        return json.loads(body) if body.strip() else {}  # auth.test sends an empty JSON body
+    return dict(parse_qsl(body.decode("utf-8"), keep_blank_values=True))
