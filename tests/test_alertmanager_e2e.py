@@ -77,9 +77,11 @@ def test_real_alertmanager_opens_updates_and_resolves_one_incident(bot: RunningB
                  what="Alertmanager's resolved notification")
         assert len(_incidents(bot)) == 1
         assert len(slack.calls_to("conversations.create")) == 1
-        card = next(m for m in slack.messages(incident.channel_id) if m.ts == incident.card_ts)
-        wait_for(lambda: "RESOLVED" in str(card.blocks), timeout=10, what="the card to show resolved")
-        assert "DB接続プールが枯渇しています" in str(card.blocks)
+        def card() -> str:
+            return str(next(m.blocks for m in slack.messages(incident.channel_id) if m.ts == incident.card_ts))
+
+        wait_for(lambda: "RESOLVED" in card(), timeout=10, what="the card to show resolved")
+        assert "DB接続プールが枯渇しています" in card() and "db-2" in card()
     finally:
         for manager in managers:
             manager.stop()
