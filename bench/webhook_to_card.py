@@ -2,6 +2,9 @@
 
     .venv/bin/python -m bench.webhook_to_card [--groups 100] [--database sqlite|postgres]
 
+`--rate 5` paces the groups (5 a second); without it they go back to back, a burst far
+beyond what Slack's own rate limits (conversations.create: ~20/min) would let through.
+
 Prints p50/p99 of (a) the webhook's HTTP response time, the time Alertmanager waits, and
 (b) webhook received → card posted (channel created, topic set, responders invited, card
 posted), read from the bot's own records. Not part of the test suite: figures go in notes.
@@ -30,7 +33,7 @@ def percentile(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, round(q / 100 * (len(ordered) - 1)))]
 
 
-def run(groups: int, database: str) -> dict[str, float]:
+def run(groups: int, database: str, rate: float) -> dict[str, float]:
     with ExitStack() as stack:
         if database == "postgres":
             url = stack.enter_context(_contextmanager(_postgres_database()))
@@ -54,6 +57,8 @@ def run(groups: int, database: str) -> dict[str, float]:
                 reply = http.post("/alertmanager", json=payload,
                                   headers={"Authorization": f"Bearer {bot.services.settings.alertmanager_webhook_token}"})
                 response_ms.append((time.perf_counter() - started) * 1000)
+                if rate:
+                    time.sleep(max(0.0, 1 / rate - (time.perf_counter() - started)))
                 assert reply.status_code == 200, reply.text
                 if i % 25 == 24:
                     print(f"  posted {i + 1}/{groups} groups", file=sys.stderr)
@@ -87,9 +92,11 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--groups", type=int, default=100)
     parser.add_argument("--database", choices=["sqlite", "postgres"], default="sqlite")
+    parser.add_argument("--rate", type=float, default=0, help="groups per second; 0 = one after another")
     args = parser.parse_args()
-    figures = run(args.groups, args.database)
-    print(f"webhook→card over {args.groups} groups on {args.database}:")
+    figures = run(args.groups, args.database, args.rate)
+    pace = f"{args.rate:g}/s" if args.rate else "back to back"
+    print(f"webhook→card over {args.groups} groups on {args.database}, {pace}:")
     for name, value in figures.items():
         print(f"  {name:18} {value:8.1f}")
 

@@ -26,7 +26,7 @@ def normalise_url(url: str) -> str:
     return url
 
 
-def _sqlite_engine(url: str) -> Engine:
+def _sqlite_engine(url: str, *, writer: bool) -> Engine:
     engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30})
 
     @event.listens_for(engine, "connect")
@@ -35,14 +35,16 @@ def _sqlite_engine(url: str) -> Engine:
         # so that readers (the worker, /readyz) do not block the webhook writer.
         dbapi_connection.isolation_level = None
         dbapi_connection.execute("PRAGMA journal_mode=WAL")
+        dbapi_connection.execute("PRAGMA synchronous=NORMAL")  # WAL: durable across process crashes
         dbapi_connection.execute("PRAGMA foreign_keys=ON")
         dbapi_connection.execute("PRAGMA busy_timeout=30000")
 
     @event.listens_for(engine, "begin")
     def _on_begin(conn):  # type: ignore[no-untyped-def]
-        # Take the write lock up front: two concurrent deliveries of one alert group then
-        # serialise instead of both reading "no incident" and racing to create one.
-        conn.exec_driver_sql("BEGIN IMMEDIATE")
+        # Writers take the write lock up front: two concurrent deliveries of one alert group
+        # then serialise instead of both reading "no incident" and racing to create one.
+        # Readers use WAL snapshots and never wait for a writer.
+        conn.exec_driver_sql("BEGIN IMMEDIATE" if writer else "BEGIN")
 
     return engine
 
@@ -52,14 +54,23 @@ class Database:
         self.url = normalise_url(url)
         self.is_sqlite = self.url.startswith("sqlite")
         if self.is_sqlite:
-            self.engine = _sqlite_engine(self.url)
+            self.engine = _sqlite_engine(self.url, writer=True)
+            self._read_engine = _sqlite_engine(self.url, writer=False)
         else:
             self.engine = create_engine(self.url, pool_pre_ping=True, pool_size=10, max_overflow=10)
+            self._read_engine = self.engine
 
     @contextmanager
     def session(self) -> Iterator[Session]:
         """A transaction: committed when the block ends, rolled back on any error."""
         with Session(self.engine, expire_on_commit=False) as session:
+            with session.begin():
+                yield session
+
+    @contextmanager
+    def read(self) -> Iterator[Session]:
+        """A read-only transaction (on SQLite it does not wait for writers)."""
+        with Session(self._read_engine, expire_on_commit=False) as session:
             with session.begin():
                 yield session
 
@@ -73,8 +84,9 @@ class Database:
         log.info("database schema is current", extra={"database": self.engine.url.render_as_string()})
 
     def ping(self) -> None:
-        with self.engine.connect() as connection:
+        with self._read_engine.connect() as connection:
             connection.execute(text("SELECT 1"))
 
     def dispose(self) -> None:
         self.engine.dispose()
+        self._read_engine.dispose()

@@ -91,7 +91,7 @@ class Outbox:
         self.clock = clock
         self.lease = timedelta(seconds=lease_seconds)
         self.poll_seconds = poll_seconds
-        self._limit = asyncio.Semaphore(concurrency)
+        self.concurrency = concurrency
         self._wake = asyncio.Event()
         self._stopping = False
 
@@ -104,28 +104,38 @@ class Outbox:
         self._wake.set()
 
     async def run(self) -> None:
+        """Claim due jobs whenever there is room and new work, without waiting for the
+        jobs already running: a slow Slack call never holds up an unrelated incident."""
         log.info("outbox worker started")
+        running: set[asyncio.Task[None]] = set()
         while not self._stopping:
+            room = self.concurrency - len(running)
             try:
-                ran = await self.run_due()
+                jobs = await asyncio.to_thread(self._claim, room) if room > 0 else []
             except Exception:  # the database may be briefly away; keep the worker alive
-                log.exception("outbox pass failed; retrying")
-                ran = 0
-            if ran == 0:
+                log.exception("outbox claim failed; retrying")
+                jobs = []
+            for job in jobs:
+                task = asyncio.create_task(self._run(job))
+                running.add(task)
+                task.add_done_callback(lambda t: (running.discard(t), self._wake.set()))
+            if not jobs:
                 try:
                     await asyncio.wait_for(self._wake.wait(), timeout=self.poll_seconds)
                 except TimeoutError:
                     pass
                 self._wake.clear()
+        if running:
+            await asyncio.gather(*running, return_exceptions=True)
         log.info("outbox worker stopped")
 
     async def run_due(self) -> int:
-        """Claim every job that is due now and run it; returns how many ran."""
-        jobs = await asyncio.to_thread(self._claim)
+        """Claim every job that is due now and run it to the end; returns how many ran."""
+        jobs = await asyncio.to_thread(self._claim, self.concurrency)
         await asyncio.gather(*(self._run(job) for job in jobs))
         return len(jobs)
 
-    def _claim(self) -> list[Job]:
+    def _claim(self, limit: int) -> list[Job]:
         now = self.clock()
         earlier = aliased(Job)
         blocked = exists().where(
@@ -141,7 +151,7 @@ class Outbox:
             select(Job)
             .where(due, or_(Job.incident_id.is_(None), ~blocked))  # type: ignore[union-attr]
             .order_by(Job.id)  # type: ignore[arg-type]
-            .limit(64)
+            .limit(limit)
             .with_for_update(skip_locked=True)
         )
         with self.db.session() as session:
@@ -153,8 +163,7 @@ class Outbox:
             return jobs
 
     async def _run(self, job: Job) -> None:
-        async with self._limit:
-            status, error, retry_in = await self._attempt(job)
+        status, error, retry_in = await self._attempt(job)
         await asyncio.to_thread(self._finish, job, status, error, retry_in)
 
     async def _attempt(self, job: Job) -> tuple[JobStatus, str | None, float]:

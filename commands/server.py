@@ -8,10 +8,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from concurrent.futures import ThreadPoolExecutor
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 
+import aiohttp
 from prometheus_client import CONTENT_TYPE_LATEST, Gauge, generate_latest
 from slack_bolt.adapter.starlette.async_handler import AsyncSlackRequestHandler
 from slack_bolt.async_app import AsyncApp
@@ -91,6 +93,11 @@ def create_app(services: Services, *, run_worker: bool = True) -> Starlette:
 
     @contextlib.asynccontextmanager
     async def lifespan(_: Starlette) -> AsyncIterator[None]:
+        # Database calls run in threads; the default pool (cores + 4) is too small for a
+        # webhook burst and the worker's jobs at once.
+        asyncio.get_running_loop().set_default_executor(ThreadPoolExecutor(32, thread_name_prefix="db"))
+        # One connection pool for every Slack call instead of a new session per call.
+        services.slack.web.session = aiohttp.ClientSession()
         worker = asyncio.create_task(services.outbox.run()) if run_worker else None
         try:
             yield
@@ -98,6 +105,7 @@ def create_app(services: Services, *, run_worker: bool = True) -> Starlette:
             services.outbox.stop()
             if worker:
                 await worker
+            await services.slack.web.session.close()
 
     return Starlette(
         routes=[
@@ -131,7 +139,7 @@ async def _readiness_problems(services: Services) -> list[str]:
 
 
 def _job_counts(db: Database) -> tuple[int, int]:
-    with db.session() as session:
+    with db.read() as session:
         rows = dict(session.execute(
             select(Job.status, func.count()).where(  # type: ignore[call-overload]
                 Job.status.in_([JobStatus.PENDING, JobStatus.RUNNING, JobStatus.FAILED])  # type: ignore[attr-defined]

@@ -82,7 +82,7 @@ class SlackSync:
         return incident
 
     def _get(self, incident_id: int | None) -> Incident | None:
-        with self.db.session() as session:
+        with self.db.read() as session:
             return session.get(Incident, incident_id)
 
     async def _save(self, incident: Incident, **fields: Any) -> None:
@@ -99,7 +99,7 @@ class SlackSync:
         await asyncio.to_thread(write)
 
     def _card_view(self, incident: Incident) -> CardView:
-        with self.db.session() as session:
+        with self.db.read() as session:
             alerts = list(session.scalars(select(Alert).where(Alert.incident_id == incident.id)))
             timeline = list(session.scalars(
                 select(TimelineEntry).where(TimelineEntry.incident_id == incident.id)

@@ -413,6 +413,7 @@ def _blocks(args: dict[str, Any]) -> list[dict[str, Any]]:
 def _handler(fake: FakeSlack) -> type[BaseHTTPRequestHandler]:
     class Handler(BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"
+        disable_nagle_algorithm = True  # keep-alive + split writes would stall 40 ms on delayed ACKs
 
         def log_message(self, *_: Any) -> None:  # quiet
             pass
