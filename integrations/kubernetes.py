@@ -284,7 +284,6 @@ def _pod_reason(pod: k8s.V1Pod) -> str | None:
     return status.reason if status else None
 
 
-
 # -- the client -------------------------------------------------------------------------------
 
 class KubernetesClient:
