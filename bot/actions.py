@@ -30,9 +30,10 @@ if TYPE_CHECKING:
     from integrations.prometheus import PrometheusClient
 
 __all__ = [
-    "ACTIONS", "ActionContext", "ActionError", "ActionOutput", "ActionSpec", "Kind", "ParamContext", "ParamError",
-    "Risk", "RISK_ORDER", "SilenceMatcher", "action_names", "check_param", "get_action", "parse_duration",
-    "parse_label_selector", "parse_silence_matchers", "run_action", "validate_params",
+    "ACTIONS", "ActionContext", "ActionError", "ActionOutput", "ActionSpec", "DnsLabel", "DnsSubdomain", "Kind",
+    "ParamContext", "ParamError", "Risk", "RISK_ORDER", "SilenceMatcher", "action_names", "check_param", "check_url",
+    "get_action", "parse_duration", "parse_label_selector", "parse_silence_matchers", "run_action", "url_allowed",
+    "validate_params",
 ]
 
 Kind = Literal["diagnostic", "remediation"]

@@ -215,7 +215,7 @@ class Runbook(_Strict):
     title: Text
     description: Text | None = None
     match: Match
-    namespaces: list[Annotated[str, AfterValidator(actions._dns_label)]] = Field(
+    namespaces: list[actions.DnsLabel] = Field(
         default_factory=list, description="namespaces the actions may touch (the configuration may add more)")
     urls: list[Annotated[str, AfterValidator(actions.check_url)]] = Field(
         default_factory=list, description="URL prefixes http.check may fetch (the configuration may add more)")
