@@ -15,6 +15,8 @@ from typing import Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from bot.escalation_policy import EscalationPolicy, PagerDutyConfig
+
 __all__ = [
     "ConfigError",
     "OncallConfig",
@@ -136,6 +138,8 @@ class OncallConfig(_Strict):
     channels: ChannelPolicy = Field(default_factory=ChannelPolicy)
     responders: list[ResponderRule] = Field(default_factory=list, description="every matching rule invites")
     incidents: IncidentPolicy = Field(default_factory=IncidentPolicy)
+    escalation: EscalationPolicy = Field(default_factory=EscalationPolicy)
+    pagerduty: PagerDutyConfig = Field(default_factory=PagerDutyConfig)
 
     def responders_for(self, labels: dict[str, str]) -> list[str]:
         invite: list[str] = []
@@ -157,6 +161,13 @@ class Settings(BaseModel):
     redis_url: str | None = None
     alertmanager_webhook_token: str
     max_webhook_bytes: int = 1_048_576
+    pagerduty_routing_key: str | None = None
+    pagerduty_api_token: str | None = None
+    pagerduty_events_url: str = "https://events.pagerduty.com"
+    pagerduty_api_url: str = "https://api.pagerduty.com"
+    pagerduty_webhook_secret: str | None = None
+    pagerduty_from_email: str | None = None
+    pagerduty_ca_file: str | None = None  # a private CA (proxies, the test fake)
     config: OncallConfig = Field(default_factory=OncallConfig)
 
     @model_validator(mode="after")
@@ -214,4 +225,24 @@ def load_settings(env: dict[str, str] | None = None) -> Settings:
         redis_url=env.get("REDIS_URL") or None,
         alertmanager_webhook_token=env["ALERTMANAGER_WEBHOOK_TOKEN"],
         config=config,
+        **_pagerduty_settings(env),
     )
+
+
+def _pagerduty_settings(env: dict[str, str]) -> dict[str, str | None]:
+    """PAGERDUTY_*: all optional; without a routing key nobody is paged (the card says so)."""
+    values = {name.lower(): env.get(name) or None for name in (
+        "PAGERDUTY_ROUTING_KEY", "PAGERDUTY_API_TOKEN", "PAGERDUTY_EVENTS_URL", "PAGERDUTY_API_URL",
+        "PAGERDUTY_WEBHOOK_SECRET", "PAGERDUTY_FROM_EMAIL", "PAGERDUTY_CA_FILE")}
+    key = values["pagerduty_routing_key"]
+    if key is not None and len(key) != 32:
+        raise ConfigError("PAGERDUTY_ROUTING_KEY must be the 32-character integration key of an Events API v2 "
+                          "integration (PagerDuty: Service → Integrations)")
+    for name in ("PAGERDUTY_EVENTS_URL", "PAGERDUTY_API_URL"):
+        url = values[name.lower()]
+        if url is not None and not url.startswith("https://"):
+            raise ConfigError(f"{name}={url!r}: PagerDuty is only reached over https://; fix the URL")
+    if values["pagerduty_api_token"] and not values["pagerduty_from_email"]:
+        raise ConfigError("PAGERDUTY_FROM_EMAIL is not set: set it to the e-mail of a PagerDuty user; "
+                          "escalations through the REST API need it with an account-level PAGERDUTY_API_TOKEN")
+    return {k: v for k, v in values.items() if v is not None}

@@ -170,6 +170,9 @@ def _open_incident(
                  f"Incident opened from alert group {message.group_key}", at=now,
                  data={"receiver": message.receiver, "group_key": message.group_key})
     enqueue(session, JOB_OPEN, incident_id=incident.id, payload={"webhook_at": now.isoformat()})
+    from bot import escalation  # imported here: bot.escalation builds on this module
+
+    escalation.on_incident_opened(session, incident, config, now)  # ack deadline, page and reminder timers
     metrics.INCIDENTS.labels(event="created").inc()
     return incident
 
@@ -217,6 +220,9 @@ def _refresh_summary(
                          at=now)
             incident.severity = severity
             enqueue(session, JOB_OPEN, incident_id=incident.id)  # it may now get its own channel
+            from bot import escalation
+
+            escalation.on_severity_raised(session, incident, config, now)
             changed = True
     if message.common_annotations and message.common_annotations != incident.annotations:
         incident.annotations = dict(message.common_annotations)
@@ -237,12 +243,18 @@ def _follow_group_status(
         return outcome
     if message.status == "resolved" and incident.is_open and config.incidents.auto_resolve:
         transition(session, incident, S.RESOLVED, actor=ALERTMANAGER, now=now, reason="all alerts resolved")
+        from bot import escalation
+
+        escalation.on_incident_resolved(session, incident, now, source=ALERTMANAGER)  # timers off, PagerDuty too
         enqueue(session, JOB_NOTIFY, incident_id=incident.id,
                 payload={"text": ":white_check_mark: Resolved: every alert in the group stopped firing."})
         metrics.INCIDENTS.labels(event="resolved").inc()
         return "resolved"
     if message.status == "firing" and incident.status == S.RESOLVED and _should_reopen(incident, changed):
         transition(session, incident, S.DETECTED, actor=ALERTMANAGER, now=now, reason="the group fired again")
+        from bot import escalation
+
+        escalation.on_incident_reopened(session, incident, config, now)  # re-armed: a new owner is needed
         enqueue(session, JOB_NOTIFY, incident_id=incident.id,
                 payload={"text": ":rotating_light: Reopened: the alert group is firing again."})
         metrics.INCIDENTS.labels(event="reopened").inc()

@@ -28,7 +28,7 @@ from bot.config import Settings
 from bot.db import Database
 from bot.models import Job, JobStatus, utcnow
 from bot.outbox import Handler, Outbox
-from commands import slash
+from commands import paging, slash
 from commands.alertmanager import WebhookEndpoint
 from commands.slack_sync import SlackSync
 from integrations.slack import SlackClient, make_web_client
@@ -51,6 +51,7 @@ class Services:
     outbox: Outbox
     clock: Callable[[], datetime]
     handlers: dict[str, Handler] = field(default_factory=dict)
+    paging: "paging.PagingService | None" = None  # PagerDuty, timers, the card's Ack/Resolve/Escalate
 
 
 def build(settings: Settings, *, clock: Callable[[], datetime] = utcnow, migrate: bool = True) -> Services:
@@ -67,6 +68,7 @@ def build(settings: Settings, *, clock: Callable[[], datetime] = utcnow, migrate
     services = Services(settings=settings, db=db, slack=slack, bolt=bolt, sync=sync, outbox=outbox, clock=clock,
                         handlers=handlers)
     slash.register(bolt, services)
+    services.paging = paging.register(services)
     return services
 
 
@@ -99,10 +101,14 @@ def create_app(services: Services, *, run_worker: bool = True) -> Starlette:
         # One connection pool for every Slack call instead of a new session per call.
         services.slack.web.session = aiohttp.ClientSession()
         worker = asyncio.create_task(services.outbox.run()) if run_worker else None
+        timers = asyncio.create_task(services.paging.run()) if run_worker and services.paging else None
         try:
             yield
         finally:
             services.outbox.stop()
+            if timers and services.paging:
+                services.paging.stop()
+                await timers
             if worker:
                 await worker
             await services.slack.web.session.close()
@@ -111,6 +117,7 @@ def create_app(services: Services, *, run_worker: bool = True) -> Starlette:
         routes=[
             Route("/slack/events", slack_events, methods=["POST"]),
             Route("/alertmanager", webhook.handle, methods=["POST"]),
+            *([Route("/pagerduty", services.paging.webhook.handle, methods=["POST"])] if services.paging else []),
             Route("/healthz", healthz, methods=["GET"]),
             Route("/readyz", readyz, methods=["GET"]),
             Route("/metrics", metrics_endpoint, methods=["GET"]),

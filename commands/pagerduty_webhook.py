@@ -1,0 +1,101 @@
+"""POST /pagerduty: PagerDuty webhooks v3 applied to our incidents.
+
+The signature (`X-PagerDuty-Signature`, HMAC-SHA256 under PAGERDUTY_WEBHOOK_SECRET) is checked
+on the raw body before anything is parsed; unsigned or badly signed requests get a 401 and
+change nothing. What PagerDuty tells us is applied without echoing it back to PagerDuty, and
+redeliveries are harmless (acknowledging an acknowledged incident does nothing).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+from datetime import datetime
+
+from pydantic import ValidationError
+from sqlalchemy import or_, select
+from sqlalchemy.exc import SQLAlchemyError
+from starlette.requests import ClientDisconnect, Request
+from starlette.responses import JSONResponse
+
+from bot import escalation
+from bot.config import OncallConfig, Settings
+from bot.db import Database
+from bot.escalation import Paging
+from bot.models import Incident, utcnow
+from integrations.pagerduty import WebhookEvent, verify_webhook_signature
+
+__all__ = ["PagerDutyWebhook"]
+
+log = logging.getLogger(__name__)
+
+
+class PagerDutyWebhook:
+    def __init__(self, settings: Settings, db: Database, config: OncallConfig, *, on_commit: Callable[[], None],
+                 clock: Callable[[], datetime] = utcnow) -> None:
+        self.secret, self.limit = settings.pagerduty_webhook_secret, settings.max_webhook_bytes
+        self.db, self.config, self.on_commit, self.clock = db, config, on_commit, clock
+
+    async def handle(self, request: Request) -> JSONResponse:
+        try:
+            body = await self._read(request)
+        except ValueError as exc:
+            return JSONResponse({"error": str(exc)}, status_code=413)
+        except ClientDisconnect:
+            return JSONResponse({"error": "client disconnected before the body was complete"}, status_code=400)
+        if not self.secret:
+            return JSONResponse({"error": "PAGERDUTY_WEBHOOK_SECRET is not set: set it to the webhook "
+                                          "subscription's signing secret"}, status_code=401)
+        if not verify_webhook_signature(self.secret, body, request.headers.get("x-pagerduty-signature")):
+            log.warning("PagerDuty webhook with a missing or wrong signature refused")
+            return JSONResponse({"error": "missing or wrong X-PagerDuty-Signature"}, status_code=401)
+        try:
+            event = WebhookEvent.model_validate_json(body)
+        except ValidationError as exc:
+            return JSONResponse({"error": f"not a PagerDuty v3 webhook: {exc.errors()[0]['msg']}"}, status_code=400)
+        if not event.is_incident_event or event.incident is None:
+            return JSONResponse({"outcome": "ignored", "event_type": event.event_type})
+        try:
+            outcome = await asyncio.to_thread(self._apply, event)
+        except SQLAlchemyError as exc:  # PagerDuty retries a 5xx
+            log.error("PagerDuty webhook not applied; PagerDuty will retry", extra={"error": repr(exc)})
+            return JSONResponse({"error": "could not store the change; retry later"}, status_code=503)
+        self.on_commit()
+        log.info("PagerDuty webhook applied", extra={"event_type": event.event_type, "outcome": outcome})
+        return JSONResponse({"outcome": outcome, "event_type": event.event_type})
+
+    async def _read(self, request: Request) -> bytes:
+        body = bytearray()
+        async for chunk in request.stream():
+            body += chunk
+            if len(body) > self.limit:
+                raise ValueError(f"body exceeds {self.limit} bytes")
+        return bytes(body)
+
+    def _apply(self, event: WebhookEvent) -> str:
+        pd = event.incident
+        assert pd is not None
+        with self.db.session() as session:
+            found = session.scalars(select(Paging.incident_id).where(or_(
+                Paging.dedup_key == (pd.incident_key or ""), Paging.pd_incident_id == pd.id))).first()
+            incident = session.get(Incident, found, with_for_update=True) if found is not None else None
+            if incident is None:
+                return "not ours"
+            session.get(Paging, found, with_for_update=True, populate_existing=True).pd_incident_id = pd.id  # type: ignore[union-attr]
+            return self._dispatch(session, incident, event)
+
+    def _dispatch(self, session, incident: Incident, event: WebhookEvent) -> str:  # type: ignore[no-untyped-def]
+        pd, now = event.incident, self.clock()
+        assert pd is not None
+        who = (event.agent.summary if event.agent else None) or "PagerDuty"
+        if event.event_type == "incident.acknowledged":
+            changed = escalation.acknowledge(session, incident, who, now, "pagerduty")
+        elif event.event_type == "incident.resolved":
+            changed = escalation.resolve(session, incident, who, now, "pagerduty", reason=f"resolved in PagerDuty by {who}")
+        elif event.event_type in ("incident.escalated", "incident.reassigned"):
+            assignees = [(a.id, a.summary or a.id) for a in pd.assignees]
+            changed = escalation.apply_pagerduty_assignment(session, incident, event.event_type, assignees, now)
+        else:
+            return "recorded"
+        return "applied" if changed else "unchanged"

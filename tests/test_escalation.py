@@ -1,0 +1,611 @@
+"""Escalation on timers through PagerDuty, kept in step both ways.
+
+Driven over HTTP (Alertmanager webhooks, signed Slack button clicks, signed PagerDuty webhooks),
+observed through the Slack and PagerDuty fakes. Deadlines are reached by moving the clock.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import threading
+import time
+from collections.abc import Iterator
+from datetime import datetime, timedelta, timezone
+from typing import Any
+
+import httpx
+import pytest
+from sqlalchemy import select
+
+from bot.config import ConfigError, OncallConfig, load_settings
+from bot.escalation import JOB_PD_EVENT, Paging, Timer, TimerStatus, add_maintenance
+from bot.escalation_policy import EscalationPolicy
+from bot.models import Incident, IncidentStatus, Job, JobStatus, TimelineEntry
+from commands.paging import ACK, ESCALATE, RESOLVE
+from commands.server import build
+from integrations.pagerduty import PagerDutyRest
+from tests.alerts import alert, group, resolved
+from tests.conftest import FakeClock, RunningBot, make_settings, start_bot, wait_for
+from tests.fakes.pagerduty import FakePagerDuty
+from tests.fakes.slack import FakeSlack
+from tests.slack_requests import block_actions, post_to_slack_events
+
+ROUTING_KEY = "R0UTINGKEY0FTHEPAYMENTSSERVICE00"
+PD_SECRET = "pagerduty-webhook-secret-for-tests"
+BOT_EMAIL = "oncall-bot@example.com"
+POLICY = {"channels": {"announce": "C0INCIDENTS"}, "pagerduty": {"escalation_policy": "PEP1"}}
+
+
+@pytest.fixture
+def pagerduty() -> Iterator[FakePagerDuty]:
+    with FakePagerDuty() as fake:
+        for user_id, name in (("PBOB", "Bob"), ("PCAROL", "Carol"), ("PALICE", "Alice")):
+            fake.add_user(user_id, name, f"{name.lower()}@example.com")
+        fake.add_user("PBOT", "The bot", BOT_EMAIL)
+        fake.add_escalation_policy("PEP1", [["PBOB"], ["PCAROL"], ["PALICE"]])  # L2, L3, L4
+        fake.add_service("PSVC1", ROUTING_KEY, "PEP1")
+        yield fake
+
+
+def pd_settings(database_url: str, slack: FakeSlack, pagerduty: FakePagerDuty, config: dict[str, Any] | None = None):  # type: ignore[no-untyped-def]
+    return make_settings(
+        database_url, slack, OncallConfig.model_validate(config or POLICY),
+        pagerduty_routing_key=ROUTING_KEY, pagerduty_api_token=pagerduty.api_token,
+        pagerduty_events_url=pagerduty.base_url, pagerduty_api_url=pagerduty.base_url,
+        pagerduty_ca_file=pagerduty.ca_file, pagerduty_webhook_secret=PD_SECRET, pagerduty_from_email=BOT_EMAIL)
+
+
+def start(settings, clock: FakeClock) -> RunningBot:  # type: ignore[no-untyped-def]
+    running = start_bot(settings, clock=clock)
+    assert running.services.paging is not None
+    running.services.paging.runner.poll_seconds = 0.05
+    return running
+
+
+@pytest.fixture
+def pd_bot(database_url: str, slack: FakeSlack, pagerduty: FakePagerDuty, clock: FakeClock) -> Iterator[RunningBot]:
+    running = start(pd_settings(database_url, slack, pagerduty), clock)
+    try:
+        yield running
+    finally:
+        running.stop()
+        running.services.db.dispose()
+
+
+# -- helpers -------------------------------------------------------------------------------------
+
+def incident(bot: RunningBot, incident_id: int) -> Incident:
+    with bot.services.db.read() as session:
+        row = session.get(Incident, incident_id)
+        assert row is not None
+        return row
+
+
+def paging(bot: RunningBot, incident_id: int) -> Paging:
+    with bot.services.db.read() as session:
+        row = session.get(Paging, incident_id)
+        assert row is not None
+        return row
+
+
+def timers(bot: RunningBot, incident_id: int, kind: str | None = None) -> list[Timer]:
+    with bot.services.db.read() as session:
+        query = select(Timer).where(Timer.incident_id == incident_id).order_by(Timer.id)
+        return [t for t in session.scalars(query) if kind in (None, t.kind)]
+
+
+def open_incident(bot: RunningBot, payload: dict[str, Any] | None = None) -> Incident:
+    reply = bot.post_alerts(payload or group())
+    assert reply.status_code == 200, reply.text
+    incident_id = reply.json()["incident_id"]
+    return wait_for(lambda: (row := incident(bot, incident_id)).card_ts and row, what="the incident card")
+
+
+def actions(pagerduty: FakePagerDuty, key: str) -> list[str]:
+    with pagerduty.lock:
+        return [e.action for e in pagerduty.events if e.dedup_key == key]
+
+
+def card(slack: FakeSlack, row: Incident) -> str:
+    message = next(m for m in slack.messages(row.card_channel_id) if m.ts == row.card_ts)
+    return json.dumps(message.blocks, ensure_ascii=False)
+
+
+def said(slack: FakeSlack, channel: str | None, text: str) -> list[str]:
+    return [m.text for m in slack.messages(channel) if text in m.text]
+
+
+def idle(bot: RunningBot) -> bool:
+    with bot.services.db.read() as session:
+        return session.scalars(select(Job).where(Job.status.in_([JobStatus.PENDING, JobStatus.RUNNING]))).first() \
+            is None
+
+
+def settle(bot: RunningBot) -> None:
+    """Fire whatever is due and let the outbox drain: "nothing else happens" becomes checkable."""
+    assert bot.services.paging is not None
+    wait_for(lambda: bot.services.paging.runner.fire_due() == 0 and idle(bot), what="timers and jobs to settle")
+
+
+def advance(bot: RunningBot, clock: FakeClock, **delta: float) -> None:
+    """Move the clock once nothing is in flight: a job running across a jump of more than its
+    lease (2 min) would look abandoned and run again."""
+    settle(bot)
+    clock.advance(**delta)
+
+
+def click(bot: RunningBot, action_id: str, row: Incident, user: str) -> httpx.Response:
+    body = block_actions(action_id, str(row.id), user=user, channel=row.card_channel_id or "C0INCIDENTS",
+                         message={"type": "message", "ts": row.card_ts, "text": "", "blocks": []})
+    return post_to_slack_events(bot.url, body)
+
+
+def pd_incident_id(pagerduty: FakePagerDuty, key: str) -> str:
+    found = pagerduty.alert(key)
+    assert found is not None, f"PagerDuty has no alert {key}"
+    return found.incident_id
+
+
+def set_clock(clock: FakeClock, when: datetime) -> None:
+    clock.advance(seconds=(when - clock()).total_seconds())
+
+
+# -- the timetable -------------------------------------------------------------------------------
+
+def test_p1_unacknowledged_pages_at_the_deadline_then_climbs_to_l3_and_l4(
+        pd_bot: RunningBot, slack: FakeSlack, pagerduty: FakePagerDuty, clock: FakeClock) -> None:
+    row = open_incident(pd_bot)
+    key = paging(pd_bot, row.id).dedup_key
+    wait_for(lambda: "Pages on-call at" in card(slack, row), what="the card to say when it pages")
+    advance(pd_bot, clock, minutes=14, seconds=50)
+    settle(pd_bot)
+    assert actions(pagerduty, key) == []
+
+    advance(pd_bot, clock, seconds=15)
+    wait_for(lambda: actions(pagerduty, key) == ["trigger"], what="the page")
+    trigger = next(e for e in pagerduty.events if e.dedup_key == key)
+    assert trigger.payload["severity"] == "critical" and "ServiceDown on api" in trigger.payload["summary"]
+    wait_for(lambda: "U0BOB" in slack.channels[row.channel_id].members, what="L2 on-call (Bob) invited")
+    assert said(slack, row.channel_id, "Paging *L2 primary on-call* through PagerDuty: not acknowledged within 15")
+    wait_for(lambda: said(slack, row.channel_id, ":pager: L2 primary on-call: <@U0BOB> invited"), what="the invite")
+    wait_for(lambda: "page delivered" in card(slack, row), what="the card to say the page was delivered")
+    pd_id = pd_incident_id(pagerduty, key)
+
+    advance(pd_bot, clock, minutes=30)
+    wait_for(lambda: pagerduty.escalation_level(pd_id) == 2, what="escalation to L3")
+    wait_for(lambda: "U0CAROL" in slack.channels[row.channel_id].members, what="L3 (Carol) invited")
+    assert incident(pd_bot, row.id).status == IncidentStatus.ESCALATED
+    assert pagerduty.requests_to(f"/incidents/{pd_id}", "PUT")[-1].headers["from"] == BOT_EMAIL
+
+    advance(pd_bot, clock, minutes=30)
+    wait_for(lambda: pagerduty.escalation_level(pd_id) == 3, what="escalation to L4")
+    wait_for(lambda: "U0ALICE" in slack.channels[row.channel_id].members, what="L4 (Alice) invited")
+    settle(pd_bot)
+    fired = [(t.kind, t.payload.get("level")) for t in timers(pd_bot, row.id) if t.status == TimerStatus.FIRED
+             and t.kind in ("page", "escalate")]
+    assert fired == [("page", None), ("escalate", 2), ("escalate", 3)]
+    assert actions(pagerduty, key) == ["trigger"]
+    assert len(said(slack, row.channel_id, "Escalating to *L3 engineering lead*")) == 1
+    assert len(said(slack, row.channel_id, "Escalating to *L4 management*")) == 1
+
+
+def test_ack_in_slack_before_the_deadline_means_nobody_is_paged(
+        pd_bot: RunningBot, slack: FakeSlack, pagerduty: FakePagerDuty, clock: FakeClock) -> None:
+    row = open_incident(pd_bot)
+    reply = click(pd_bot, ACK, row, "U0CAROL")
+    assert reply.status_code == 200
+    wait_for(lambda: incident(pd_bot, row.id).acknowledged_by == "U0CAROL", what="the ack")
+    assert incident(pd_bot, row.id).commander == "U0CAROL"
+    advance(pd_bot, clock, hours=2)
+    settle(pd_bot)
+    assert pagerduty.events == []
+    kinds = {t.kind: t.status for t in timers(pd_bot, row.id)}
+    assert kinds["page"] == TimerStatus.CANCELLED
+    with pd_bot.services.db.read() as session:
+        entry = session.scalars(select(TimelineEntry).where(TimelineEntry.incident_id == row.id,
+                                                            TimelineEntry.kind == "ack")).one()
+    assert entry.actor == "U0CAROL"
+    wait_for(lambda: "Ack" not in [e["text"]["text"] for b in json.loads(card(slack, incident(pd_bot, row.id)))
+                                   if b["type"] == "actions" for e in b["elements"]], what="the Ack button to go")
+
+
+def test_ack_after_the_page_acknowledges_in_pagerduty_and_stops_escalation(
+        pd_bot: RunningBot, slack: FakeSlack, pagerduty: FakePagerDuty, clock: FakeClock) -> None:
+    row = open_incident(pd_bot)
+    key = paging(pd_bot, row.id).dedup_key
+    advance(pd_bot, clock, minutes=16)
+    wait_for(lambda: actions(pagerduty, key) == ["trigger"], what="the page")
+    assert click(pd_bot, ACK, row, "U0BOB").status_code == 200
+    wait_for(lambda: actions(pagerduty, key) == ["trigger", "acknowledge"], what="the ack in PagerDuty")
+    assert pagerduty.alert(key).status == "acknowledged"  # type: ignore[union-attr]
+    advance(pd_bot, clock, hours=2)
+    settle(pd_bot)
+    assert pagerduty.escalation_level(pd_incident_id(pagerduty, key)) == 1
+    assert [t.status for t in timers(pd_bot, row.id, "escalate")] == [TimerStatus.CANCELLED]
+    # a second click changes nothing and says so, only to the one who clicked
+    assert click(pd_bot, ACK, row, "U0BOB").status_code == 200
+    wait_for(lambda: any("Already acknowledged by <@U0BOB>" in m.text for _, user, m in slack.ephemerals
+                         if user == "U0BOB"), what="the ephemeral answer")
+    assert actions(pagerduty, key) == ["trigger", "acknowledge"]
+
+
+def test_resolve_button_stops_timers_and_resolves_pagerduty(
+        pd_bot: RunningBot, slack: FakeSlack, pagerduty: FakePagerDuty, clock: FakeClock) -> None:
+    row = open_incident(pd_bot)
+    key = paging(pd_bot, row.id).dedup_key
+    advance(pd_bot, clock, minutes=16)
+    wait_for(lambda: actions(pagerduty, key) == ["trigger"], what="the page")
+    assert click(pd_bot, RESOLVE, row, "U0ALICE").status_code == 200
+    wait_for(lambda: actions(pagerduty, key) == ["trigger", "resolve"], what="the resolve in PagerDuty")
+    resolved_row = incident(pd_bot, row.id)
+    assert resolved_row.status == IncidentStatus.RESOLVED and resolved_row.resolved_by == "U0ALICE"
+    advance(pd_bot, clock, hours=3)
+    settle(pd_bot)
+    assert all(t.status != TimerStatus.PENDING for t in timers(pd_bot, row.id))
+    assert pagerduty.escalation_level(pd_incident_id(pagerduty, key)) == 1
+    wait_for(lambda: "incident_actions" not in card(slack, incident(pd_bot, row.id)), what="buttons gone")
+
+
+def test_alertmanager_resolve_resolves_pagerduty_and_a_reopen_rearms(
+        pd_bot: RunningBot, slack: FakeSlack, pagerduty: FakePagerDuty, clock: FakeClock) -> None:
+    payload = group()
+    row = open_incident(pd_bot, payload)
+    key = paging(pd_bot, row.id).dedup_key
+    advance(pd_bot, clock, minutes=16)
+    wait_for(lambda: actions(pagerduty, key) == ["trigger"], what="the page")
+    click(pd_bot, ACK, row, "U0BOB")
+    assert pd_bot.post_alerts(resolved(payload)).json()["outcome"] == "resolved"
+    wait_for(lambda: actions(pagerduty, key) == ["trigger", "acknowledge", "resolve"], what="PagerDuty resolved")
+
+    advance(pd_bot, clock, minutes=5)
+    assert pd_bot.post_alerts(payload).json()["outcome"] == "reopened"
+    reopened = incident(pd_bot, row.id)
+    assert reopened.acknowledged_at is None and paging(pd_bot, row.id).level == 0
+    advance(pd_bot, clock, minutes=16)
+    wait_for(lambda: actions(pagerduty, key) == ["trigger", "acknowledge", "resolve", "trigger"],
+             what="the reopened incident paged again")
+    assert len({i["id"] for i in pagerduty.incidents()}) == 2  # a new PagerDuty incident for the new episode
+
+
+def test_escalate_now_pages_at_once_then_climbs_one_level_per_click(
+        pd_bot: RunningBot, slack: FakeSlack, pagerduty: FakePagerDuty, clock: FakeClock) -> None:
+    row = open_incident(pd_bot)
+    key = paging(pd_bot, row.id).dedup_key
+    wait_for(lambda: "Page now" in card(slack, row), what="the Page now button")
+    click(pd_bot, ESCALATE, row, "U0ALICE")
+    wait_for(lambda: actions(pagerduty, key) == ["trigger"], what="the page on request")
+    assert said(slack, row.channel_id, "<@U0ALICE> escalated by hand")
+    click(pd_bot, ESCALATE, row, "U0ALICE")
+    pd_id = pd_incident_id(pagerduty, key)
+    wait_for(lambda: pagerduty.escalation_level(pd_id) == 2, what="L3 on request")
+    # the timetable restarts from the click: L4 is 30 minutes after it, not after the deadline
+    advance(pd_bot, clock, minutes=29)
+    settle(pd_bot)
+    assert pagerduty.escalation_level(pd_id) == 2
+    advance(pd_bot, clock, minutes=2)
+    wait_for(lambda: pagerduty.escalation_level(pd_id) == 3, what="L4 on the timetable")
+    click(pd_bot, ESCALATE, row, "U0ALICE")
+    wait_for(lambda: any("Nothing to escalate" in m.text for _, _, m in slack.ephemerals), what="top level reached")
+
+
+# -- maintenance, business hours, reminders -----------------------------------------------------
+
+@pytest.mark.parametrize("declared", ["config", "command"])
+def test_maintenance_window_pages_nobody_and_the_card_says_why(
+        declared: str, database_url: str, slack: FakeSlack, pagerduty: FakePagerDuty, clock: FakeClock) -> None:
+    now = clock()
+    window = {"name": "db upgrade", "match": {"service": "api"}, "start": now - timedelta(hours=1),
+              "end": now + timedelta(hours=1)}
+    config = {**POLICY, "escalation": {"maintenance": [window]}} if declared == "config" else POLICY
+    running = start(pd_settings(database_url, slack, pagerduty, config), clock)
+    try:
+        if declared == "command":
+            with running.services.db.session() as session:
+                add_maintenance(session, "db upgrade", {"service": "api"}, window["start"], window["end"], "U0ALICE")
+        row = open_incident(running)
+        key = paging(running, row.id).dedup_key
+        wait_for(lambda: "Maintenance window *db upgrade*" in card(slack, row), what="the card to say why")
+        assert "nobody is paged" in card(slack, row)
+        advance(running, clock, minutes=20)
+        wait_for(lambda: said(slack, row.channel_id, "Not paging: maintenance window *db upgrade*"), what="the note")
+        settle(running)
+        assert actions(pagerduty, key) == []
+        assert "nobody is paged" in card(slack, incident(running, row.id))
+        # still unacknowledged when the window ends: now it pages
+        advance(running, clock, minutes=45)
+        wait_for(lambda: actions(pagerduty, key) == ["trigger"], what="the page after the window")
+        # an alert of another service was never in the window
+        other = open_incident(running, group(alert(labels={"service": "web"}), group_key='{}:{service="web"}'))
+        assert "Maintenance window" not in card(slack, other)
+    finally:
+        running.stop()
+        running.services.db.dispose()
+
+
+def test_p3_outside_business_hours_waits_for_the_next_business_day(
+        pd_bot: RunningBot, slack: FakeSlack, pagerduty: FakePagerDuty, clock: FakeClock) -> None:
+    set_clock(clock, datetime(2026, 11, 27, 16, 0, tzinfo=timezone.utc))  # a Friday, 16:00 UTC
+    row = open_incident(pd_bot, group(alert("HighLatency", labels={"severity": "warning"}),
+                                      group_key='{}:{alertname="HighLatency"}'))
+    assert row.severity == "P3" and row.channel_id is None
+    key = paging(pd_bot, row.id).dedup_key
+    monday = datetime(2026, 11, 30, 9, 0, tzinfo=timezone.utc)
+    assert [t.due_at for t in timers(pd_bot, row.id, "page")] == [monday]  # the 4 h deadline falls at 20:00
+    set_clock(clock, datetime(2026, 11, 28, 11, 0, tzinfo=timezone.utc))
+    settle(pd_bot)
+    set_clock(clock, monday - timedelta(seconds=10))
+    settle(pd_bot)
+    assert actions(pagerduty, key) == []
+    set_clock(clock, monday + timedelta(seconds=5))
+    wait_for(lambda: actions(pagerduty, key) == ["trigger"], what="the Monday page")
+    assert next(e for e in pagerduty.events if e.dedup_key == key).payload["severity"] == "warning"
+    wait_for(lambda: any("<@U0BOB>" in m.text for m in slack.messages("C0INCIDENTS") if m.thread_ts == row.card_ts),
+             what="the on-call named in the incident's thread")
+
+
+def test_status_update_reminders_at_the_cadence_name_the_commander(
+        pd_bot: RunningBot, slack: FakeSlack, pagerduty: FakePagerDuty, clock: FakeClock) -> None:
+    row = open_incident(pd_bot)
+    click(pd_bot, ACK, row, "U0ALICE")
+    wait_for(lambda: incident(pd_bot, row.id).commander == "U0ALICE", what="the acker in command")
+    for expected in (1, 2, 3):
+        advance(pd_bot, clock, minutes=15)
+        wait_for(lambda: len(said(slack, row.channel_id, "Status update due")) == expected,
+                 what=f"reminder {expected}")
+        settle(pd_bot)
+        assert len(said(slack, row.channel_id, "Status update due")) == expected
+    assert all("<@U0ALICE>" in text for text in said(slack, row.channel_id, "Status update due"))
+    assert pagerduty.events == []  # acknowledged in time: reminders, but no page
+
+
+# -- durability: restarts, replicas, PagerDuty outages ------------------------------------------
+
+def test_restart_with_pending_timers_fires_each_once_with_its_lateness(
+        database_url: str, slack: FakeSlack, pagerduty: FakePagerDuty, clock: FakeClock) -> None:
+    settings = pd_settings(database_url, slack, pagerduty)
+    first = start(settings, clock)
+    row = open_incident(first)
+    key = paging(first, row.id).dedup_key
+    first.stop()
+    first.services.db.dispose()
+    assert {t.kind for t in timers(first, row.id) if t.status == TimerStatus.PENDING} == {"page", "reminder"}
+
+    clock.advance(hours=2)  # the bot was down past the deadline and both escalation steps
+    second = start(settings, clock)
+    try:
+        wait_for(lambda: pagerduty.alert(key) and pagerduty.escalation_level(pd_incident_id(pagerduty, key)) == 3,
+                 what="the page and both escalations after the restart")
+        settle(second)
+        fired = [t for t in timers(second, row.id) if t.status == TimerStatus.FIRED]
+        assert sorted((t.kind, t.payload.get("level")) for t in fired if t.kind != "reminder") == \
+            [("escalate", 2), ("escalate", 3), ("page", None)]
+        page = next(t for t in fired if t.kind == "page")
+        assert 104 * 60 < (page.lateness_seconds or 0) < 110 * 60  # due 15 min in, fired 2 h in
+        assert all(t.lateness_seconds is not None and t.fired_at is not None for t in fired)
+        assert len([t for t in fired if t.kind == "reminder"]) == 1  # one late reminder, not eight
+        assert actions(pagerduty, key) == ["trigger"]
+    finally:
+        second.stop()
+        second.services.db.dispose()
+
+
+def test_two_replicas_on_postgresql_page_once_per_deadline(
+        postgres_url: str, slack: FakeSlack, pagerduty: FakePagerDuty, clock: FakeClock) -> None:
+    from bot.incidents import ingest
+    from integrations.alertmanager import WebhookMessage
+
+    settings = pd_settings(postgres_url, slack, pagerduty)
+    replicas = [build(settings, clock=clock), build(settings, clock=clock)]  # two engines, one database
+    try:
+        ids = []
+        for n in range(20):
+            message = WebhookMessage.model_validate(group(alert(labels={"instance": f"api-{n}"}),
+                                                          group_key=f'{{}}:{{instance="api-{n}"}}'))
+            with replicas[0].db.session() as session:
+                ids.append(ingest(session, settings.config, message, now=clock()).incident_id)
+        clock.advance(minutes=16)
+        for replica in replicas:
+            assert replica.paging is not None
+            replica.paging.runner.batch = 3  # small batches: the replicas interleave
+        barrier = threading.Barrier(4)
+
+        def race(replica) -> None:  # type: ignore[no-untyped-def]
+            barrier.wait()
+            while replica.paging.runner.fire_due():
+                pass
+
+        threads = [threading.Thread(target=race, args=(r,)) for r in replicas * 2]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(30)
+        with replicas[1].db.read() as session:
+            triggers = [j for j in session.scalars(select(Job).where(Job.kind == JOB_PD_EVENT))]
+            pages = list(session.scalars(select(Timer).where(Timer.kind == "page")))
+        assert sorted(-j.incident_id for j in triggers) == sorted(ids)  # type: ignore[operator]
+        assert all(t.status == TimerStatus.FIRED for t in pages) and len(pages) == 20
+        asyncio.run(_drain(replicas[1]))
+        with pagerduty.lock:
+            keys = [e.dedup_key for e in pagerduty.events if e.action == "trigger"]
+        assert len(keys) == len(set(keys)) == 20
+    finally:
+        for replica in replicas:
+            replica.db.dispose()
+
+
+async def _drain(services) -> None:  # type: ignore[no-untyped-def]
+    while await services.outbox.run_due():
+        pass
+
+
+def test_pagerduty_down_then_back_delivers_every_event_once_in_order(
+        pd_bot: RunningBot, slack: FakeSlack, pagerduty: FakePagerDuty, clock: FakeClock) -> None:
+    rows = [open_incident(pd_bot, group(alert(labels={"instance": f"api-{n}"}), group_key=f'{{}}:{{i="{n}"}}'))
+            for n in range(3)]
+    keys = [paging(pd_bot, row.id).dedup_key for row in rows]
+    pagerduty.set_down(True)
+    advance(pd_bot, clock, minutes=16)
+    wait_for(lambda: all("page pending" in card(slack, incident(pd_bot, r.id)) for r in rows),
+             what="every card to say the page is pending")
+    wait_for(lambda: "retrying: PagerDuty 503" in card(slack, incident(pd_bot, rows[0].id)), what="the reason")
+    click(pd_bot, ACK, rows[0], "U0BOB")
+    click(pd_bot, RESOLVE, rows[1], "U0BOB")
+    click(pd_bot, ACK, rows[2], "U0BOB")
+    wait_for(lambda: incident(pd_bot, rows[2].id).acknowledged_at, what="the third ack")
+    click(pd_bot, RESOLVE, rows[2], "U0BOB")
+    wait_for(lambda: incident(pd_bot, rows[2].id).status == IncidentStatus.RESOLVED, what="the third resolve")
+    # Ten minutes down, in steps shorter than a job's lease, so every retry comes due and fails.
+    for _ in range(10):
+        clock.advance(minutes=1)
+        wait_for(lambda: _waiting(pd_bot, clock), what="the due retries to fail again")
+    assert pagerduty.events == []
+    assert min(j.attempts for j in _pd_jobs(pd_bot) if j.kind == JOB_PD_EVENT and j.payload["action"] == "trigger") >= 4
+
+    pagerduty.set_down(False)
+    expected = [["trigger", "acknowledge"], ["trigger", "resolve"], ["trigger", "acknowledge", "resolve"]]
+    for _ in range(5):  # every backoff (at most a minute) runs out
+        clock.advance(minutes=1)
+        if [actions(pagerduty, k) for k in keys] == expected:
+            break
+        wait_for(lambda: _waiting(pd_bot, clock), what="the due jobs to run")
+    wait_for(lambda: [actions(pagerduty, k) for k in keys] == expected, what="every event, in order")
+    settle(pd_bot)
+    assert [actions(pagerduty, k) for k in keys] == expected
+    assert all(j.status == JobStatus.DONE for j in _pd_jobs(pd_bot) if j.kind == JOB_PD_EVENT)
+    wait_for(lambda: "page delivered" in card(slack, incident(pd_bot, rows[0].id)), what="the card: delivered")
+
+
+def _waiting(bot: RunningBot, clock: FakeClock) -> bool:
+    """Every PagerDuty job that could run has run: the first pending one of each lane is not due."""
+    heads: dict[object, Job] = {}
+    for job in _pd_jobs(bot):
+        if job.status == JobStatus.RUNNING:
+            return False
+        if job.status == JobStatus.PENDING:
+            lane = job.incident_id if job.incident_id is not None else f"job-{job.id}"
+            heads.setdefault(lane, job)
+    return all(job.run_at > clock() for job in heads.values())
+
+
+def _pd_jobs(bot: RunningBot) -> list[Job]:
+    with bot.services.db.read() as session:
+        return list(session.scalars(select(Job).where(Job.kind.like("pagerduty.%")).order_by(Job.id)))  # type: ignore[attr-defined]
+
+
+def test_pagerduty_429_is_retried_after_retry_after_and_delivered_once(
+        pd_bot: RunningBot, slack: FakeSlack, pagerduty: FakePagerDuty, clock: FakeClock) -> None:
+    row = open_incident(pd_bot)
+    key = paging(pd_bot, row.id).dedup_key
+    pagerduty.fail_next("/v2/enqueue", 429, times=3, retry_after=1)
+    advance(pd_bot, clock, minutes=16)
+    started = time.monotonic()
+    wait_for(lambda: actions(pagerduty, key) == ["trigger"], what="the page after the rate limit")
+    assert time.monotonic() - started >= 1.0  # Retry-After: 1 was honoured between the attempts
+    job = wait_for(lambda: next((j for j in _pd_jobs(pd_bot) if j.payload.get("action") == "trigger"
+                                 and j.status == JobStatus.DONE), None), what="the job done")
+    assert job.attempts == 2
+    assert len(pagerduty.requests_to("/v2/enqueue")) == 4  # two tries per attempt (one quick retry inside)
+
+
+# -- PagerDuty webhooks in -----------------------------------------------------------------------
+
+def test_signed_pagerduty_webhooks_are_applied_and_unsigned_ones_change_nothing(
+        pd_bot: RunningBot, slack: FakeSlack, pagerduty: FakePagerDuty, clock: FakeClock) -> None:
+    row = open_incident(pd_bot)
+    key = paging(pd_bot, row.id).dedup_key
+    advance(pd_bot, clock, minutes=16)
+    wait_for(lambda: actions(pagerduty, key) == ["trigger"], what="the page")
+    pd_id = pd_incident_id(pagerduty, key)
+    url = f"{pd_bot.url}/pagerduty"
+
+    before = _timeline(pd_bot, row.id)
+    assert httpx.post(url, json={"event": {"event_type": "incident.acknowledged"}}).status_code == 401
+    assert pagerduty.send_webhook(url, "not-the-secret", "incident.acknowledged", pd_id, agent="PBOB") == 401
+    assert pagerduty.send_webhook(url, "not-the-secret", "incident.resolved", pd_id, agent="PBOB") == 401
+    unchanged = incident(pd_bot, row.id)
+    assert unchanged.acknowledged_at is None and unchanged.status == IncidentStatus.DETECTED
+    assert _timeline(pd_bot, row.id) == before
+
+    # acknowledged in the PagerDuty app: the incident, card and timeline follow, nothing echoes back
+    assert pagerduty.send_webhook(url, PD_SECRET, "incident.acknowledged", pd_id, agent="PBOB") == 200
+    acked = incident(pd_bot, row.id)
+    assert acked.acknowledged_at is not None and paging(pd_bot, row.id).acked_in_pagerduty_by == "Bob"
+    wait_for(lambda: "Acknowledged in PagerDuty by Bob" in card(slack, incident(pd_bot, row.id)), what="card")
+    # reassigned and escalated in PagerDuty: the new people are invited into the channel
+    rest = PagerDutyRest(pagerduty.api_token, default_from=BOT_EMAIL, base_url=pagerduty.base_url,
+                         verify=pagerduty.ca_file)
+    rest.escalate(pd_id, 2)
+    assert pagerduty.send_webhook(url, PD_SECRET, "incident.escalated", pd_id) == 200
+    wait_for(lambda: "U0CAROL" in slack.channels[row.channel_id].members, what="Carol invited")
+    rest.escalate(pd_id, 3)
+    rest.close()
+    assert pagerduty.send_webhook(url, PD_SECRET, "incident.reassigned", pd_id) == 200
+    wait_for(lambda: "U0ALICE" in slack.channels[row.channel_id].members, what="Alice invited")
+    wait_for(lambda: said(slack, row.channel_id, "Reassigned in PagerDuty: now with Alice"), what="the note")
+    # resolved in PagerDuty
+    assert pagerduty.send_webhook(url, PD_SECRET, "incident.resolved", pd_id, agent="PCAROL") == 200
+    done = incident(pd_bot, row.id)
+    assert done.status == IncidentStatus.RESOLVED and done.resolved_by == "pagerduty:Carol"
+    settle(pd_bot)
+    assert actions(pagerduty, key) == ["trigger"]  # no acknowledge or resolve echoed back
+    assert all(t.status != TimerStatus.PENDING for t in timers(pd_bot, row.id))
+    assert {"ack", "escalated", "reassigned", "status"} <= set(_timeline(pd_bot, row.id))
+
+
+def _timeline(bot: RunningBot, incident_id: int) -> list[str]:
+    with bot.services.db.read() as session:
+        return [e.kind for e in session.scalars(select(TimelineEntry).where(TimelineEntry.incident_id == incident_id))]
+
+
+# -- the policy ----------------------------------------------------------------------------------
+
+def test_policy_defaults_follow_the_seeds() -> None:
+    policy = EscalationPolicy()
+    p1 = policy.P1
+    assert (p1.ack_minutes, p1.page_minutes, p1.update_minutes, p1.escalate_while) == (15, 15, 15, "unacknowledged")
+    assert [(lv.name, lv.after_minutes, lv.pagerduty_level) for lv in p1.levels] == [
+        ("L2 primary on-call", 0, 1), ("L3 engineering lead", 30, 2), ("L4 management", 60, 3)]
+    assert (policy.P2.ack_minutes, [lv.after_minutes for lv in policy.P2.levels]) == (30, [0, 60])
+    assert (policy.P3.page_minutes, policy.P3.business_hours_only) == (240, True)
+    assert (policy.P4.page_minutes, policy.P4.levels) == (None, [])
+
+
+def test_policy_overrides_keep_the_other_defaults(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    config = OncallConfig.model_validate({"escalation": {
+        "P1": {"ack_minutes": 5}, "P2": {"page_after_minutes": 0, "escalate_while": "unresolved"},
+        "business_hours": {"timezone": "Asia/Tokyo", "start": "10:00", "holidays": ["2026-12-01"]}}})
+    assert (config.escalation.P1.page_minutes, config.escalation.P1.update_minutes) == (5, 15)  # the deadline moved
+    assert config.escalation.P2.page_minutes == 0 and len(config.escalation.P2.levels) == 2
+    hours = config.escalation.business_hours
+    # Monday 2026-11-30 19:00 Tokyo is after hours; Tuesday is a holiday; Wednesday 10:00 Tokyo = 01:00 UTC
+    assert hours.next_open(datetime(2026, 11, 30, 10, 0, tzinfo=timezone.utc)) == \
+        datetime(2026, 12, 2, 1, 0, tzinfo=timezone.utc)
+    path = tmp_path / "oncall.yaml"
+    path.write_text("escalation:\n  P1:\n    levels:\n      - {name: a, after_minutes: 0, pagerduty_level: 1}\n"
+                    "      - {name: b, after_minutes: 0, pagerduty_level: 2}\n  P4: {page_after_minutes: ack_deadline}\n")
+    with pytest.raises(ConfigError) as error:
+        from bot.config import load_config_file
+        load_config_file(path)
+    assert "escalation.P1.levels" in str(error.value) and "escalation.P4" in str(error.value)
+
+
+def test_pagerduty_routes_and_environment() -> None:
+    config = OncallConfig.model_validate({"pagerduty": {"escalation_policy": "PDEFAULT", "routes": [
+        {"match": {"team": "payments"}, "routing_key": "P" * 32, "escalation_policy": "PPAY"},
+        {"match": {"service": "db.*"}, "escalation_policy": "PDBA"}]}})
+    assert config.pagerduty.route({"team": "payments", "service": "db-main"}) == ("P" * 32, "PPAY")
+    assert config.pagerduty.route({"service": "db-main"}) == (None, "PDBA")
+    assert config.pagerduty.route({}) == (None, "PDEFAULT")
+    env = {"SLACK_BOT_TOKEN": "xoxb-1", "SLACK_SIGNING_SECRET": "s", "ALERTMANAGER_WEBHOOK_TOKEN": "t"}
+    with pytest.raises(ConfigError, match="PAGERDUTY_ROUTING_KEY must be the 32-character"):
+        load_settings({**env, "PAGERDUTY_ROUTING_KEY": "short"})
+    with pytest.raises(ConfigError, match="PAGERDUTY_FROM_EMAIL is not set"):
+        load_settings({**env, "PAGERDUTY_API_TOKEN": "tok"})
+    with pytest.raises(ConfigError, match="PAGERDUTY_API_URL='http://pd.local'"):
+        load_settings({**env, "PAGERDUTY_API_URL": "http://pd.local"})
+    settings = load_settings({**env, "PAGERDUTY_ROUTING_KEY": ROUTING_KEY, "PAGERDUTY_API_TOKEN": "tok",
+                              "PAGERDUTY_FROM_EMAIL": BOT_EMAIL, "PAGERDUTY_WEBHOOK_SECRET": PD_SECRET})
+    assert (settings.pagerduty_routing_key, settings.pagerduty_events_url) == (ROUTING_KEY, "https://events.pagerduty.com")
+    from commands.paging import effective_config
+    assert effective_config(settings).pagerduty.route({}) == (ROUTING_KEY, None)  # the env key is the default
