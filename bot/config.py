@@ -19,6 +19,7 @@ from bot.escalation_policy import EscalationPolicy, PagerDutyConfig
 
 __all__ = [
     "ConfigError",
+    "RunbookPolicy",
     "OncallConfig",
     "Settings",
     "Severity",
@@ -131,6 +132,15 @@ class IncidentPolicy(_Strict):
     )
 
 
+class RunbookPolicy(_Strict):
+    """Allow-lists that every runbook gets on top of its own, and the language runbooks are posted in."""
+
+    namespaces: list[str] = Field(default_factory=list, description="Kubernetes namespaces actions may touch")
+    urls: list[str] = Field(default_factory=list, description="URL prefixes http.check may GET")
+    locale: str = Field("en", pattern=r"^[a-z]{2}$", description="language of the posted runbook (en, ja, ...); "
+                        "a step's output answers in the clicking user's Slack locale")
+
+
 class OncallConfig(_Strict):
     """The optional YAML file named by ONCALL_CONFIG."""
 
@@ -140,6 +150,7 @@ class OncallConfig(_Strict):
     incidents: IncidentPolicy = Field(default_factory=IncidentPolicy)
     escalation: EscalationPolicy = Field(default_factory=EscalationPolicy)
     pagerduty: PagerDutyConfig = Field(default_factory=PagerDutyConfig)
+    runbooks: RunbookPolicy = Field(default_factory=RunbookPolicy)
 
     def responders_for(self, labels: dict[str, str]) -> list[str]:
         invite: list[str] = []
@@ -168,6 +179,10 @@ class Settings(BaseModel):
     pagerduty_webhook_secret: str | None = None
     pagerduty_from_email: str | None = None
     pagerduty_ca_file: str | None = None  # a private CA (proxies, the test fake)
+    runbooks_path: str | None = None  # directories of runbook YAML files, ':'-separated
+    kubeconfig: str | None = None  # else in-cluster, else ~/.kube/config when it exists
+    prometheus_url: str | None = None
+    alertmanager_url: str | None = None
     config: OncallConfig = Field(default_factory=OncallConfig)
 
     @model_validator(mode="after")
@@ -226,6 +241,7 @@ def load_settings(env: dict[str, str] | None = None) -> Settings:
         alertmanager_webhook_token=env["ALERTMANAGER_WEBHOOK_TOKEN"],
         config=config,
         **_pagerduty_settings(env),
+        **_runbook_settings(env),
     )
 
 
@@ -246,3 +262,15 @@ def _pagerduty_settings(env: dict[str, str]) -> dict[str, str | None]:
         raise ConfigError("PAGERDUTY_FROM_EMAIL is not set: set it to the e-mail of a PagerDuty user; "
                           "escalations through the REST API need it with an account-level PAGERDUTY_API_TOKEN")
     return {k: v for k, v in values.items() if v is not None}
+
+
+def _runbook_settings(env: dict[str, str]) -> dict[str, str]:
+    """RUNBOOKS_PATH, KUBECONFIG, PROMETHEUS_URL, ALERTMANAGER_URL: all optional; an action whose
+    system is not configured says so when clicked."""
+    values = {name.lower(): env[name] for name in ("RUNBOOKS_PATH", "KUBECONFIG", "PROMETHEUS_URL",
+                                                   "ALERTMANAGER_URL") if env.get(name)}
+    for name in ("PROMETHEUS_URL", "ALERTMANAGER_URL"):
+        url = values.get(name.lower())
+        if url is not None and not url.startswith(("http://", "https://")):
+            raise ConfigError(f"{name}={url!r} is not an http(s) URL; e.g. http://prometheus:9090")
+    return values

@@ -29,6 +29,7 @@ __all__ = [
     "ingest",
     "transition",
     "JOB_OPEN",
+    "JOB_RUNBOOK",
     "JOB_CARD",
     "JOB_NOTIFY",
 ]
@@ -37,6 +38,7 @@ ALERTMANAGER = "alertmanager"
 JOB_OPEN = "slack.open_incident"
 JOB_CARD = "slack.update_card"
 JOB_NOTIFY = "slack.notify"
+JOB_RUNBOOK = "runbook.post"  # bot.steps.JOB_RUNBOOK_POST; named here because opening enqueues it
 
 S = IncidentStatus
 # Forward moves of the seeds' state machine, plus the usual ways back while working.
@@ -170,6 +172,7 @@ def _open_incident(
                  f"Incident opened from alert group {message.group_key}", at=now,
                  data={"receiver": message.receiver, "group_key": message.group_key})
     enqueue(session, JOB_OPEN, incident_id=incident.id, payload={"webhook_at": now.isoformat()})
+    enqueue(session, JOB_RUNBOOK, incident_id=incident.id)  # same lane: posted once the channel exists
     from bot import escalation  # imported here: bot.escalation builds on this module
 
     escalation.on_incident_opened(session, incident, config, now)  # ack deadline, page and reminder timers

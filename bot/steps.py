@@ -1,43 +1,82 @@
-"""Runbook steps posted in an incident: opaque button tokens, runs and approval requests.
+"""Runbook steps posted in an incident: which runbook, opaque button tokens, runs and approval requests.
 
 A button carries only `RunbookStep.token`; the action and its validated parameters are
-stored here when the runbook is posted, so nothing a user sends can change them.
+stored here when the runbook is posted, so nothing a user sends can change them. A click
+only records who asked: the diagnostic itself runs from the outbox (commands.runbook_flow),
+so a Slack hiccup while posting its output is retried, never lost.
 """
 
 from __future__ import annotations
 
 import secrets
+from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
-
 from sqlalchemy import select
 from sqlmodel import Session
 
-from bot.incidents import add_timeline
-from bot.models import Incident, RunbookStep
+from bot.config import RunbookPolicy
+from bot.incidents import JOB_RUNBOOK, add_timeline
+from bot.models import Alert, Incident, RunbookStep
+from bot.outbox import enqueue
+from bot.runbooks import PreparedStep, Runbook, RunbookSet, prepare_steps
 
-__all__ = ["StepSpec", "find_step", "record_run", "record_approval_request", "steps_for", "store_steps"]
+__all__ = [
+    "JOB_RUNBOOK_POST", "JOB_RUNBOOK_REFRESH", "JOB_STEP_REPLY", "JOB_STEP_RUN", "RunbookPlan", "find_step",
+    "plan_runbook", "record_run", "request_approval", "request_run", "steps_for", "store_steps",
+]
+
+JOB_RUNBOOK_POST = JOB_RUNBOOK           # post the matching runbook (incident lane, after the card)
+JOB_STEP_RUN = "runbook.run_step"        # run a clicked diagnostic, answer in its thread (own lane)
+JOB_STEP_REPLY = "runbook.reply"         # a line in a step's thread
+JOB_RUNBOOK_REFRESH = "runbook.refresh"  # re-render the runbook messages ("ran by ...")
 
 
-class StepSpec:
-    """What the runbook said for one step, after templating and validation."""
+@dataclass(frozen=True)
+class RunbookPlan:
+    """The runbook for an incident, its steps prepared against the incident's first alert."""
 
-    def __init__(self, step_id: str, action: str | None, kind: str, params: dict[str, Any],
-                 disabled_reason: str | None) -> None:
-        self.step_id, self.action, self.kind = step_id, action, kind
-        self.params, self.disabled_reason = params, disabled_reason
+    runbook: Runbook | None
+    steps: list[PreparedStep]
+    labels: dict[str, str]
+    annotations: dict[str, str]
 
 
-def store_steps(session: Session, incident: Incident, runbook_id: str, specs: list[StepSpec]) -> list[RunbookStep]:
+def alert_context(session: Session, incident: Incident) -> tuple[dict[str, str], dict[str, str]]:
+    """Labels and annotations templates see: the group's common ones, completed by its first
+    alert's (a group's common labels often lack the pod that `k8s.logs` needs)."""
+    first = session.scalars(select(Alert).where(Alert.incident_id == incident.id)
+                            .order_by(Alert.id)).first()  # type: ignore[arg-type]
+    labels = {**(first.labels if first else {}), **incident.labels}
+    annotations = {**(first.annotations if first else {}), **incident.annotations}
+    return labels, annotations
+
+
+def plan_runbook(session: Session, incident: Incident, runbooks: RunbookSet, policy: RunbookPolicy) -> RunbookPlan:
+    labels, annotations = alert_context(session, incident)
+    runbook = runbooks.get(_stored_runbook_id(session, incident)) or runbooks.best_match(labels)
+    if runbook is None:
+        return RunbookPlan(None, [], labels, annotations)
+    steps = prepare_steps(runbook, labels, annotations, policy.namespaces, allowed_urls=policy.urls)
+    return RunbookPlan(runbook, steps, labels, annotations)
+
+
+def _stored_runbook_id(session: Session, incident: Incident) -> str:
+    """Once posted, an incident keeps its runbook even if a better match is added later."""
+    row = session.scalars(select(RunbookStep.runbook_id).where(RunbookStep.incident_id == incident.id)).first()
+    return row or ""
+
+
+def store_steps(session: Session, incident: Incident, plan: RunbookPlan) -> list[RunbookStep]:
     """Create the incident's step rows once; a retried post gets the same rows and tokens."""
     existing = steps_for(session, incident.id or 0)
-    if existing:
+    if existing or plan.runbook is None:
         return existing
     rows = [
-        RunbookStep(token=secrets.token_urlsafe(16), incident_id=incident.id, runbook_id=runbook_id,
-                    step_index=index, step_id=spec.step_id, action=spec.action, kind=spec.kind,
-                    params=spec.params, disabled_reason=spec.disabled_reason)
-        for index, spec in enumerate(specs)
+        RunbookStep(token=secrets.token_urlsafe(16), incident_id=incident.id, runbook_id=plan.runbook.id,
+                    step_index=prepared.index, step_id=prepared.step.id, action=prepared.action, kind=prepared.kind,
+                    params=prepared.params.model_dump(mode="json") if prepared.params else {},
+                    disabled_reason=prepared.error)
+        for prepared in plan.steps
     ]
     session.add_all(rows)
     session.flush()
@@ -52,20 +91,30 @@ def steps_for(session: Session, incident_id: int) -> list[RunbookStep]:
 def find_step(session: Session, token: str) -> RunbookStep | None:
     if not token or len(token) > 32:
         return None
-    return session.scalars(select(RunbookStep).where(RunbookStep.token == token).with_for_update()).first()
+    return session.scalars(select(RunbookStep).where(RunbookStep.token == token)).first()
+
+
+def request_run(session: Session, step: RunbookStep, user: str, now: datetime, *, locale: str | None) -> None:
+    """A diagnostic was clicked: the outbox runs it (outside any incident's lane, so a queued
+    card update never delays the answer)."""
+    enqueue(session, JOB_STEP_RUN, payload={"step": step.id, "user": user, "clicked_at": now.isoformat(),
+                                            "locale": locale})
 
 
 def record_run(session: Session, step: RunbookStep, incident: Incident, user: str, now: datetime,
-               outcome: str) -> None:
+               outcome: str, ok: bool) -> None:
     step.runs += 1
     step.last_run_by, step.last_run_at = user, now
     add_timeline(session, incident, user, "diagnostic",
-                 f"ran {step.action} ({step.step_id}): {outcome}", at=now,
-                 data={"step": step.step_id, "action": step.action, "params": step.params})
+                 f"ran {step.action} ({step.step_id}): {outcome}"[:1000], at=now,
+                 data={"step": step.step_id, "action": step.action, "params": step.params, "ok": ok})
+    enqueue(session, JOB_RUNBOOK_REFRESH, incident_id=incident.id, coalesce=True)
 
 
-def record_approval_request(session: Session, step: RunbookStep, incident: Incident, user: str,
-                            now: datetime) -> None:
+def request_approval(session: Session, step: RunbookStep, incident: Incident, user: str, now: datetime) -> None:
+    """A remediation was clicked. Until the approval flow exists this records the intent, in
+    the timeline and in the step's thread; nothing runs."""
     add_timeline(session, incident, user, "approval_requested",
                  f"requested approval to run {step.action} ({step.step_id})", at=now,
                  data={"step": step.step_id, "action": step.action, "params": step.params})
+    enqueue(session, JOB_STEP_REPLY, payload={"step": step.id, "event": "approval_requested", "user": user})

@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 from concurrent.futures import ThreadPoolExecutor
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
@@ -28,7 +29,10 @@ from bot.config import Settings
 from bot.db import Database
 from bot.models import Job, JobStatus, utcnow
 from bot.outbox import Handler, Outbox
-from commands import paging, slash
+from bot.actions import ActionContext
+from bot.config import ConfigError
+from bot.runbooks import RunbookError, RunbookSet, load_runbooks, paths_from_env
+from commands import paging, runbook_flow, slash
 from commands.alertmanager import WebhookEndpoint
 from commands.slack_sync import SlackSync
 from integrations.slack import SlackClient, make_web_client
@@ -52,6 +56,7 @@ class Services:
     clock: Callable[[], datetime]
     handlers: dict[str, Handler] = field(default_factory=dict)
     paging: "paging.PagingService | None" = None  # PagerDuty, timers, the card's Ack/Resolve/Escalate
+    runbooks: "runbook_flow.RunbookFlow | None" = None  # runbook messages, step clicks, /runbook
 
 
 def build(settings: Settings, *, clock: Callable[[], datetime] = utcnow, migrate: bool = True) -> Services:
@@ -69,7 +74,41 @@ def build(settings: Settings, *, clock: Callable[[], datetime] = utcnow, migrate
                         handlers=handlers)
     slash.register(bolt, services)
     services.paging = paging.register(services)
+    services.runbooks = runbook_flow.register(services, _runbooks(settings), action_clients(settings))
     return services
+
+
+def _runbooks(settings: Settings) -> RunbookSet:
+    try:
+        runbooks = load_runbooks(paths_from_env(settings.runbooks_path))
+    except RunbookError as exc:
+        raise ConfigError(f"RUNBOOKS_PATH: the runbooks do not pass lint:\n{exc}\n"
+                          "Fix them (`oncall-bot runbook lint PATH` shows the same list)") from exc
+    for warning in runbooks.warnings:
+        log.warning("runbook lint: %s", warning)
+    return runbooks
+
+
+def action_clients(settings: Settings) -> ActionContext:
+    """The systems runbook actions reach; an unconfigured one is None and its steps say so."""
+    from integrations.kubernetes import KubernetesClient, KubernetesError
+
+    kubernetes = prometheus = alertmanager = None
+    if settings.kubeconfig or os.environ.get("KUBERNETES_SERVICE_HOST") or \
+            os.path.exists(os.path.expanduser("~/.kube/config")):
+        try:
+            kubernetes = KubernetesClient.from_environment(settings.kubeconfig)
+        except KubernetesError as exc:
+            raise ConfigError(f"KUBECONFIG: {exc}; fix the file or unset KUBECONFIG") from exc
+    if settings.prometheus_url:
+        from integrations.prometheus import PrometheusClient
+
+        prometheus = PrometheusClient(settings.prometheus_url)
+    if settings.alertmanager_url:
+        from integrations.alertmanager import AlertmanagerClient
+
+        alertmanager = AlertmanagerClient(settings.alertmanager_url)
+    return ActionContext(kubernetes=kubernetes, prometheus=prometheus, alertmanager=alertmanager)
 
 
 def create_app(services: Services, *, run_worker: bool = True) -> Starlette:

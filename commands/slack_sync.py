@@ -26,7 +26,7 @@ from bot.outbox import PermanentError, RetryLater
 from commands.cards import CardView, announcement, incident_card
 from integrations.slack import SlackClient, SlackError
 
-__all__ = ["SlackSync", "channel_name"]
+__all__ = ["SlackSync", "channel_name", "slack_job"]
 
 log = logging.getLogger(__name__)
 
@@ -46,7 +46,7 @@ def channel_name(template: str, incident: Incident) -> str:
     return name[:80].rstrip("-_") or f"inc-{incident.id}"
 
 
-def _slack_job(handler: Callable[[Any, Job], Awaitable[None]]) -> Callable[[Any, Job], Awaitable[None]]:
+def slack_job(handler: Callable[[Any, Job], Awaitable[None]]) -> Callable[[Any, Job], Awaitable[None]]:
     """Translate Slack failures into the outbox's retry language."""
 
     @wraps(handler)
@@ -112,7 +112,7 @@ class SlackSync:
 
     # -- handlers ------------------------------------------------------------------------
 
-    @_slack_job
+    @slack_job
     async def open_incident(self, job: Job) -> None:
         incident = await self._load(job.incident_id)
         if incident.severity in self.config.channels.dedicated_for:
@@ -189,7 +189,7 @@ class SlackSync:
             metrics.WEBHOOK_TO_CARD.observe(elapsed)
         log.info("incident card posted", extra={"incident": incident.id, "channel": channel})
 
-    @_slack_job
+    @slack_job
     async def update_card(self, job: Job) -> None:
         incident = await self._load(job.incident_id)
         if incident.card_ts is None or incident.card_channel_id is None:
@@ -202,7 +202,7 @@ class SlackSync:
         await self.slack.update_message(incident.card_channel_id, incident.card_ts, text, blocks=blocks)
         await self._save(incident, card_updated_at=self.clock())
 
-    @_slack_job
+    @slack_job
     async def notify(self, job: Job) -> None:
         incident = await self._load(job.incident_id)
         text = str(job.payload.get("text", ""))

@@ -11,10 +11,10 @@ if TYPE_CHECKING:
 
 __all__ = ["register"]
 
+# /runbook lives in commands.runbook_flow.
 HELP = {
     "/incident": "`/incident status` shows this channel's incident.",
     "/oncall": "`/oncall` shows who is on call.",
-    "/runbook": "`/runbook list` lists the runbooks.",
 }
 
 

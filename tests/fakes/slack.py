@@ -11,6 +11,7 @@ import itertools
 import json
 import threading
 import time
+import uuid
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Callable
@@ -94,6 +95,7 @@ class FakeSlack:
         self.users: dict[str, User] = {}
         self.usergroups: dict[str, list[str]] = {}
         self.uploads: dict[str, bytes] = {}
+        self.responses: list[tuple[str, dict[str, Any]]] = []  # (response_url path, message)
         self.ephemerals: list[tuple[str, str, Message]] = []  # (channel, user, message)
         self._pending_files: dict[str, dict[str, Any]] = {}
         self._failures: list[tuple[str, str, int, int | None]] = []
@@ -387,6 +389,22 @@ class FakeSlack:
         self._channel(args.get("channel"))
         return {}
 
+    def response_url(self, kind: str = "actions") -> str:
+        """A response_url as Slack puts in interaction and slash-command payloads."""
+        return f"http://127.0.0.1:{self.port}/{kind}/T0001/{next(self._ids)}/{uuid.uuid4().hex[:24]}"
+
+    def respond(self, path: str, body: bytes) -> tuple[int, bytes]:
+        """POSTs to a response_url: JSON with text or blocks (hooks.slack.com answers a bare `ok`)."""
+        try:
+            message = json.loads(body)
+        except ValueError:
+            return 400, b"invalid_payload"
+        if not isinstance(message, dict) or not (message.get("text") or message.get("blocks")):
+            return 400, b"no_text"
+        with self._lock:
+            self.responses.append((path, message))
+        return 200, b"ok"
+
     def upload(self, file_id: str, data: bytes) -> int:
         with self._lock:
             if file_id not in self._pending_files:
@@ -423,10 +441,16 @@ def _handler(fake: FakeSlack) -> type[BaseHTTPRequestHandler]:
             if self.path.startswith("/upload/v1/"):
                 status = fake.upload(self.path.rsplit("/", 1)[1], body)
                 return self._send(status, b"OK - %d" % len(body), "text/plain")
+            if self.path.startswith(("/actions/", "/commands/")):
+                status, answer = fake.respond(self.path, body)
+                return self._send(status, answer, "text/plain")
             if not self.path.startswith("/api/"):
                 return self._send(404, b"not found", "text/plain")
             headers = {k.lower(): v for k, v in self.headers.items()}
-            status, answer, extra = fake.handle(self.path[len("/api/"):].split("?")[0], _args(headers, body), headers)
+            method, _, query = self.path[len("/api/"):].partition("?")
+            # Slack takes arguments from the query string too (slack_sdk sends some methods' there).
+            args = {**dict(parse_qsl(query, keep_blank_values=True)), **_args(headers, body)}
+            status, answer, extra = fake.handle(method, args, headers)
             self._send(status, json.dumps(answer).encode(), "application/json; charset=utf-8", extra)
 
         def _send(self, status: int, payload: bytes, content_type: str, extra: dict[str, str] | None = None) -> None:

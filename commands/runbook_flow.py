@@ -1,0 +1,307 @@
+"""The runbook in the incident channel: posting it, and what a click on a step does.
+
+* `runbook.post` (outbox, the incident's lane, after the card): the best-matching runbook, its
+  buttons carrying only opaque tokens (bot.steps), split across messages when long.
+* A click (Bolt): acknowledged at once; refused with an ephemeral note to anyone not in the
+  channel; a diagnostic is queued, a remediation records an approval request.
+* `runbook.run_step` (outbox): runs the diagnostic, answers in the step's thread (a code block,
+  or a file when long), records it in the timeline; `runbook.refresh` then re-renders the
+  runbook so the step shows who ran it and when.
+* `/runbook list` and `/runbook show ID`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import re
+from collections.abc import Awaitable, Callable
+from dataclasses import replace
+from typing import TYPE_CHECKING, Any
+
+from slack_bolt.async_app import AsyncApp
+
+from bot import steps
+from bot.actions import ActionContext, ActionError, ActionOutput, ParamError, get_action, run_action, validate_params
+from bot.config import RunbookPolicy
+from bot.models import Incident, Job, RunbookStep
+from bot.outbox import PermanentError, RetryLater
+from bot.runbooks import RunbookSet, localized, param_context
+from commands.blockkit import LIMITS, clip, escape, section, trusted_mrkdwn
+from commands.runbook_blocks import ACTION_PREFIX, no_runbook_blocks, runbook_fallback_text, runbook_messages
+from commands.slack_sync import slack_job
+from integrations.slack import SlackError
+
+if TYPE_CHECKING:
+    from commands.server import Services
+
+__all__ = ["RunbookFlow", "register"]
+
+log = logging.getLogger(__name__)
+
+_STEP_BLOCK = re.compile(r"runbook_step_(\d+)$")
+_CODE_ROOM = LIMITS["section"] - 8  # the ``` fences and newlines
+
+
+def _language(locale: str | None) -> str:
+    """Slack locales are `ja-JP`, `en-US`; runbooks are written per language."""
+    return (locale or "en").split("-")[0].lower()
+
+
+class RunbookFlow:
+    def __init__(self, services: "Services", runbooks: RunbookSet, actions: ActionContext) -> None:
+        self.db, self.slack, self.clock, self.kick = services.db, services.slack, services.clock, services.outbox.kick
+        self.policy: RunbookPolicy = services.settings.config.runbooks
+        self.runbooks, self.actions = runbooks, actions
+
+    @property
+    def handlers(self) -> dict[str, Callable[[Job], Awaitable[None]]]:
+        return {steps.JOB_RUNBOOK_POST: self.post_runbook, steps.JOB_STEP_RUN: self.run_step,
+                steps.JOB_STEP_REPLY: self.reply, steps.JOB_RUNBOOK_REFRESH: self.refresh}
+
+    def register(self, app: AsyncApp) -> None:
+        app.action(re.compile(f"^{re.escape(ACTION_PREFIX)}\\d+$"))(self.on_click)
+        app.command("/runbook")(self.on_command)
+
+    # -- posting ------------------------------------------------------------------------------
+
+    @slack_job
+    async def post_runbook(self, job: Job) -> None:
+        incident, plan, rows = await asyncio.to_thread(self._plan, job.incident_id)
+        if incident.card_ts is None or incident.card_channel_id is None:
+            raise RetryLater("the incident card is not posted yet", 5.0)
+        channel = incident.channel_id or incident.card_channel_id
+        thread = None if incident.channel_id else incident.card_ts  # no channel: under the card
+        if plan.runbook is None:
+            await self.slack.post_message(channel, f"No runbook matches {incident.alertname}",
+                                          blocks=no_runbook_blocks(incident.alertname, locale=self.policy.locale),
+                                          thread_ts=thread)
+            return
+        for blocks, indices in self._messages(incident, plan, rows):
+            if indices and all(rows[i].message_ts for i in indices):
+                continue  # posted by an earlier attempt of this job
+            ts = await self.slack.post_message(channel, runbook_fallback_text(plan.runbook, self.policy.locale),
+                                               blocks=blocks, thread_ts=thread)
+            await asyncio.to_thread(self._save_message, [rows[i].id for i in indices], channel, ts)
+            for i in indices:
+                rows[i].message_channel, rows[i].message_ts = channel, ts
+        log.info("runbook posted", extra={"incident": incident.id, "runbook": plan.runbook.id})
+
+    def _plan(self, incident_id: int | None) -> tuple[Incident, steps.RunbookPlan, dict[int, RunbookStep]]:
+        with self.db.session() as session:
+            incident = session.get(Incident, incident_id)
+            if incident is None:
+                raise PermanentError(f"incident {incident_id} does not exist")
+            plan = steps.plan_runbook(session, incident, self.runbooks, self.policy)
+            rows = {row.step_index: row for row in steps.store_steps(session, incident, plan)}
+            session.expunge_all()
+            return incident, plan, rows
+
+    def _messages(self, incident: Incident, plan: steps.RunbookPlan,
+                  rows: dict[int, RunbookStep]) -> list[tuple[list[dict[str, Any]], list[int]]]:
+        assert plan.runbook is not None
+        notes = {i: _ran_note(row) for i, row in rows.items() if row.runs}
+        messages = runbook_messages(plan.runbook, plan.steps, locale=self.policy.locale,
+                                    button_id=lambda i: rows[i].token, notes=notes,
+                                    runbook_url=plan.annotations.get("runbook_url"))
+        return [(blocks, _step_indices(blocks)) for blocks in messages]
+
+    def _save_message(self, row_ids: list[int | None], channel: str, ts: str) -> None:
+        with self.db.session() as session:
+            for row_id in row_ids:
+                row = session.get(RunbookStep, row_id)
+                if row is not None:
+                    row.message_channel, row.message_ts = channel, ts
+
+    @slack_job
+    async def refresh(self, job: Job) -> None:
+        incident, plan, rows = await asyncio.to_thread(self._plan, job.incident_id)
+        if plan.runbook is None:
+            return
+        for blocks, indices in self._messages(incident, plan, rows):
+            posted = {(rows[i].message_channel, rows[i].message_ts) for i in indices if rows[i].message_ts}
+            for channel, ts in posted:
+                assert channel and ts
+                await self.slack.update_message(channel, ts, runbook_fallback_text(plan.runbook, self.policy.locale),
+                                                blocks=blocks)
+
+    # -- clicks -------------------------------------------------------------------------------
+
+    async def on_click(self, ack: Any, body: dict[str, Any], action: dict[str, Any], respond: Any) -> None:
+        await ack()  # within Slack's 3 s; everything below may take longer
+        user = body["user"]["id"]
+        refusal = await self._click(str(action.get("value", "")), user, body.get("user", {}).get("locale"))
+        if refusal:
+            # Through response_url: chat.postEphemeral fails for someone not in the channel,
+            # which is exactly who gets most refusals.
+            try:
+                await respond(text=refusal, response_type="ephemeral", replace_original=False)
+            except Exception as exc:  # noqa: BLE001 - the refusal is a courtesy; the click is already refused
+                log.warning("could not tell %s why a runbook click was refused: %s (%r)", user, refusal, exc)
+
+    async def _click(self, token: str, user: str, locale: str | None) -> str | None:
+        """None when the click was taken; else what to tell the user."""
+        step = await asyncio.to_thread(self._find, token)
+        if step is None or step.message_channel is None:
+            return "This runbook step is no longer available."
+        try:
+            members = await self.slack.channel_members(step.message_channel)
+        except SlackError as exc:
+            return f"Could not check that you are in <#{step.message_channel}> ({exc.error}); try again."
+        if user not in members:
+            return f"Only members of <#{step.message_channel}> can run its runbook steps; join the channel first."
+        if step.disabled_reason:
+            return f"This step is disabled: {escape(step.disabled_reason)}"
+        if step.kind not in ("diagnostic", "remediation"):
+            return "This step has nothing to run."
+        await asyncio.to_thread(self._record_click, step.id, user, locale)
+        self.kick()
+        return None
+
+    def _find(self, token: str) -> RunbookStep | None:
+        with self.db.read() as session:
+            return steps.find_step(session, token)
+
+    def _record_click(self, step_id: int | None, user: str, locale: str | None) -> None:
+        with self.db.session() as session:
+            step = session.get(RunbookStep, step_id)
+            incident = session.get(Incident, step.incident_id) if step else None
+            if step is None or incident is None:
+                return
+            if step.kind == "diagnostic":
+                steps.request_run(session, step, user, self.clock(), locale=locale)
+            else:
+                steps.request_approval(session, step, incident, user, self.clock())
+
+    # -- running ------------------------------------------------------------------------------
+
+    @slack_job
+    async def run_step(self, job: Job) -> None:
+        step, incident = await asyncio.to_thread(self._load, job.payload.get("step"))
+        user = str(job.payload["user"])
+        language = _language(job.payload.get("locale") or await self._locale(user))
+        title = self._title(step, language)
+        ok, output = await self._execute(step, user)
+        await self._post_output(step, incident, user, title, ok, output)
+        await asyncio.to_thread(self._record, step.id, user, output.summary or output.text, ok)
+        self.kick()
+
+    async def _execute(self, step: RunbookStep, user: str) -> tuple[bool, ActionOutput]:
+        runbook = self.runbooks.get(step.runbook_id)
+        if runbook is None or step.action is None or get_action(step.action) is None:
+            return False, ActionOutput(text=f"runbook {step.runbook_id} or its action is no longer loaded",
+                                       summary="not run: runbook gone")
+        context = param_context(runbook, self.policy.namespaces, self.policy.urls)
+        try:
+            # The stored parameters are checked again: the allow-lists may have shrunk since.
+            params = validate_params(step.action, step.params, context)
+            return True, await run_action(step.action, params, replace(self.actions, user=user, now=self.clock))
+        except (ParamError, ActionError) as exc:
+            return False, ActionOutput(text=str(exc), summary=f"failed: {exc}")
+
+    async def _post_output(self, step: RunbookStep, incident: Incident, user: str, title: str, ok: bool,
+                           output: ActionOutput) -> None:
+        channel, thread = _thread_of(step, incident)
+        icon = ":white_check_mark:" if ok else ":x:"
+        head = f"{icon} *{escape(title)}* · <@{user}> · {escape(output.summary or '')}"
+        code = "```\n" + clip(escape(output.text), _CODE_ROOM).replace("```", "ˋˋˋ") + "\n```"
+        blocks = [section(trusted_mrkdwn(head, LIMITS["section"])), section(trusted_mrkdwn(code))]
+        await self.slack.post_message(channel, clip(f"{title}: {output.summary}", LIMITS["text"]), blocks=blocks,
+                                      thread_ts=thread)
+        if output.file is not None:
+            await self.slack.upload_file(channel, output.file, output.filename or "output.txt", title=title,
+                                         thread_ts=thread)
+
+    def _record(self, step_id: int | None, user: str, outcome: str, ok: bool) -> None:
+        with self.db.session() as session:
+            step = session.get(RunbookStep, step_id, with_for_update=True)
+            incident = session.get(Incident, step.incident_id) if step else None
+            if step is not None and incident is not None:
+                steps.record_run(session, step, incident, user, self.clock(), outcome, ok)
+
+    def _load(self, step_id: int | None) -> tuple[RunbookStep, Incident]:
+        with self.db.read() as session:
+            step = session.get(RunbookStep, step_id)
+            incident = session.get(Incident, step.incident_id) if step else None
+            if step is None or incident is None:
+                raise PermanentError(f"runbook step {step_id} does not exist")
+            return step, incident
+
+    def _title(self, step: RunbookStep, language: str) -> str:
+        runbook = self.runbooks.get(step.runbook_id)
+        if runbook is None or step.step_index >= len(runbook.steps):
+            return step.step_id
+        return localized(runbook.steps[step.step_index].title, language)
+
+    async def _locale(self, user: str) -> str:
+        try:
+            return await self.slack.user_locale(user)
+        except SlackError:
+            return self.policy.locale  # the output matters more than its language
+
+    @slack_job
+    async def reply(self, job: Job) -> None:
+        step, incident = await asyncio.to_thread(self._load, job.payload.get("step"))
+        channel, thread = _thread_of(step, incident)
+        if job.payload.get("event") == "approval_requested":
+            text = (f":lock: <@{job.payload['user']}> requested approval to run `{step.action}` "
+                    f"({escape(_params_text(step.params))}). Nothing runs until an authorised responder approves it.")
+        else:
+            text = escape(str(job.payload.get("text", "")))
+        await self.slack.post_message(channel, clip(text, LIMITS["text"]), thread_ts=thread)
+
+    # -- /runbook ------------------------------------------------------------------------------
+
+    async def on_command(self, ack: Any, command: dict[str, Any]) -> None:
+        words = str(command.get("text", "")).split()
+        if words[:1] == ["show"] and len(words) == 2:
+            await ack(text=self._show(words[1]), response_type="ephemeral")
+        elif words[:1] in (["list"], []):
+            await ack(text=self._list(), response_type="ephemeral")
+        else:
+            await ack(text="`/runbook list` lists the runbooks; `/runbook show ID` shows one.",
+                      response_type="ephemeral")
+
+    def _list(self) -> str:
+        lines = [f"• `{rb.id}`: {escape(localized(rb.title, self.policy.locale))}" for rb in self.runbooks]
+        return clip(f"*{len(lines)} runbooks* (RUNBOOKS_PATH and the shipped ones):\n" + "\n".join(lines),
+                    LIMITS["text"])
+
+    def _show(self, runbook_id: str) -> str:
+        runbook = self.runbooks.get(runbook_id)
+        if runbook is None:
+            return f"No runbook `{escape(runbook_id[:100])}`; `/runbook list` shows them."
+        lines = [f"*{escape(localized(runbook.title, self.policy.locale))}* (`{runbook.id}`, "
+                 f"{self.runbooks.origin(runbook.id)})"]
+        lines += [f"{n}. {escape(localized(step.title, self.policy.locale))}"
+                  + (f" · `{step.action.type}`" if step.action else "") for n, step in enumerate(runbook.steps, 1)]
+        return clip("\n".join(lines), LIMITS["text"])
+
+
+def _thread_of(step: RunbookStep, incident: Incident) -> tuple[str, str | None]:
+    """Where a step's answers go: its own thread in the incident channel; without a channel the
+    runbook already sits in the card's thread (Slack threads do not nest)."""
+    if incident.channel_id and step.message_channel == incident.channel_id:
+        return incident.channel_id, step.message_ts
+    return step.message_channel or incident.card_channel_id or "", incident.card_ts
+
+
+def _step_indices(blocks: list[dict[str, Any]]) -> list[int]:
+    return [int(m.group(1)) for block in blocks if (m := _STEP_BLOCK.match(str(block.get("block_id", ""))))]
+
+
+def _ran_note(row: RunbookStep) -> str:
+    when = f" at {row.last_run_at:%H:%M} UTC" if row.last_run_at else ""
+    times = f" ({row.runs} runs)" if row.runs > 1 else ""
+    return f":white_check_mark: ran by <@{row.last_run_by}>{when}{times}"
+
+
+def _params_text(params: dict[str, Any]) -> str:
+    return ", ".join(f"{k}={v}" for k, v in params.items())[:500]
+
+
+def register(services: "Services", runbooks: RunbookSet, actions: ActionContext) -> RunbookFlow:
+    flow = RunbookFlow(services, runbooks, actions)
+    services.handlers.update(flow.handlers)
+    flow.register(services.bolt)
+    return flow
