@@ -15,7 +15,7 @@ from typing import Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from bot.escalation_policy import EscalationPolicy, PagerDutyConfig
+from bot.escalation_policy import EscalationPolicy, PagerDutyConfig, check_regexes, labels_match
 
 __all__ = [
     "ConfigError",
@@ -48,15 +48,10 @@ class SeverityOverride(_Strict):
     @field_validator("match")
     @classmethod
     def _regexes_compile(cls, value: dict[str, str]) -> dict[str, str]:
-        for label, pattern in value.items():
-            try:
-                re.compile(pattern)
-            except re.error as exc:
-                raise ValueError(f"match[{label!r}] is not a valid regular expression: {exc}") from exc
-        return value
+        return check_regexes(value)
 
     def matches(self, labels: dict[str, str]) -> bool:
-        return all(re.fullmatch(p, labels.get(k, "")) for k, p in self.match.items())
+        return labels_match(self.match, labels)
 
 
 class SeverityPolicy(_Strict):
@@ -122,7 +117,7 @@ class ResponderRule(_Strict):
         return value
 
     def matches(self, labels: dict[str, str]) -> bool:
-        return all(re.fullmatch(p, labels.get(k, "")) for k, p in self.match.items())
+        return labels_match(self.match, labels)
 
 
 class IncidentPolicy(_Strict):

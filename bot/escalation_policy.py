@@ -16,7 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 __all__ = [
     "BusinessHours", "EscalationLevel", "EscalationPolicy", "MaintenanceWindowConfig", "PagerDutyConfig",
-    "PagerDutyRoute", "SeverityEscalation", "labels_match",
+    "PagerDutyRoute", "SeverityEscalation", "check_regexes", "labels_match",
 ]
 
 Severity = Literal["P1", "P2", "P3", "P4"]
@@ -27,7 +27,7 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
-def _check_regexes(value: dict[str, str]) -> dict[str, str]:
+def check_regexes(value: dict[str, str]) -> dict[str, str]:
     for label, pattern in value.items():
         try:
             re.compile(pattern)
@@ -161,7 +161,7 @@ class MaintenanceWindowConfig(_Strict):
     @field_validator("match")
     @classmethod
     def _regexes(cls, value: dict[str, str]) -> dict[str, str]:
-        return _check_regexes(value)
+        return check_regexes(value)
 
     @model_validator(mode="after")
     def _ordered(self) -> "MaintenanceWindowConfig":
@@ -205,7 +205,7 @@ class PagerDutyRoute(_Strict):
     @field_validator("match")
     @classmethod
     def _regexes(cls, value: dict[str, str]) -> dict[str, str]:
-        return _check_regexes(value)
+        return check_regexes(value)
 
 
 class PagerDutyConfig(_Strict):
