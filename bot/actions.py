@@ -565,6 +565,8 @@ async def _http_check(ctx: ActionContext, p: HttpCheckParams) -> ActionOutput:
         result.status == p.expect_status if p.expect_status else result.status < 400)
     lines = [f"GET {p.url}", f"status:  {result.status if result.status is not None else '-'}",
              f"latency: {result.latency_ms:.0f} ms" if result.latency_ms is not None else "latency: -"]
+    if getattr(result, "location", None):
+        lines.append(f"location: {result.location} (not followed)")
     if result.error:
         lines.append(f"error:   {result.error}")
     verdict = "OK" if ok else "FAILING"

@@ -1,4 +1,4 @@
-"""Prometheus Alertmanager: the webhook payload it sends us (version 4).
+"""Prometheus Alertmanager: the webhook payload it sends us (version 4), and its API v2 for silences.
 
 Knows nothing of incidents. Alert labels and annotations are untrusted input:
 they are bounded here and validated again wherever they are used.
@@ -6,12 +6,14 @@ they are bounded here and validated again wherever they are used.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from datetime import datetime, timezone
-from typing import Literal
+from typing import Any, Literal
 
+import httpx
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-__all__ = ["WebhookAlert", "WebhookMessage", "ZERO_TIME"]
+__all__ = ["AlertmanagerClient", "AlertmanagerError", "WebhookAlert", "WebhookMessage", "ZERO_TIME"]
 
 # Alertmanager marks a still-firing alert with Go's zero time.
 ZERO_TIME = datetime(1, 1, 1, tzinfo=timezone.utc)
@@ -88,3 +90,62 @@ class WebhookMessage(_Model):
     @classmethod
     def _maps_bounded(cls, value: dict[str, str]) -> dict[str, str]:
         return _bounded(value, "map")
+
+
+# -- API v2: silences ------------------------------------------------------------------------------
+
+class AlertmanagerError(Exception):
+    """A silence call that failed; the message names the cause and the fix."""
+
+
+class AlertmanagerClient:
+    """Silences through Alertmanager's API v2. Matchers are v2 dicts: name, value, isRegex, isEqual."""
+
+    def __init__(self, base_url: str, *, timeout: float = 10.0, transport: httpx.BaseTransport | None = None) -> None:
+        self.base_url = base_url.rstrip("/")
+        self._http = httpx.Client(base_url=self.base_url, timeout=timeout, transport=transport)
+
+    def close(self) -> None:
+        self._http.close()
+
+    def __enter__(self) -> "AlertmanagerClient":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def create_silence(self, matchers: list[dict[str, Any]], starts_at: datetime, ends_at: datetime,
+                       created_by: str, comment: str) -> str:
+        body = {"matchers": matchers, "startsAt": starts_at.isoformat(), "endsAt": ends_at.isoformat(),
+                "createdBy": created_by, "comment": comment}
+        return str(self._call("POST", "/api/v2/silences", json=body)["silenceID"])
+
+    def get_silence(self, silence_id: str) -> dict[str, Any]:
+        return dict(self._call("GET", f"/api/v2/silence/{silence_id}"))
+
+    def expire_silence(self, silence_id: str) -> None:
+        self._call("DELETE", f"/api/v2/silence/{silence_id}")
+
+    def _call(self, method: str, path: str, **kwargs: Any) -> Any:
+        try:
+            response = self._http.request(method, path, **kwargs)
+        except httpx.HTTPError as exc:
+            raise AlertmanagerError(f"cannot reach Alertmanager at {self.base_url} ({exc.__class__.__name__}); "
+                                    "check ALERTMANAGER_URL") from exc
+        if response.status_code == 404:
+            raise AlertmanagerError(f"Alertmanager has no {path} (HTTP 404): a wrong silence id, or ALERTMANAGER_URL "
+                                    "does not point at Alertmanager's API v2")
+        if response.status_code >= 400:
+            raise AlertmanagerError(f"Alertmanager refused the request (HTTP {response.status_code}): "
+                                    f"{response.text.strip()[:500]}")
+        if not response.content:
+            return {}
+        try:
+            return response.json()
+        except ValueError:
+            raise AlertmanagerError(f"{self.base_url}{path} did not answer JSON; check ALERTMANAGER_URL") from None
+
+
+def client_from_environment(env: Mapping[str, str]) -> AlertmanagerClient | None:
+    url = env.get("ALERTMANAGER_URL")
+    return AlertmanagerClient(url) if url else None
