@@ -25,7 +25,7 @@ from bot import metrics
 from bot.db import Database
 from bot.models import Job, JobStatus, utcnow
 
-__all__ = ["Outbox", "PermanentError", "RetryLater", "enqueue"]
+__all__ = ["Outbox", "PermanentError", "RetryLater", "WorkerLoop", "enqueue"]
 
 log = logging.getLogger(__name__)
 
@@ -75,7 +75,30 @@ def _backoff(attempts: int) -> float:
     return min(MAX_BACKOFF_SECONDS, 2.0 ** min(attempts, 10)) * random.uniform(0.5, 1.0)
 
 
-class Outbox:
+class WorkerLoop:
+    """A background loop that sleeps until it is kicked (new work), stopped, or a timeout passes."""
+
+    def __init__(self) -> None:
+        self._wake = asyncio.Event()
+        self._stopping = False
+
+    def kick(self) -> None:
+        """New work was committed: run it now instead of at the next poll."""
+        self._wake.set()
+
+    def stop(self) -> None:
+        self._stopping = True
+        self._wake.set()
+
+    async def _sleep(self, seconds: float) -> None:
+        try:
+            await asyncio.wait_for(self._wake.wait(), timeout=seconds)
+        except TimeoutError:
+            pass
+        self._wake.clear()
+
+
+class Outbox(WorkerLoop):
     def __init__(
         self,
         db: Database,
@@ -92,16 +115,7 @@ class Outbox:
         self.lease = timedelta(seconds=lease_seconds)
         self.poll_seconds = poll_seconds
         self.concurrency = concurrency
-        self._wake = asyncio.Event()
-        self._stopping = False
-
-    def kick(self) -> None:
-        """New work was committed: run it now instead of at the next poll."""
-        self._wake.set()
-
-    def stop(self) -> None:
-        self._stopping = True
-        self._wake.set()
+        super().__init__()
 
     async def run(self) -> None:
         """Claim due jobs whenever there is room and new work, without waiting for the
@@ -120,11 +134,7 @@ class Outbox:
                 running.add(task)
                 task.add_done_callback(lambda t: (running.discard(t), self._wake.set()))
             if not jobs:
-                try:
-                    await asyncio.wait_for(self._wake.wait(), timeout=self.poll_seconds)
-                except TimeoutError:
-                    pass
-                self._wake.clear()
+                await self._sleep(self.poll_seconds)
         if running:
             await asyncio.gather(*running, return_exceptions=True)
         log.info("outbox worker stopped")

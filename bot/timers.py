@@ -24,6 +24,7 @@ from bot.config import OncallConfig
 from bot.db import Database
 from bot.escalation import Timer, TimerStatus
 from bot.models import utcnow
+from bot.outbox import WorkerLoop
 
 __all__ = ["TimerRunner", "LATENESS"]
 
@@ -39,20 +40,12 @@ FIRED = Counter("oncall_timers_total", "Timers that came due, by kind and outcom
 MAX_ATTEMPTS = 5  # a timer whose effect keeps raising is parked as failed, not retried forever
 
 
-class TimerRunner:
+class TimerRunner(WorkerLoop):
     def __init__(self, db: Database, config: OncallConfig, *, clock: Callable[[], datetime] = utcnow,
                  on_fired: Callable[[], None] = lambda: None, batch: int = 100, poll_seconds: float = 1.0) -> None:
         self.db, self.config, self.clock, self.on_fired = db, config, clock, on_fired
         self.batch, self.poll_seconds = batch, poll_seconds
-        self._wake = asyncio.Event()
-        self._stopping = False
-
-    def kick(self) -> None:
-        self._wake.set()
-
-    def stop(self) -> None:
-        self._stopping = True
-        self._wake.set()
+        super().__init__()
 
     def next_due(self) -> datetime | None:
         """The earliest pending due time (a read: on SQLite it takes no write lock)."""
@@ -108,11 +101,7 @@ class TimerRunner:
                 log.exception("timer runner pass failed; retrying")
                 wait = self.poll_seconds
             if wait > 0:
-                try:
-                    await asyncio.wait_for(self._wake.wait(), timeout=wait)
-                except TimeoutError:
-                    pass
-                self._wake.clear()
+                await self._sleep(wait)
         log.info("timer runner stopped")
 
     def _wait_seconds(self) -> float:

@@ -249,17 +249,17 @@ class PagingService:
         return "Nothing to escalate: the top level is already paged, or the incident is resolved."
 
     def _listener(self, apply: Callable[[Session, Incident, str, datetime], str]) -> Any:
-        async def listener(ack: Any, body: dict[str, Any], action: dict[str, Any]) -> None:
+        async def listener(ack: Any, body: dict[str, Any], action: dict[str, Any], respond: Any) -> None:
             await ack()  # within Slack's 3 s; the work below is a short transaction
             user = body["user"]["id"]
-            channel = (body.get("channel") or {}).get("id") or body.get("container", {}).get("channel_id")
             reply = await asyncio.to_thread(self._apply, str(action.get("value", "")), user, apply)
             self.kick()
-            if reply and channel:
+            if reply:
+                # response_url, not chat.postEphemeral: the clicker may not be in the channel.
                 try:
-                    await self.slack.post_ephemeral(channel, user, reply)
-                except SlackError:
-                    log.warning("could not tell %s: %s", user, reply)
+                    await respond(text=reply, response_type="ephemeral", replace_original=False)
+                except Exception as exc:  # noqa: BLE001 - a courtesy note; the click was handled
+                    log.warning("could not tell %s: %s (%r)", user, reply, exc)
 
         return listener
 

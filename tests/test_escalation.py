@@ -135,8 +135,14 @@ def advance(bot: RunningBot, clock: FakeClock, **delta: float) -> None:
     clock.advance(**delta)
 
 
-def click(bot: RunningBot, action_id: str, row: Incident, user: str) -> httpx.Response:
+def answers(slack: FakeSlack) -> list[str]:
+    """Ephemeral answers to clicks, through their response_url (the original message kept)."""
+    return [m["text"] for _, m in slack.responses if m["response_type"] == "ephemeral" and not m["replace_original"]]
+
+
+def click(bot: RunningBot, slack: FakeSlack, action_id: str, row: Incident, user: str) -> httpx.Response:
     body = block_actions(action_id, str(row.id), user=user, channel=row.card_channel_id or "C0INCIDENTS",
+                         response_url=slack.response_url(),
                          message={"type": "message", "ts": row.card_ts, "text": "", "blocks": []})
     return post_to_slack_events(bot.url, body)
 
@@ -193,7 +199,7 @@ def test_p1_unacknowledged_pages_at_the_deadline_then_climbs_to_l3_and_l4(
 def test_ack_in_slack_before_the_deadline_means_nobody_is_paged(
         pd_bot: RunningBot, slack: FakeSlack, pagerduty: FakePagerDuty, clock: FakeClock) -> None:
     row = open_incident(pd_bot)
-    reply = click(pd_bot, ACK, row, "U0CAROL")
+    reply = click(pd_bot, slack, ACK, row, "U0CAROL")
     assert reply.status_code == 200
     wait_for(lambda: incident(pd_bot, row.id).acknowledged_by == "U0CAROL", what="the ack")
     assert incident(pd_bot, row.id).commander == "U0CAROL"
@@ -216,7 +222,7 @@ def test_ack_after_the_page_acknowledges_in_pagerduty_and_stops_escalation(
     key = paging(pd_bot, row.id).dedup_key
     advance(pd_bot, clock, minutes=16)
     wait_for(lambda: actions(pagerduty, key) == ["trigger"], what="the page")
-    assert click(pd_bot, ACK, row, "U0BOB").status_code == 200
+    assert click(pd_bot, slack, ACK, row, "U0BOB").status_code == 200
     wait_for(lambda: actions(pagerduty, key) == ["trigger", "acknowledge"], what="the ack in PagerDuty")
     assert pagerduty.alert(key).status == "acknowledged"  # type: ignore[union-attr]
     advance(pd_bot, clock, hours=2)
@@ -224,9 +230,9 @@ def test_ack_after_the_page_acknowledges_in_pagerduty_and_stops_escalation(
     assert pagerduty.escalation_level(pd_incident_id(pagerduty, key)) == 1
     assert [t.status for t in timers(pd_bot, row.id, "escalate")] == [TimerStatus.CANCELLED]
     # a second click changes nothing and says so, only to the one who clicked
-    assert click(pd_bot, ACK, row, "U0BOB").status_code == 200
-    wait_for(lambda: any("Already acknowledged by <@U0BOB>" in m.text for _, user, m in slack.ephemerals
-                         if user == "U0BOB"), what="the ephemeral answer")
+    assert click(pd_bot, slack, ACK, row, "U0BOB").status_code == 200
+    wait_for(lambda: any("Already acknowledged by <@U0BOB>" in text for text in answers(slack)),
+             what="the ephemeral answer")
     assert actions(pagerduty, key) == ["trigger", "acknowledge"]
 
 
@@ -236,7 +242,7 @@ def test_resolve_button_stops_timers_and_resolves_pagerduty(
     key = paging(pd_bot, row.id).dedup_key
     advance(pd_bot, clock, minutes=16)
     wait_for(lambda: actions(pagerduty, key) == ["trigger"], what="the page")
-    assert click(pd_bot, RESOLVE, row, "U0ALICE").status_code == 200
+    assert click(pd_bot, slack, RESOLVE, row, "U0ALICE").status_code == 200
     wait_for(lambda: actions(pagerduty, key) == ["trigger", "resolve"], what="the resolve in PagerDuty")
     resolved_row = incident(pd_bot, row.id)
     assert resolved_row.status == IncidentStatus.RESOLVED and resolved_row.resolved_by == "U0ALICE"
@@ -254,7 +260,7 @@ def test_alertmanager_resolve_resolves_pagerduty_and_a_reopen_rearms(
     key = paging(pd_bot, row.id).dedup_key
     advance(pd_bot, clock, minutes=16)
     wait_for(lambda: actions(pagerduty, key) == ["trigger"], what="the page")
-    click(pd_bot, ACK, row, "U0BOB")
+    click(pd_bot, slack, ACK, row, "U0BOB")
     assert pd_bot.post_alerts(resolved(payload)).json()["outcome"] == "resolved"
     wait_for(lambda: actions(pagerduty, key) == ["trigger", "acknowledge", "resolve"], what="PagerDuty resolved")
 
@@ -273,10 +279,10 @@ def test_escalate_now_pages_at_once_then_climbs_one_level_per_click(
     row = open_incident(pd_bot)
     key = paging(pd_bot, row.id).dedup_key
     wait_for(lambda: "Page now" in card(slack, row), what="the Page now button")
-    click(pd_bot, ESCALATE, row, "U0ALICE")
+    click(pd_bot, slack, ESCALATE, row, "U0ALICE")
     wait_for(lambda: actions(pagerduty, key) == ["trigger"], what="the page on request")
     assert said(slack, row.channel_id, "<@U0ALICE> escalated by hand")
-    click(pd_bot, ESCALATE, row, "U0ALICE")
+    click(pd_bot, slack, ESCALATE, row, "U0ALICE")
     pd_id = pd_incident_id(pagerduty, key)
     wait_for(lambda: pagerduty.escalation_level(pd_id) == 2, what="L3 on request")
     # the timetable restarts from the click: L4 is 30 minutes after it, not after the deadline
@@ -285,8 +291,8 @@ def test_escalate_now_pages_at_once_then_climbs_one_level_per_click(
     assert pagerduty.escalation_level(pd_id) == 2
     advance(pd_bot, clock, minutes=2)
     wait_for(lambda: pagerduty.escalation_level(pd_id) == 3, what="L4 on the timetable")
-    click(pd_bot, ESCALATE, row, "U0ALICE")
-    wait_for(lambda: any("Nothing to escalate" in m.text for _, _, m in slack.ephemerals), what="top level reached")
+    click(pd_bot, slack, ESCALATE, row, "U0ALICE")
+    wait_for(lambda: any("Nothing to escalate" in text for text in answers(slack)), what="top level reached")
 
 
 # -- maintenance, business hours, reminders -----------------------------------------------------
@@ -347,7 +353,7 @@ def test_p3_outside_business_hours_waits_for_the_next_business_day(
 def test_status_update_reminders_at_the_cadence_name_the_commander(
         pd_bot: RunningBot, slack: FakeSlack, pagerduty: FakePagerDuty, clock: FakeClock) -> None:
     row = open_incident(pd_bot)
-    click(pd_bot, ACK, row, "U0ALICE")
+    click(pd_bot, slack, ACK, row, "U0ALICE")
     wait_for(lambda: incident(pd_bot, row.id).commander == "U0ALICE", what="the acker in command")
     for expected in (1, 2, 3):
         advance(pd_bot, clock, minutes=15)
@@ -449,11 +455,11 @@ def test_pagerduty_down_then_back_delivers_every_event_once_in_order(
     wait_for(lambda: all("page pending" in card(slack, incident(pd_bot, r.id)) for r in rows),
              what="every card to say the page is pending")
     wait_for(lambda: "retrying: PagerDuty 503" in card(slack, incident(pd_bot, rows[0].id)), what="the reason")
-    click(pd_bot, ACK, rows[0], "U0BOB")
-    click(pd_bot, RESOLVE, rows[1], "U0BOB")
-    click(pd_bot, ACK, rows[2], "U0BOB")
+    click(pd_bot, slack, ACK, rows[0], "U0BOB")
+    click(pd_bot, slack, RESOLVE, rows[1], "U0BOB")
+    click(pd_bot, slack, ACK, rows[2], "U0BOB")
     wait_for(lambda: incident(pd_bot, rows[2].id).acknowledged_at, what="the third ack")
-    click(pd_bot, RESOLVE, rows[2], "U0BOB")
+    click(pd_bot, slack, RESOLVE, rows[2], "U0BOB")
     wait_for(lambda: incident(pd_bot, rows[2].id).status == IncidentStatus.RESOLVED, what="the third resolve")
     # Ten minutes down, in steps shorter than a job's lease, so every retry comes due and fails.
     for _ in range(10):
