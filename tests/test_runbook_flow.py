@@ -8,10 +8,13 @@ into the Kubernetes API fake.
 from __future__ import annotations
 
 import json
+import threading
 from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 from sqlalchemy import select
 
@@ -20,6 +23,7 @@ from bot.models import Incident, RunbookStep, TimelineEntry
 from tests.alerts import alert, group
 from tests.conftest import RunningBot, make_settings, start_bot, wait_for
 from tests.fakes.kubernetes import FakeKubernetes
+from tests.fakes.processes import start_prometheus
 from tests.fakes.slack import FakeSlack, Message
 from tests.slack_requests import block_actions, post_to_slack_events, slash_command
 
@@ -257,3 +261,59 @@ def test_runbook_slash_command_lists_and_shows(rb_bot: RunningBot) -> None:
     assert "k8s.logs" in shown.json()["text"] and "Pod restart loop" in shown.json()["text"]
     missing = post_to_slack_events(rb_bot.url, slash_command("/runbook", "show nope"))
     assert "No runbook `nope`" in missing.json()["text"]
+
+
+# -- a Prometheus graph, from the real Prometheus ------------------------------------------------------
+
+class _Counter(BaseHTTPRequestHandler):
+    scrapes = 0
+
+    def log_message(self, *_: object) -> None:
+        pass
+
+    def do_GET(self) -> None:  # noqa: N802
+        _Counter.scrapes += 1
+        n = _Counter.scrapes
+        body = (f'http_requests_total{{namespace="prod",status="200"}} {100 * n}\n'
+                f'http_requests_total{{namespace="prod",status="500"}} {7 * n}\n').encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "text/plain; version=0.0.4")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+
+@pytest.fixture
+def prometheus(tmp_path: Path) -> Iterator[str]:
+    target = ThreadingHTTPServer(("127.0.0.1", 0), _Counter)
+    threading.Thread(target=target.serve_forever, daemon=True).start()
+    running = start_prometheus([f"127.0.0.1:{target.server_address[1]}"], tmp_path / "prometheus")
+    try:
+        query = 'sum(rate(http_requests_total{namespace="prod",status=~"5.."}[5m]))'
+        wait_for(lambda: httpx.get(f"{running.url}/api/v1/query", params={"query": query}).json()["data"]["result"],
+                 timeout=30, what="two scrapes, so rate() has a value")
+        yield running.url
+    finally:
+        running.stop()
+        target.shutdown()
+        target.server_close()
+
+
+def test_a_prometheus_step_uploads_a_graph_in_the_thread(
+        slack: FakeSlack, kubernetes: FakeKubernetes, prometheus: str, tmp_path: Path) -> None:
+    settings = runbook_settings(f"sqlite:///{tmp_path / 'oncall.db'}", slack, kubernetes.kubeconfig(tmp_path / "kc"))
+    bot = start_bot(settings.model_copy(update={"prometheus_url": prometheus}))
+    try:
+        incident = open_incident(bot, alertname="HighErrorRate", labels={"pod": "api-7d9f-x2"}, key="5xx")
+        rate = by_id(posted_steps(bot, incident), "error-rate")
+        assert rate.action == "prometheus.query" and rate.params["range"] == "3h"
+        click(bot, slack, rate, "U0ALICE")
+        answer = wait_for(lambda: [m for m in thread(slack, incident.channel_id, rate.message_ts) if m.files],
+                          timeout=20, what="the graph in the thread")
+        [file_id] = answer[0].files
+        assert slack.uploads[file_id].startswith(b"\x89PNG\r\n\x1a\n")
+        [entry] = wait_for(lambda: timeline(bot, incident.id or 0, "diagnostic"), what="the timeline entry")
+        assert "graph of 1 series over 3h" in entry.text
+    finally:
+        bot.stop()
+        bot.services.db.dispose()
