@@ -233,11 +233,11 @@ class RunbookFlow:
             return step.step_id
         return localized(runbook.steps[step.step_index].title, language)
 
-    async def _locale(self, user: str) -> str:
+    async def _locale(self, user: str, *, within: float = 5.0) -> str:
         try:
-            return await self.slack.user_locale(user)
-        except SlackError:
-            return self.policy.locale  # the output matters more than its language
+            return await asyncio.wait_for(self.slack.user_locale(user), within)
+        except (SlackError, TimeoutError):
+            return self.policy.locale  # the answer matters more than its language
 
     @slack_job
     async def reply(self, job: Job) -> None:
@@ -255,25 +255,27 @@ class RunbookFlow:
     async def on_command(self, ack: Any, command: dict[str, Any]) -> None:
         words = str(command.get("text", "")).split()
         if words[:1] == ["show"] and len(words) == 2:
-            await ack(text=self._show(words[1]), response_type="ephemeral")
+            language = _language(await self._locale(str(command.get("user_id", "")), within=1.0))  # ack < 3 s
+            await ack(text=self._show(words[1], language), response_type="ephemeral")
         elif words[:1] in (["list"], []):
-            await ack(text=self._list(), response_type="ephemeral")
+            language = _language(await self._locale(str(command.get("user_id", "")), within=1.0))  # ack < 3 s
+            await ack(text=self._list(language), response_type="ephemeral")
         else:
             await ack(text="`/runbook list` lists the runbooks; `/runbook show ID` shows one.",
                       response_type="ephemeral")
 
-    def _list(self) -> str:
-        lines = [f"• `{rb.id}`: {escape(localized(rb.title, self.policy.locale))}" for rb in self.runbooks]
+    def _list(self, language: str) -> str:
+        lines = [f"• `{rb.id}`: {escape(localized(rb.title, language))}" for rb in self.runbooks]
         return clip(f"*{len(lines)} runbooks* (RUNBOOKS_PATH and the shipped ones):\n" + "\n".join(lines),
                     LIMITS["text"])
 
-    def _show(self, runbook_id: str) -> str:
+    def _show(self, runbook_id: str, language: str) -> str:
         runbook = self.runbooks.get(runbook_id)
         if runbook is None:
             return f"No runbook `{escape(runbook_id[:100])}`; `/runbook list` shows them."
-        lines = [f"*{escape(localized(runbook.title, self.policy.locale))}* (`{runbook.id}`, "
+        lines = [f"*{escape(localized(runbook.title, language))}* (`{runbook.id}`, "
                  f"{self.runbooks.origin(runbook.id)})"]
-        lines += [f"{n}. {escape(localized(step.title, self.policy.locale))}"
+        lines += [f"{n}. {escape(localized(step.title, language))}"
                   + (f" · `{step.action.type}`" if step.action else "") for n, step in enumerate(runbook.steps, 1)]
         return clip("\n".join(lines), LIMITS["text"])
 

@@ -261,6 +261,8 @@ def test_runbook_slash_command_lists_and_shows(rb_bot: RunningBot) -> None:
     assert "k8s.logs" in shown.json()["text"] and "Pod restart loop" in shown.json()["text"]
     missing = post_to_slack_events(rb_bot.url, slash_command("/runbook", "show nope"))
     assert "No runbook `nope`" in missing.json()["text"]
+    japanese = post_to_slack_events(rb_bot.url, slash_command("/runbook", "show pod-restart-loop", user="U0KENJI"))
+    assert "Pod の再起動ループ" in japanese.json()["text"]  # the asker's Slack locale (ja-JP)
 
 
 # -- a Prometheus graph, from the real Prometheus ------------------------------------------------------
