@@ -87,13 +87,16 @@ class RunbookFlow:
                 rows[i].message_channel, rows[i].message_ts = channel, ts
         log.info("runbook posted", extra={"incident": incident.id, "runbook": plan.runbook.id})
 
-    def _plan(self, incident_id: int | None) -> tuple[Incident, steps.RunbookPlan, dict[int, RunbookStep]]:
-        with self.db.session() as session:
+    def _plan(self, incident_id: int | None, *, store: bool = True
+              ) -> tuple[Incident, steps.RunbookPlan, dict[int, RunbookStep]]:
+        """The incident's runbook and its step rows; `store` creates the rows (and takes the write lock)."""
+        with self.db.session() if store else self.db.read() as session:
             incident = session.get(Incident, incident_id)
             if incident is None:
                 raise PermanentError(f"incident {incident_id} does not exist")
             plan = steps.plan_runbook(session, incident, self.runbooks, self.policy)
-            rows = {row.step_index: row for row in steps.store_steps(session, incident, plan)}
+            found = steps.store_steps(session, incident, plan) if store else steps.steps_for(session, incident.id or 0)
+            rows = {row.step_index: row for row in found}
             session.expunge_all()
             return incident, plan, rows
 
@@ -115,8 +118,8 @@ class RunbookFlow:
 
     @slack_job
     async def refresh(self, job: Job) -> None:
-        incident, plan, rows = await asyncio.to_thread(self._plan, job.incident_id)
-        if plan.runbook is None:
+        incident, plan, rows = await asyncio.to_thread(lambda: self._plan(job.incident_id, store=False))
+        if plan.runbook is None or not rows:
             return
         for blocks, indices in self._messages(incident, plan, rows):
             posted = {(rows[i].message_channel, rows[i].message_ts) for i in indices if rows[i].message_ts}
