@@ -6,6 +6,7 @@ they are bounded here and validated again wherever they are used.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from datetime import datetime, timezone
 from typing import Any, Literal
@@ -13,7 +14,8 @@ from typing import Any, Literal
 import httpx
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-__all__ = ["AlertmanagerClient", "AlertmanagerError", "WebhookAlert", "WebhookMessage", "ZERO_TIME"]
+__all__ = ["AlertmanagerClient", "AlertmanagerError", "WebhookAlert", "WebhookMessage", "ZERO_TIME",
+           "from_environment"]
 
 # Alertmanager marks a still-firing alert with Go's zero time.
 ZERO_TIME = datetime(1, 1, 1, tzinfo=timezone.utc)
@@ -98,6 +100,34 @@ class AlertmanagerError(Exception):
     """A silence call that failed; the message names the cause and the fix."""
 
 
+_SILENCE_ID = re.compile(r"[0-9A-Za-z-]{1,64}")
+
+
+def _rfc3339(moment: datetime) -> str:
+    # A naive datetime would be sent without a zone; treat it as UTC rather than guess.
+    aware = moment if moment.tzinfo else moment.replace(tzinfo=timezone.utc)
+    return aware.astimezone(timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def _message(response: httpx.Response) -> str:
+    """Alertmanager answers 400 with a bare JSON string and 422 with {"code", "message"}."""
+    try:
+        body = response.json()
+    except ValueError:
+        return response.text.strip()[:500]
+    if isinstance(body, dict):
+        body = body.get("message") or body
+    return str(body).strip()[:500]
+
+
+def _silence_path(silence_id: str) -> str:
+    # Ids are UUIDs. Refuse only what could change the request path ("../", "?", "#"): Alertmanager
+    # judges the rest, with its own message.
+    if not _SILENCE_ID.fullmatch(silence_id):
+        raise AlertmanagerError(f"{silence_id[:100]!r} is not an Alertmanager silence id (a UUID)")
+    return f"/api/v2/silence/{silence_id}"
+
+
 class AlertmanagerClient:
     """Silences through Alertmanager's API v2. Matchers are v2 dicts: name, value, isRegex, isEqual."""
 
@@ -108,7 +138,7 @@ class AlertmanagerClient:
     def close(self) -> None:
         self._http.close()
 
-    def __enter__(self) -> "AlertmanagerClient":
+    def __enter__(self) -> AlertmanagerClient:
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -116,28 +146,33 @@ class AlertmanagerClient:
 
     def create_silence(self, matchers: list[dict[str, Any]], starts_at: datetime, ends_at: datetime,
                        created_by: str, comment: str) -> str:
-        body = {"matchers": matchers, "startsAt": starts_at.isoformat(), "endsAt": ends_at.isoformat(),
+        """The new silence's id."""
+        body = {"matchers": matchers, "startsAt": _rfc3339(starts_at), "endsAt": _rfc3339(ends_at),
                 "createdBy": created_by, "comment": comment}
         return str(self._call("POST", "/api/v2/silences", json=body)["silenceID"])
 
     def get_silence(self, silence_id: str) -> dict[str, Any]:
-        return dict(self._call("GET", f"/api/v2/silence/{silence_id}"))
+        """The silence as Alertmanager stores it (status.state: active, pending or expired)."""
+        return dict(self._call("GET", _silence_path(silence_id)))
 
     def expire_silence(self, silence_id: str) -> None:
-        self._call("DELETE", f"/api/v2/silence/{silence_id}")
+        """Ends the silence now; expiring an expired silence is not an error."""
+        self._call("DELETE", _silence_path(silence_id))
 
     def _call(self, method: str, path: str, **kwargs: Any) -> Any:
         try:
             response = self._http.request(method, path, **kwargs)
+        except httpx.TimeoutException as exc:
+            raise AlertmanagerError(f"Alertmanager at {self.base_url} did not answer in time; "
+                                    "check ALERTMANAGER_URL") from exc
         except httpx.HTTPError as exc:
             raise AlertmanagerError(f"cannot reach Alertmanager at {self.base_url} ({exc.__class__.__name__}); "
                                     "check ALERTMANAGER_URL") from exc
-        if response.status_code == 404:
-            raise AlertmanagerError(f"Alertmanager has no {path} (HTTP 404): a wrong silence id, or ALERTMANAGER_URL "
-                                    "does not point at Alertmanager's API v2")
+        if response.is_redirect:  # e.g. http to https, or a path prefix the URL lacks
+            raise AlertmanagerError(f"{self.base_url}{path} redirects to {response.headers.get('location')!r}; "
+                                    "check ALERTMANAGER_URL")
         if response.status_code >= 400:
-            raise AlertmanagerError(f"Alertmanager refused the request (HTTP {response.status_code}): "
-                                    f"{response.text.strip()[:500]}")
+            raise self._refused(response, path)
         if not response.content:
             return {}
         try:
@@ -145,7 +180,26 @@ class AlertmanagerClient:
         except ValueError:
             raise AlertmanagerError(f"{self.base_url}{path} did not answer JSON; check ALERTMANAGER_URL") from None
 
+    def _refused(self, response: httpx.Response, path: str) -> AlertmanagerError:
+        status, message = response.status_code, _message(response)
+        # Alertmanager answers DELETE of an unknown id with 500 "silence not found".
+        if status == 404 or "silence not found" in message:
+            return AlertmanagerError(f"Alertmanager has no {path} (HTTP {status}): a wrong silence id, or "
+                                     "ALERTMANAGER_URL does not point at Alertmanager's API v2")
+        if status in (401, 403):
+            return AlertmanagerError(f"Alertmanager at {self.base_url} refused access (HTTP {status}); check the "
+                                     "credentials of the proxy in front of it")
+        if status in (400, 422):
+            fix = "fix the matchers or the start and end times" if path == "/api/v2/silences" else \
+                "check the silence id"
+            return AlertmanagerError(f"Alertmanager refused the request (HTTP {status}): {message}; {fix}")
+        return AlertmanagerError(f"Alertmanager failed (HTTP {status}): {message or 'no message'}; see its log")
 
-def client_from_environment(env: Mapping[str, str]) -> AlertmanagerClient | None:
-    url = env.get("ALERTMANAGER_URL")
+
+def from_environment(env: Mapping[str, str]) -> AlertmanagerClient | None:
+    """A client for ALERTMANAGER_URL, or None when it is not set."""
+    url = env.get("ALERTMANAGER_URL", "").strip()
     return AlertmanagerClient(url) if url else None
+
+
+client_from_environment = from_environment  # the name this module used first
