@@ -200,6 +200,3 @@ def from_environment(env: Mapping[str, str]) -> AlertmanagerClient | None:
     """A client for ALERTMANAGER_URL, or None when it is not set."""
     url = env.get("ALERTMANAGER_URL", "").strip()
     return AlertmanagerClient(url) if url else None
-
-
-client_from_environment = from_environment  # the name this module used first
