@@ -5,10 +5,19 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import sys
-from datetime import datetime, timedelta, timezone
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import TYPE_CHECKING
 
 from bot.config import ConfigError, OncallConfig, load_settings
+
+if TYPE_CHECKING:
+    from bot.db import Database
+    from bot.runbooks import LintProblem
 
 __all__ = ["main"]
 
@@ -53,26 +62,32 @@ def _config_check(args: argparse.Namespace) -> int:
 
 # -- runbook -----------------------------------------------------------------------------------------
 
-def _runbook_lint(args: argparse.Namespace) -> int:
-    from bot.runbooks import SHIPPED_DIR, lint
+def _problem_line(problem: LintProblem) -> str:
+    # `file:line: severity: message`, as compilers print it: editors and CI annotators link it.
+    return f"{problem.file}:{problem.line}: {problem.severity}: {problem.message}"
 
-    paths = [*args.paths, *([SHIPPED_DIR] if args.shipped else [])]
-    if not paths:
+
+def _runbook_lint(args: argparse.Namespace) -> int:
+    from bot.runbooks import SHIPPED_DIR, lint, load_runbooks
+
+    if not args.paths and not args.shipped:
         print("oncall-bot: name runbook files or directories, or --shipped", file=sys.stderr)
         return 2
-    problems = lint(paths)
+    # The shipped runbooks are checked on their own, as the bot loads them: a team runbook that
+    # overrides or out-ranks a shipped one is not a clash.
+    groups = [group for group in (args.paths, [SHIPPED_DIR] if args.shipped else []) if group]
+    problems = [problem for group in groups for problem in lint(group)]
     for problem in problems:
-        print(problem)
-    errors = [p for p in problems if p.severity == "error" or args.strict]
-    if not problems:
-        print(f"{_count_runbooks(paths)} runbooks ok")
-    return 1 if errors else 0
-
-
-def _count_runbooks(paths: list) -> int:  # type: ignore[type-arg]
-    from bot.runbooks import load_runbooks
-
-    return len(load_runbooks(paths, include_shipped=False))
+        print(_problem_line(problem))
+    if any(p.severity == "error" or args.strict for p in problems):
+        return 1
+    count = sum(len(load_runbooks(group, include_shipped=False)) for group in groups)
+    if count == 0:  # a CI job pointed at the wrong directory must not pass
+        print(f"oncall-bot: no runbooks (*.yaml, *.yml) in {', '.join(args.paths)}", file=sys.stderr)
+        return 1
+    warnings = f", {len(problems)} warning{'s' if len(problems) > 1 else ''}" if problems else ""
+    print(f"{count} runbook{'s' if count != 1 else ''} ok{warnings}")
+    return 0
 
 
 def _runbook_schema(_: argparse.Namespace) -> int:
@@ -89,25 +104,26 @@ def _runbook_render(args: argparse.Namespace) -> int:
 
     try:
         runbooks = load_runbooks([args.file], include_shipped=False)
-        labels, annotations = _alert_file(args.alert)
     except RunbookError as exc:
-        print("\n".join(map(str, exc.problems)), file=sys.stderr)
+        print("\n".join(map(_problem_line, exc.problems)), file=sys.stderr)
         return 1
+    for warning in runbooks.warnings:
+        print(_problem_line(warning), file=sys.stderr)
+    try:
+        labels, annotations = _alert_file(args.alert)
     except ValueError as exc:
         print(f"oncall-bot: {args.alert}: {exc}", file=sys.stderr)
         return 2
     runbook = runbooks.get(args.runbook) if args.runbook else runbooks.best_match(labels)
     if runbook is None:
-        which = f"no runbook {args.runbook!r}" if args.runbook else f"no runbook matches {labels.get('alertname', '?')!r}"
+        which = (f"no runbook {args.runbook!r} (it has {', '.join(rb.id for rb in runbooks) or 'none'})"
+                 if args.runbook else f"no runbook matches alertname {labels.get('alertname', '')!r} and its labels")
         print(f"oncall-bot: {args.file}: {which}", file=sys.stderr)
         return 1
-    try:
-        policy = _runbook_policy()
-    except ConfigError as exc:
-        print(f"oncall-bot: {exc}", file=sys.stderr)
-        return 2
-    prepared = prepare_steps(runbook, labels, annotations, [*policy.namespaces, *args.namespace],
-                             allowed_urls=[*policy.urls, *args.url])
+    # Config-free: only the runbook's own allow-lists, so the output depends on these two files
+    # alone. A step the bot's config would enable shows disabled, with the reason.
+    prepared = prepare_steps(runbook, labels, annotations)
+    # The bot puts a per-incident token in each button's value; a placeholder stands in here.
     messages = runbook_messages(runbook, prepared, locale=args.locale, button_id=lambda i: f"step-{i}",
                                 runbook_url=annotations.get("runbook_url"))
     rendered = [{"blocks": blocks} for blocks in messages]
@@ -115,87 +131,138 @@ def _runbook_render(args: argparse.Namespace) -> int:
     return 0
 
 
-def _runbook_policy():  # type: ignore[no-untyped-def]
-    """The allow-lists of ONCALL_CONFIG when it is set, as the bot would apply them."""
-    from bot.config import load_config_file
-
-    path = os.environ.get("ONCALL_CONFIG")
-    return (load_config_file(path) if path else OncallConfig()).runbooks
-
-
 def _alert_file(path: str) -> tuple[dict[str, str], dict[str, str]]:
-    """An Alertmanager webhook (its first alert, completed by the common labels) or one alert."""
+    """The labels and annotations of an Alertmanager webhook (v4) or of one alert."""
     from pydantic import ValidationError
 
     from integrations.alertmanager import WebhookMessage
 
     try:
-        raw = json.loads(open(path, encoding="utf-8").read())
+        raw = json.loads(Path(path).read_text(encoding="utf-8"))
     except OSError as exc:
         raise ValueError(f"cannot read the file ({exc.strerror})") from exc
+    except UnicodeDecodeError as exc:
+        raise ValueError("not UTF-8 text") from exc
     except json.JSONDecodeError as exc:
         raise ValueError(f"not JSON: {exc}") from exc
     if isinstance(raw, dict) and "alerts" in raw:
         try:
             message = WebhookMessage.model_validate(raw)
         except ValidationError as exc:
-            raise ValueError(f"not an Alertmanager webhook: {exc.errors()[0]['msg']}") from exc
-        first = message.alerts[0] if message.alerts else None
-        return ({**(first.labels if first else {}), **message.common_labels},
-                {**(first.annotations if first else {}), **message.common_annotations})
-    if isinstance(raw, dict) and isinstance(raw.get("labels"), dict):
+            error = exc.errors()[0]
+            where = ".".join(map(str, error["loc"]))
+            raise ValueError(f"not an Alertmanager webhook v4: {where}: {error['msg']}") from exc
+        # As the bot does (bot.incidents, bot.steps): the group's common labels and annotations,
+        # completed by its first firing alert's (common labels often lack the pod).
+        first = next((a for a in message.alerts if a.status == "firing"), message.alerts[0])
+        return ({**first.labels, **message.common_labels}, {**first.annotations, **message.common_annotations})
+    if isinstance(raw, dict) and isinstance(raw.get("labels"), dict) \
+            and isinstance(raw.get("annotations") or {}, dict):
         return ({str(k): str(v) for k, v in raw["labels"].items()},
                 {str(k): str(v) for k, v in (raw.get("annotations") or {}).items()})
-    raise ValueError('expected an Alertmanager webhook or an alert {"labels": {...}, "annotations": {...}}')
+    raise ValueError('expected an Alertmanager webhook or one alert {"labels": {...}, "annotations": {...}}')
 
 
 # -- maintenance -------------------------------------------------------------------------------------
 
-def _database():  # type: ignore[no-untyped-def]
+_LABEL_NAME = re.compile(r"[a-zA-Z_][a-zA-Z0-9_]*")
+_EXAMPLE_TIME = "2026-12-01T02:00:00Z"
+
+
+def _on_database(command: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Namespace], int]:
+    """Run a command that uses DATABASE_URL; a database it cannot use is named, with the fix."""
+    def run(args: argparse.Namespace) -> int:
+        from sqlalchemy.exc import SQLAlchemyError
+
+        try:
+            return command(args)
+        except SQLAlchemyError as exc:
+            cause = str(getattr(exc, "orig", None) or exc).strip().splitlines()[0]
+            print(f"oncall-bot: the database {_database_url(hide_password=True)} failed: {cause}; check "
+                  "DATABASE_URL (sqlite:///path.db or postgresql://user:password@host/db)", file=sys.stderr)
+            return 2
+    return run
+
+
+def _database_url(hide_password: bool = False) -> str:
+    url = os.environ.get("DATABASE_URL") or "sqlite:///oncall.db"
+    if not hide_password:
+        return url
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError
+
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except ArgumentError:
+        return "in DATABASE_URL"
+
+
+@contextmanager
+def _database() -> Iterator[Database]:
     from bot.db import Database
 
-    db = Database(os.environ.get("DATABASE_URL") or "sqlite:///oncall.db")
-    db.migrate()
-    return db
+    db = Database(_database_url())
+    try:
+        db.migrate()  # a fresh database gets its tables; the bot may not have run yet
+        yield db
+    finally:
+        db.dispose()
 
 
-def _when(text: str) -> datetime:
-    value = datetime.fromisoformat(text.replace("Z", "+00:00"))
+def _when(option: str, text: str) -> datetime:
+    try:
+        value = datetime.fromisoformat(text)  # Python 3.11+ reads a trailing Z
+    except ValueError:
+        raise ValueError(f"{option} {text!r} is not an ISO 8601 time; write e.g. {_EXAMPLE_TIME}") from None
     if value.tzinfo is None:
-        raise ValueError(f"{text!r} has no time zone; write e.g. 2026-12-01T02:00:00Z")
-    return value
+        raise ValueError(f"{option} {text!r} has no time zone; write e.g. {_EXAMPLE_TIME} or ...+09:00")
+    return value.astimezone(timezone.utc)
+
+
+def _matchers(pairs: list[str]) -> dict[str, str]:
+    from bot.escalation_policy import check_regexes
+
+    match: dict[str, str] = {}
+    for pair in pairs:
+        label, equals, regex = pair.partition("=")
+        if not equals or not _LABEL_NAME.fullmatch(label):
+            raise ValueError(f"--match {pair!r}: write LABEL=REGEX with a label name, e.g. --match service=db|redis")
+        if label in match:
+            raise ValueError(f"--match names {label!r} twice; join the regexes with |")
+        match[label] = regex
+    return check_regexes(match)
+
+
+def _utc(moment: datetime) -> str:
+    return moment.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%MZ")
 
 
 def _maintenance_add(args: argparse.Namespace) -> int:
+    from bot.actions import parse_duration
     from bot.escalation import add_maintenance
-    from bot.escalation_policy import check_regexes
 
+    now = datetime.now(timezone.utc)
     try:
-        start = _when(args.start) if args.start else datetime.now(timezone.utc)
-        end = _when(args.end) if args.end else start + _duration(args.duration)
-        match = dict(pair.split("=", 1) for pair in args.match)
-        check_regexes(match)
+        if not args.name.strip() or len(args.name) > 128:
+            raise ValueError("--name must be 1 to 128 characters")
+        start = _when("--start", args.start) if args.start else now
+        end = _when("--end", args.end) if args.end else start + parse_duration(args.duration)
+        match = _matchers(args.match)
         if end <= start:
-            raise ValueError("the window must end after it starts")
+            raise ValueError(f"the window must end after it starts ({_utc(start)})")
+        if end <= now:  # most likely a wrong date or time zone
+            raise ValueError(f"the window would end in the past ({_utc(end)})")
     except ValueError as exc:
         print(f"oncall-bot: {exc}", file=sys.stderr)
         return 2
-    db = _database()
-    with db.session() as session:
-        window = add_maintenance(session, args.name, match, start, end, f"cli:{os.environ.get('USER', '?')}")
+    created_by = f"cli:{os.environ.get('USER') or 'unknown'}"[:64]
+    with _database() as db, db.session() as session:
+        window = add_maintenance(session, args.name, match, start, end, created_by)
         session.flush()
         window_id = window.id
-    print(f"maintenance window {window_id} '{args.name}': {start:%Y-%m-%d %H:%M} to {end:%Y-%m-%d %H:%M} UTC, "
-          f"match {match or 'every incident'}")
+    print(f"maintenance window {window_id} added: {args.name!r} {_utc(start)} to {_utc(end)}, "
+          f"{'match ' + json.dumps(match) if match else 'every incident'}")
     return 0
-
-
-def _duration(text: str | None) -> timedelta:
-    from bot.actions import parse_duration
-
-    if not text:
-        raise ValueError("give --end or --for (e.g. --for 2h)")
-    return parse_duration(text)
 
 
 def _maintenance_list(_: argparse.Namespace) -> int:
@@ -204,30 +271,39 @@ def _maintenance_list(_: argparse.Namespace) -> int:
     from bot.escalation import MaintenanceWindow
 
     now = datetime.now(timezone.utc)
-    with _database().read() as session:
-        windows = session.scalars(select(MaintenanceWindow).where(
-            MaintenanceWindow.ends_at > now, MaintenanceWindow.cancelled_at.is_(None))  # type: ignore[arg-type,union-attr]
-            .order_by(MaintenanceWindow.starts_at)).all()  # type: ignore[arg-type]
+    with _database() as db, db.read() as session:
+        query = select(MaintenanceWindow).where(
+            MaintenanceWindow.ends_at > now,  # type: ignore[arg-type]
+            MaintenanceWindow.cancelled_at.is_(None))  # type: ignore[union-attr]
+        ordered = query.order_by(MaintenanceWindow.starts_at, MaintenanceWindow.id)  # type: ignore[arg-type]
+        windows = session.scalars(ordered).all()
+    if not windows:
+        print("no active or upcoming maintenance windows (windows in ONCALL_CONFIG are not listed here)")
+        return 0
+    print("id\tstate\tname\tmatch\tstart\tend\tcreated_by")
     for w in windows:
         state = "active" if w.starts_at <= now else "upcoming"
-        print(f"{w.id}\t{state}\t{w.name}\t{json.dumps(w.match)}\t{w.starts_at:%Y-%m-%d %H:%M}\t"
-              f"{w.ends_at:%Y-%m-%d %H:%M}\t{w.created_by}")
-    if not windows:
-        print("no active or upcoming maintenance windows (config windows: see ONCALL_CONFIG)")
+        print(f"{w.id}\t{state}\t{w.name}\t{json.dumps(w.match)}\t{_utc(w.starts_at)}\t{_utc(w.ends_at)}\t"
+              f"{w.created_by}")
     return 0
 
 
 def _maintenance_cancel(args: argparse.Namespace) -> int:
     from bot.escalation import MaintenanceWindow
 
-    with _database().session() as session:
-        window = session.get(MaintenanceWindow, args.id)
-        if window is None or window.cancelled_at is not None:
-            print(f"oncall-bot: no maintenance window {args.id} to cancel (see `oncall-bot maintenance list`)",
+    now = datetime.now(timezone.utc)
+    with _database() as db, db.session() as session:
+        window = session.get(MaintenanceWindow, args.id, with_for_update=True)
+        problem = ("does not exist" if window is None
+                   else f"was already cancelled at {_utc(window.cancelled_at)}" if window.cancelled_at
+                   else f"already ended at {_utc(window.ends_at)}" if window.ends_at <= now else None)
+        if problem or window is None:
+            print(f"oncall-bot: maintenance window {args.id} {problem} (see `oncall-bot maintenance list`)",
                   file=sys.stderr)
             return 1
-        window.cancelled_at = datetime.now(timezone.utc)
-    print(f"maintenance window {args.id} cancelled")
+        window.cancelled_at = now
+        name = window.name
+    print(f"maintenance window {args.id} {name!r} cancelled")
     return 0
 
 
@@ -245,9 +321,10 @@ def parser() -> argparse.ArgumentParser:
     check.set_defaults(run=_config_check)
 
     runbook = sub.add_parser("runbook", help="runbook files").add_subparsers(dest="what", required=True)
-    lint = runbook.add_parser("lint", help="check runbook files: file:line: message, exit 1 on errors")
+    lint = runbook.add_parser("lint", help="check runbook files: file:line: severity: message, exit 1 on errors")
     lint.add_argument("paths", nargs="*", help="files or directories (*.yaml, *.yml)")
-    lint.add_argument("--shipped", action="store_true", help="also the runbooks shipped with the bot")
+    lint.add_argument("--shipped", action="store_true",
+                      help="also the runbooks shipped with the bot (checked as a set of their own)")
     lint.add_argument("--strict", action="store_true", help="warnings fail too")
     lint.set_defaults(run=_runbook_lint)
     runbook.add_parser("schema", help="print the JSON Schema of a runbook").set_defaults(run=_runbook_schema)
@@ -255,26 +332,25 @@ def parser() -> argparse.ArgumentParser:
     render.add_argument("file")
     render.add_argument("--alert", required=True, help="an Alertmanager webhook JSON, or one alert's JSON")
     render.add_argument("--locale", default="en", help="en, ja, ...")
-    render.add_argument("--runbook", help="the runbook id, when the file holds several")
-    render.add_argument("--namespace", action="append", default=[],
-                        help="allow this namespace, as the bot's config would (repeatable; ONCALL_CONFIG's count too)")
-    render.add_argument("--url", action="append", default=[], help="allow this URL prefix for http.check")
+    render.add_argument("--runbook", help="the runbook id, when the file holds several (default: the best match)")
     render.set_defaults(run=_runbook_render)
 
     maintenance = sub.add_parser("maintenance", help="maintenance windows: nothing pages inside one") \
         .add_subparsers(dest="what", required=True)
     add = maintenance.add_parser("add", help="declare a window (DATABASE_URL)")
     add.add_argument("--name", required=True)
-    add.add_argument("--start", help="ISO time with a zone (default: now)")
-    add.add_argument("--end", help="ISO time with a zone")
-    add.add_argument("--for", dest="duration", help="instead of --end: 30m, 2h, 1d")
+    add.add_argument("--start", help="ISO time with a zone, e.g. 2026-12-01T02:00:00Z (default: now)")
+    until = add.add_mutually_exclusive_group(required=True)
+    until.add_argument("--end", help="ISO time with a zone")
+    until.add_argument("--for", dest="duration", help="instead of --end: 30m, 2h, 1d")
     add.add_argument("--match", action="append", default=[], metavar="LABEL=REGEX",
-                     help="only incidents whose labels match (repeatable; none: every incident)")
-    add.set_defaults(run=_maintenance_add)
-    maintenance.add_parser("list", help="active and upcoming windows").set_defaults(run=_maintenance_list)
+                     help="only incidents whose label fully matches (repeatable; none: every incident)")
+    add.set_defaults(run=_on_database(_maintenance_add))
+    maintenance.add_parser("list", help="active and upcoming windows") \
+        .set_defaults(run=_on_database(_maintenance_list))
     cancel = maintenance.add_parser("cancel", help="end a window now")
     cancel.add_argument("id", type=int)
-    cancel.set_defaults(run=_maintenance_cancel)
+    cancel.set_defaults(run=_on_database(_maintenance_cancel))
     return root
 
 
