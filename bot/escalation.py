@@ -29,7 +29,8 @@ from bot.outbox import enqueue
 
 __all__ = [
     "JOB_PD_EVENT", "JOB_PD_ESCALATE", "JOB_PD_INVITE", "MaintenanceWindow", "Paging", "Timer", "TimerStatus",
-    "acknowledge", "active_maintenance", "add_maintenance", "apply_pagerduty_assignment", "dedup_key",
+    "acknowledge", "active_maintenance", "add_maintenance", "apply_pagerduty_assignment", "cancel_maintenance",
+    "dedup_key",
     "escalate_now", "fire", "incident_of_lane", "on_incident_opened", "on_incident_reopened", "on_incident_resolved",
     "on_severity_raised", "pd_lane", "resolve", "status_update_posted",
 ]
@@ -512,6 +513,20 @@ def add_maintenance(session: Session, name: str, match: dict[str, str], start: d
     window = MaintenanceWindow(name=name[:128], match=match, starts_at=start, ends_at=end, created_by=created_by)
     session.add(window)
     return window
+
+
+def cancel_maintenance(session: Session, window: MaintenanceWindow, now: datetime) -> int:
+    """End a window now. Pages it held were rescheduled for its end: bring them forward to now
+    (each re-checks every window when it fires). Returns how many were released."""
+    window.cancelled_at = now
+    held = session.scalars(select(Timer).where(
+        Timer.status == TimerStatus.PENDING, Timer.kind.in_([PAGE, ESCALATE]),  # type: ignore[attr-defined]
+        Timer.due_at == window.ends_at).with_for_update(skip_locked=True))
+    released = 0
+    for timer in held:
+        timer.due_at = now
+        released += 1
+    return released
 
 
 def active_maintenance(session: Session, config: OncallConfig, labels: dict[str, str],

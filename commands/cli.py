@@ -268,7 +268,7 @@ def _maintenance_add(args: argparse.Namespace) -> int:
 def _maintenance_list(_: argparse.Namespace) -> int:
     from sqlalchemy import select
 
-    from bot.escalation import MaintenanceWindow
+    from bot.escalation import MaintenanceWindow, cancel_maintenance
 
     now = datetime.now(timezone.utc)
     with _database() as db, db.read() as session:
@@ -289,7 +289,7 @@ def _maintenance_list(_: argparse.Namespace) -> int:
 
 
 def _maintenance_cancel(args: argparse.Namespace) -> int:
-    from bot.escalation import MaintenanceWindow
+    from bot.escalation import MaintenanceWindow, cancel_maintenance
 
     now = datetime.now(timezone.utc)
     with _database() as db, db.session() as session:
@@ -301,9 +301,9 @@ def _maintenance_cancel(args: argparse.Namespace) -> int:
             print(f"oncall-bot: maintenance window {args.id} {problem} (see `oncall-bot maintenance list`)",
                   file=sys.stderr)
             return 1
-        window.cancelled_at = now
+        released = cancel_maintenance(session, window, now)
         name = window.name
-    print(f"maintenance window {args.id} {name!r} cancelled")
+    print(f"maintenance window {args.id} {name!r} cancelled; {released} held page(s) released")
     return 0
 
 

@@ -267,7 +267,8 @@ def test_maintenance_add_list_cancel(db_env: str, capsys: pytest.CaptureFixture[
             assert active_maintenance(session, OncallConfig(), {"service": "db"}, now) is None  # no team
 
         assert main(["maintenance", "cancel", str(window_id)]) == 0
-        assert capsys.readouterr().out == f"maintenance window {window_id} 'db upgrade' cancelled\n"
+        assert capsys.readouterr().out == \
+            f"maintenance window {window_id} 'db upgrade' cancelled; 0 held page(s) released\n"
         with db.read() as session:
             assert active_maintenance(session, OncallConfig(), {"service": "db", "team": "pay"}, now) is None
     finally:

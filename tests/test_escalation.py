@@ -19,7 +19,8 @@ import pytest
 from sqlalchemy import select
 
 from bot.config import ConfigError, OncallConfig, load_settings
-from bot.escalation import JOB_PD_EVENT, Paging, Timer, TimerStatus, add_maintenance
+from bot.escalation import (JOB_PD_EVENT, MaintenanceWindow, Paging, Timer, TimerStatus, add_maintenance,
+                            cancel_maintenance)
 from bot.escalation_policy import EscalationPolicy
 from bot.models import Incident, IncidentStatus, Job, JobStatus, TimelineEntry
 from commands.paging import ACK, ESCALATE, RESOLVE
@@ -324,6 +325,31 @@ def test_maintenance_window_pages_nobody_and_the_card_says_why(
         # an alert of another service was never in the window
         other = open_incident(running, group(alert(labels={"service": "web"}), group_key='{}:{service="web"}'))
         assert "Maintenance window" not in card(slack, other)
+    finally:
+        running.stop()
+        running.services.db.dispose()
+
+
+def test_cancelling_a_window_releases_the_pages_it_held(
+        database_url: str, slack: FakeSlack, pagerduty: FakePagerDuty, clock: FakeClock) -> None:
+    running = start(pd_settings(database_url, slack, pagerduty), clock)
+    try:
+        now = clock()
+        with running.services.db.session() as session:
+            window = add_maintenance(session, "db upgrade", {}, now - timedelta(hours=1), now + timedelta(hours=4),
+                                     "U0ALICE")
+            session.flush()
+            window_id = window.id
+        row = open_incident(running)
+        key = paging(running, row.id).dedup_key
+        advance(running, clock, minutes=20)
+        wait_for(lambda: said(slack, row.channel_id, "Not paging: maintenance window"), what="the held page")
+        settle(running)
+        assert actions(pagerduty, key) == []
+        with running.services.db.session() as session:
+            assert cancel_maintenance(session, session.get(MaintenanceWindow, window_id), clock()) == 1
+        # cancelled three and a half hours early: the page goes out now, not at the window's end
+        wait_for(lambda: actions(pagerduty, key) == ["trigger"], what="the page once the window is cancelled")
     finally:
         running.stop()
         running.services.db.dispose()
