@@ -6,26 +6,47 @@
 beyond what Slack's own rate limits (conversations.create: ~20/min) would let through.
 
 Prints p50/p99 of (a) the webhook's HTTP response time, the time Alertmanager waits, and
-(b) webhook received → card posted (channel created, topic set, responders invited, card
-posted), read from the bot's own records. Not part of the test suite: figures go in notes.
+(b) webhook sent → card posted (channel created, topic set, responders invited, card posted):
+from the moment the bench sends the request to the moment the Slack fake receives the
+chat.postMessage that became the incident's card (stamped by the fake). The outbox polls at
+its production interval (start_bot sets the tests' 50 ms). Not part of the test suite: figures
+go in notes.
 """
 
 from __future__ import annotations
 
 import argparse
+import inspect
 import statistics
 import sys
 import tempfile
 import time
 from contextlib import ExitStack
+from datetime import datetime
 from pathlib import Path
+from typing import Any
 
 from sqlalchemy import select
 
-from bot.models import Incident
+from bot.models import Incident, utcnow
+from bot.outbox import Outbox
 from tests.alerts import alert, group
 from tests.conftest import _postgres_database, make_settings, start_bot
 from tests.fakes.slack import FakeSlack
+
+
+class TimedSlack(FakeSlack):
+    """The Slack fake, stamping when each posted message's request arrived."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.posted_at: dict[tuple[str, str], datetime] = {}
+
+    def _m_chat_postMessage(self, args: dict[str, Any]) -> dict[str, Any]:
+        arrived = utcnow()
+        answer = super()._m_chat_postMessage(args)
+        self.posted_at[(answer["channel"], answer["ts"])] = arrived
+        return answer
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -39,20 +60,25 @@ def run(groups: int, database: str, rate: float) -> dict[str, float]:
             url = stack.enter_context(_contextmanager(_postgres_database()))
         else:
             url = f"sqlite:///{Path(stack.enter_context(tempfile.TemporaryDirectory())) / 'bench.db'}"
-        slack = FakeSlack()
+        slack = TimedSlack()
         slack.start()
         stack.callback(slack.stop)
         for user, email in (("U0ALICE", "alice@example.com"), ("U0BOB", "bob@example.com")):
             slack.add_user(user, email, user.lower())
         slack.add_usergroup("S0SRE", ["U0BOB"])
         bot = start_bot(make_settings(url, slack))
+        stack.callback(bot.services.db.dispose)
         stack.callback(bot.stop)
+        bot.services.outbox.poll_seconds = inspect.signature(Outbox).parameters["poll_seconds"].default
+
+        sent_at: dict[int, datetime] = {}
 
         response_ms: list[float] = []
         with bot.client() as http:
             for i in range(groups):
                 payload = group(alert(f"Bench{i}", labels={"instance": f"api-{i}"}),
                                 group_key=f'{{}}:{{alertname="Bench{i}"}}')
+                sent = utcnow()
                 started = time.perf_counter()
                 reply = http.post("/alertmanager", json=payload,
                                   headers={"Authorization": f"Bearer {bot.services.settings.alertmanager_webhook_token}"})
@@ -60,6 +86,7 @@ def run(groups: int, database: str, rate: float) -> dict[str, float]:
                 if rate:
                     time.sleep(max(0.0, 1 / rate - (time.perf_counter() - started)))
                 assert reply.status_code == 200, reply.text
+                sent_at[reply.json()["incident_id"]] = sent
                 if i % 25 == 24:
                     print(f"  posted {i + 1}/{groups} groups", file=sys.stderr)
         deadline = time.monotonic() + 120
@@ -71,7 +98,11 @@ def run(groups: int, database: str, rate: float) -> dict[str, float]:
             if time.monotonic() > deadline:
                 raise SystemExit("cards did not all arrive within 120 s")
             time.sleep(0.05)
-        to_card_ms = [(r.card_updated_at - r.created_at).total_seconds() * 1000 for r in rows]  # type: ignore[operator]
+        assert sorted(sent_at) == sorted(r.id for r in rows), "one incident per group"
+        with slack._lock:
+            posted_at = dict(slack.posted_at)
+        to_card_ms = [(posted_at[(r.card_channel_id, r.card_ts)] - sent_at[r.id]).total_seconds() * 1000  # type: ignore[index]
+                      for r in rows]
         return {
             "response_p50_ms": percentile(response_ms, 50), "response_p99_ms": percentile(response_ms, 99),
             "card_p50_ms": percentile(to_card_ms, 50), "card_p99_ms": percentile(to_card_ms, 99),
