@@ -138,12 +138,12 @@ def _paging(session: Session, incident: Incident) -> Paging:
     return paging
 
 
-def _say(session: Session, incident: Incident, text: str) -> None:
-    enqueue(session, JOB_NOTIFY, incident_id=incident.id, payload={"text": text})
+def _say(session: Session, incident: Incident, text: str, now: datetime) -> None:
+    enqueue(session, JOB_NOTIFY, now=now, incident_id=incident.id, payload={"text": text})
 
 
-def _card(session: Session, incident: Incident) -> None:
-    enqueue(session, JOB_CARD, incident_id=incident.id, coalesce=True)
+def _card(session: Session, incident: Incident, now: datetime) -> None:
+    enqueue(session, JOB_CARD, now=now, incident_id=incident.id, coalesce=True)
 
 
 def _who(incident: Incident) -> str:
@@ -226,7 +226,7 @@ def on_incident_resolved(session: Session, incident: Incident, now: datetime, *,
     cancel(session, incident.id or 0)
     paging = _paging(session, incident)
     if source != "pagerduty":
-        _pd_event(session, incident, paging, "resolve")
+        _pd_event(session, incident, paging, "resolve", now)
     paging.updated_at = now
 
 
@@ -240,10 +240,10 @@ def status_update_posted(session: Session, incident: Incident, config: OncallCon
 
 # -- PagerDuty jobs ----------------------------------------------------------------------------
 
-def _pd_event(session: Session, incident: Incident, paging: Paging, action: str) -> None:
+def _pd_event(session: Session, incident: Incident, paging: Paging, action: str, now: datetime) -> None:
     """Acknowledge/resolve what we triggered (PagerDuty drops them for keys it never saw)."""
     if paging.level >= 1 and paging.routing_key:
-        enqueue(session, JOB_PD_EVENT, incident_id=pd_lane(paging.incident_id),
+        enqueue(session, JOB_PD_EVENT, now=now, incident_id=pd_lane(paging.incident_id),
                 payload={"action": action, "routing_key": paging.routing_key, "dedup_key": paging.dedup_key})
 
 
@@ -260,22 +260,23 @@ def _trigger_payload(incident: Incident, paging: Paging) -> dict[str, Any]:
     }
 
 
-def _page_job(session: Session, paging: Paging, kind: str, payload: dict[str, Any]) -> None:
-    job = enqueue(session, kind, incident_id=pd_lane(paging.incident_id), payload=payload)
+def _page_job(session: Session, paging: Paging, kind: str, payload: dict[str, Any], now: datetime) -> None:
+    job = enqueue(session, kind, now=now, incident_id=pd_lane(paging.incident_id), payload=payload)
     session.flush()
     assert job is not None
     paging.page_job_id, paging.delivery, paging.delivered_at, paging.last_error = job.id, "pending", None, None
 
 
-def _invite(session: Session, incident: Incident, payload: dict[str, Any]) -> None:
+def _invite(session: Session, incident: Incident, payload: dict[str, Any], now: datetime) -> None:
     # In no incident's lane: it needs both PagerDuty (who is on call) and Slack (the channel),
     # and an outage of either must hold up neither the card nor the PagerDuty events.
-    enqueue(session, JOB_PD_INVITE, payload={"incident": incident.id, **payload})
+    enqueue(session, JOB_PD_INVITE, now=now, payload={"incident": incident.id, **payload})
 
 
-def _invite_level(session: Session, incident: Incident, paging: Paging, level: EscalationLevel) -> None:
+def _invite_level(session: Session, incident: Incident, paging: Paging, level: EscalationLevel,
+                  now: datetime) -> None:
     _invite(session, incident, {"policy": paging.escalation_policy, "pagerduty_level": level.pagerduty_level,
-                                "level_name": level.name})
+                                "level_name": level.name}, now)
 
 
 # -- paging and escalating ---------------------------------------------------------------------
@@ -301,17 +302,17 @@ def _page(session: Session, incident: Incident, paging: Paging, config: OncallCo
     if paging.routing_key is None:
         paging.held = "PagerDuty is not configured (set PAGERDUTY_ROUTING_KEY): nobody was paged"
         add_timeline(session, incident, actor, "page", "not paged: PagerDuty is not configured", at=now)
-        _say(session, incident, f":warning: Should page *{level.name}* ({why}), but {paging.held}.")
-        _card(session, incident)
+        _say(session, incident, f":warning: Should page *{level.name}* ({why}), but {paging.held}.", now)
+        _card(session, incident, now)
         return "not configured"
     paging.level, paging.paged_at, paging.held = 1, anchor, None
-    _page_job(session, paging, JOB_PD_EVENT, _trigger_payload(incident, paging))
-    _say(session, incident, f":rotating_light: Paging *{level.name}* through PagerDuty: {why}.")
-    _invite_level(session, incident, paging, level)
+    _page_job(session, paging, JOB_PD_EVENT, _trigger_payload(incident, paging), now)
+    _say(session, incident, f":rotating_light: Paging *{level.name}* through PagerDuty: {why}.", now)
+    _invite_level(session, incident, paging, level, now)
     add_timeline(session, incident, actor, "page", f"paged {level.name}: {why}", at=now,
                  data={"level": 1, "dedup_key": paging.dedup_key})
     _next_level(session, incident, rule, 1, anchor)
-    _card(session, incident)
+    _card(session, incident, now)
     metrics.INCIDENTS.labels(event="paged").inc()
     return f"paged {level.name}"
 
@@ -320,14 +321,14 @@ def _escalate_to(session: Session, incident: Incident, paging: Paging, rule: Sev
                  now: datetime, anchor: datetime, why: str, actor: str) -> str:
     level = _levels(rule)[n - 1]
     paging.level, paging.updated_at = n, now
-    _page_job(session, paging, JOB_PD_ESCALATE, {"dedup_key": paging.dedup_key, "pagerduty_level": level.pagerduty_level})
-    _say(session, incident, f":arrow_double_up: Escalating to *{level.name}*: {why}.")
-    _invite_level(session, incident, paging, level)
+    _page_job(session, paging, JOB_PD_ESCALATE, {"dedup_key": paging.dedup_key, "pagerduty_level": level.pagerduty_level}, now)
+    _say(session, incident, f":arrow_double_up: Escalating to *{level.name}*: {why}.", now)
+    _invite_level(session, incident, paging, level, now)
     add_timeline(session, incident, actor, "escalate", f"escalated to {level.name}: {why}", at=now, data={"level": n})
     if incident.status != S.ESCALATED and S.ESCALATED in TRANSITIONS[S(incident.status)]:
         transition(session, incident, S.ESCALATED, actor=actor, now=now, reason=f"{level.name} paged")
     _next_level(session, incident, rule, n, anchor)
-    _card(session, incident)
+    _card(session, incident, now)
     metrics.INCIDENTS.labels(event="escalated").inc()
     return f"escalated to {level.name}"
 
@@ -344,8 +345,8 @@ def _hold(session: Session, incident: Incident, paging: Paging, config: OncallCo
     if paging.held != reason:
         paging.held = reason
         add_timeline(session, incident, BOT, "page", f"page held: maintenance window {name}", at=now)
-        _say(session, incident, f":construction: Not paging: {reason}.")
-        _card(session, incident)
+        _say(session, incident, f":construction: Not paging: {reason}.", now)
+        _card(session, incident, now)
     schedule(session, incident, timer.kind, ends, timer.payload)
     return f"held until {ends.isoformat()} ({name})"
 
@@ -402,7 +403,7 @@ def _fire_ack_overdue(session: Session, timer: Timer, incident: Incident, paging
     if not incident.is_open or incident.acknowledged_at:
         return False, "resolved" if not incident.is_open else "acknowledged"
     _say(session, incident, f":alarm_clock: Not acknowledged within {timer.payload.get('minutes')} min. "
-                            "Whoever is on it: press *Ack* on the card.")
+                            "Whoever is on it: press *Ack* on the card.", now)
     return True, "reminded"
 
 
@@ -417,7 +418,7 @@ def _fire_reminder(session: Session, timer: Timer, incident: Incident, paging: P
             following += timedelta(minutes=minutes)
         schedule(session, incident, REMINDER, following, {"minutes": minutes})
     _say(session, incident, f":memo: Status update due (every {timer.payload.get('minutes')} min): "
-                            f"{_who(incident)}, please post where things stand.")
+                            f"{_who(incident)}, please post where things stand.", now)
     return True, "reminded"
 
 
@@ -441,12 +442,12 @@ def acknowledge(session: Session, incident: Incident, actor: str, now: datetime,
         incident.acknowledged_by = actor
         incident.commander = incident.commander or actor
         text, said = f"acknowledged in {source}", f"<@{actor}> acknowledged"
-        _pd_event(session, incident, paging, "acknowledge")
+        _pd_event(session, incident, paging, "acknowledge", now)
     cancel(session, incident.id or 0, keep=lambda t: t.kind == REMINDER or (
         t.kind == ESCALATE and t.payload.get("while") == "unresolved"))
     add_timeline(session, incident, _actor(actor, source), "ack", text, at=now, data={"source": source})
-    _say(session, incident, f":eyes: {said}; escalation stopped.")
-    _card(session, incident)
+    _say(session, incident, f":eyes: {said}; escalation stopped.", now)
+    _card(session, incident, now)
     return True
 
 
@@ -457,7 +458,7 @@ def resolve(session: Session, incident: Incident, actor: str, now: datetime, sou
                reason=reason or f"resolved in {source}")
     on_incident_resolved(session, incident, now, source=source)
     who = f"in PagerDuty by {actor}" if source == "pagerduty" else f"by <@{actor}>"
-    _say(session, incident, f":white_check_mark: Resolved {who}.")
+    _say(session, incident, f":white_check_mark: Resolved {who}.", now)
     metrics.INCIDENTS.labels(event="resolved").inc()
     return True
 
@@ -493,10 +494,10 @@ def apply_pagerduty_assignment(session: Session, incident: Incident, event_type:
     verb = "escalated" if event_type == "incident.escalated" else "reassigned"
     add_timeline(session, incident, "pagerduty", verb, f"{verb} in PagerDuty to {names}", at=now,
                  data={"assignees": ids})
-    _say(session, incident, f":arrows_counterclockwise: {verb.capitalize()} in PagerDuty: now with {names}.")
+    _say(session, incident, f":arrows_counterclockwise: {verb.capitalize()} in PagerDuty: now with {names}.", now)
     _invite(session, incident, {"policy": paging.escalation_policy, "user_ids": ids, "names": dict(assignees),
-                                "level_name": f"{verb} in PagerDuty"})
-    _card(session, incident)
+                                "level_name": f"{verb} in PagerDuty"}, now)
+    _card(session, incident, now)
     return True
 
 

@@ -69,10 +69,10 @@ class IngestResult:
 
 def add_timeline(
     session: Session, incident: Incident, actor: str, kind: str, text: str, *,
-    at: datetime | None = None, data: dict[str, Any] | None = None,
+    at: datetime, data: dict[str, Any] | None = None,
 ) -> None:
     assert incident.id is not None
-    session.add(TimelineEntry(incident_id=incident.id, at=at or utcnow(), actor=actor, kind=kind,
+    session.add(TimelineEntry(incident_id=incident.id, at=at, actor=actor, kind=kind,
                               text=text, data=data or {}))
 
 
@@ -91,7 +91,7 @@ def transition(
         incident.resolved_at, incident.resolved_by = None, None
     text = f"{current.value} → {to.value}" + (f": {reason}" if reason else "")
     add_timeline(session, incident, actor, "status", text, at=now, data={"from": current.value, "to": to.value})
-    enqueue(session, JOB_CARD, incident_id=incident.id, coalesce=True)
+    enqueue(session, JOB_CARD, now=now, incident_id=incident.id, coalesce=True)
 
 
 def ingest(db_session: Session, config: OncallConfig, message: WebhookMessage, *, now: datetime) -> IngestResult:
@@ -109,7 +109,7 @@ def ingest(db_session: Session, config: OncallConfig, message: WebhookMessage, *
     changed |= _refresh_summary(db_session, config, incident, message, now)
     outcome = _follow_group_status(db_session, config, incident, message, now, outcome, changed)
     if outcome in ("updated", "reopened", "resolved"):
-        enqueue(db_session, JOB_CARD, incident_id=incident.id, coalesce=True)
+        enqueue(db_session, JOB_CARD, now=now, incident_id=incident.id, coalesce=True)
     return IngestResult(incident.id, outcome)
 
 
@@ -171,8 +171,8 @@ def _open_incident(
     add_timeline(session, incident, ALERTMANAGER, "created",
                  f"Incident opened from alert group {message.group_key}", at=now,
                  data={"receiver": message.receiver, "group_key": message.group_key})
-    enqueue(session, JOB_OPEN, incident_id=incident.id, payload={"webhook_at": now.isoformat()})
-    enqueue(session, JOB_RUNBOOK, incident_id=incident.id)  # same lane: posted once the channel exists
+    enqueue(session, JOB_OPEN, now=now, incident_id=incident.id, payload={"webhook_at": now.isoformat()})
+    enqueue(session, JOB_RUNBOOK, now=now, incident_id=incident.id)  # same lane: posted once the channel exists
     from bot import escalation  # imported here: bot.escalation builds on this module
 
     escalation.on_incident_opened(session, incident, config, now)  # ack deadline, page and reminder timers
@@ -222,7 +222,7 @@ def _refresh_summary(
             add_timeline(session, incident, ALERTMANAGER, "severity", f"severity {incident.severity} → {severity}",
                          at=now)
             incident.severity = severity
-            enqueue(session, JOB_OPEN, incident_id=incident.id)  # it may now get its own channel
+            enqueue(session, JOB_OPEN, now=now, incident_id=incident.id)  # it may now get its own channel
             from bot import escalation
 
             escalation.on_severity_raised(session, incident, config, now)
@@ -249,7 +249,7 @@ def _follow_group_status(
         from bot import escalation
 
         escalation.on_incident_resolved(session, incident, now, source=ALERTMANAGER)  # timers off, PagerDuty too
-        enqueue(session, JOB_NOTIFY, incident_id=incident.id,
+        enqueue(session, JOB_NOTIFY, now=now, incident_id=incident.id,
                 payload={"text": ":white_check_mark: Resolved: every alert in the group stopped firing."})
         metrics.INCIDENTS.labels(event="resolved").inc()
         return "resolved"
@@ -258,7 +258,7 @@ def _follow_group_status(
         from bot import escalation
 
         escalation.on_incident_reopened(session, incident, config, now)  # re-armed: a new owner is needed
-        enqueue(session, JOB_NOTIFY, incident_id=incident.id,
+        enqueue(session, JOB_NOTIFY, now=now, incident_id=incident.id,
                 payload={"text": ":rotating_light: Reopened: the alert group is firing again."})
         metrics.INCIDENTS.labels(event="reopened").inc()
         return "reopened"

@@ -51,12 +51,14 @@ def enqueue(
     session: Session,
     kind: str,
     *,
+    now: datetime,
     incident_id: int | None = None,
     payload: dict[str, Any] | None = None,
     coalesce: bool = False,
     run_at: datetime | None = None,
 ) -> Job | None:
-    """Add a job to the caller's transaction. With `coalesce`, a job of the same kind for
+    """Add a job to the caller's transaction, due at `run_at` (default `now`, the caller's
+    clock: a wall-clock stamp would make a job written under a test clock due years away). With `coalesce`, a job of the same kind for
     the same incident that has not started yet already covers this one."""
     if coalesce:
         pending = session.exec(
@@ -66,7 +68,8 @@ def enqueue(
         ).first()
         if pending is not None:
             return None
-    job = Job(kind=kind, incident_id=incident_id, payload=payload or {}, run_at=run_at or utcnow())
+    job = Job(kind=kind, incident_id=incident_id, payload=payload or {}, run_at=run_at or now,
+              created_at=now)
     session.add(job)
     return job
 

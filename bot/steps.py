@@ -97,7 +97,7 @@ def find_step(session: Session, token: str) -> RunbookStep | None:
 def request_run(session: Session, step: RunbookStep, user: str, now: datetime, *, locale: str | None) -> None:
     """A diagnostic was clicked: the outbox runs it (outside any incident's lane, so a queued
     card update never delays the answer)."""
-    enqueue(session, JOB_STEP_RUN, payload={"step": step.id, "user": user, "clicked_at": now.isoformat(),
+    enqueue(session, JOB_STEP_RUN, now=now, payload={"step": step.id, "user": user, "clicked_at": now.isoformat(),
                                             "locale": locale})
 
 
@@ -108,7 +108,7 @@ def record_run(session: Session, step: RunbookStep, incident: Incident, user: st
     add_timeline(session, incident, user, "diagnostic",
                  f"ran {step.action} ({step.step_id}): {outcome}"[:1000], at=now,
                  data={"step": step.step_id, "action": step.action, "params": step.params, "ok": ok})
-    enqueue(session, JOB_RUNBOOK_REFRESH, incident_id=incident.id, coalesce=True)
+    enqueue(session, JOB_RUNBOOK_REFRESH, now=now, incident_id=incident.id, coalesce=True)
 
 
 def request_approval(session: Session, step: RunbookStep, incident: Incident, user: str, now: datetime) -> None:
@@ -117,4 +117,4 @@ def request_approval(session: Session, step: RunbookStep, incident: Incident, us
     add_timeline(session, incident, user, "approval_requested",
                  f"requested approval to run {step.action} ({step.step_id})", at=now,
                  data={"step": step.step_id, "action": step.action, "params": step.params})
-    enqueue(session, JOB_STEP_REPLY, payload={"step": step.id, "event": "approval_requested", "user": user})
+    enqueue(session, JOB_STEP_REPLY, now=now, payload={"step": step.id, "event": "approval_requested", "user": user})

@@ -166,7 +166,7 @@ class PagingService:
             else:
                 paging.delivery, paging.last_error = ("failed" if final else "pending"), error[:500]
             if (paging.delivery, paging.last_error is None) != before:
-                enqueue(session, JOB_CARD, incident_id=paging.incident_id, coalesce=True)
+                enqueue(session, JOB_CARD, now=self.clock(), incident_id=paging.incident_id, coalesce=True)
         self.kick()
 
     async def invite_oncall(self, job: Job) -> None:

@@ -3,14 +3,15 @@
 from __future__ import annotations
 
 import hashlib
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from typing import Any
 
 ZERO = "0001-01-01T00:00:00Z"
 
 
 def alert(alertname: str = "ServiceDown", *, status: str = "firing", labels: dict[str, str] | None = None,
-          annotations: dict[str, str] | None = None, starts_at: str = "2026-11-23T00:00:00Z") -> dict[str, Any]:
+          annotations: dict[str, str] | None = None, starts_at: str | None = None) -> dict[str, Any]:
+    """An alert as Alertmanager sends it; it started five minutes ago unless `starts_at` says."""
     all_labels = {"alertname": alertname, "severity": "critical", "namespace": "prod", "service": "api",
                   "team": "payments", **(labels or {})}
     fingerprint = hashlib.sha256(repr(sorted(all_labels.items())).encode()).hexdigest()[:16]
@@ -19,7 +20,7 @@ def alert(alertname: str = "ServiceDown", *, status: str = "firing", labels: dic
         "labels": all_labels,
         "annotations": {"summary": f"{alertname} on api", "description": "up == 0 for 1m",
                         "runbook_url": "https://runbooks.example.com/service-down", **(annotations or {})},
-        "startsAt": starts_at,
+        "startsAt": starts_at or (datetime.now(timezone.utc) - timedelta(minutes=5)).isoformat(),
         "endsAt": ZERO if status == "firing" else datetime.now(timezone.utc).isoformat(),
         "generatorURL": "http://prometheus.example.com/graph?g0.expr=up+%3D%3D+0",
         "fingerprint": fingerprint,

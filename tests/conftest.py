@@ -54,8 +54,8 @@ class FakeClock:
     """Real time plus an offset that tests move forward (reopen windows, deadlines)
     without sleeping; time keeps flowing so retries and pacing still happen."""
 
-    def __init__(self) -> None:
-        self.offset = timedelta()
+    def __init__(self, offset: timedelta = timedelta()) -> None:
+        self.offset = offset
         self._lock = threading.Lock()
 
     def __call__(self) -> datetime:
@@ -129,6 +129,14 @@ def slack() -> Iterator["FakeSlack"]:
 @pytest.fixture
 def clock() -> FakeClock:
     return FakeClock()
+
+
+def upcoming(now: datetime, weekday: int, hour: int) -> datetime:
+    """The first `weekday` (0 = Monday) at `hour`:00 UTC strictly after `now`: tests derive
+    their dates from the clock, so they pass on any date."""
+    day = now.astimezone(timezone.utc).replace(hour=hour, minute=0, second=0, microsecond=0)
+    day += timedelta(days=(weekday - day.weekday()) % 7)
+    return day if day > now else day + timedelta(days=7)
 
 
 def make_settings(database_url: str, slack: "FakeSlack", config: OncallConfig | None = None,

@@ -27,7 +27,7 @@ from commands.paging import ACK, ESCALATE, RESOLVE
 from commands.server import build
 from integrations.pagerduty import PagerDutyRest
 from tests.alerts import alert, group, resolved
-from tests.conftest import FakeClock, RunningBot, make_settings, start_bot, wait_for
+from tests.conftest import FakeClock, RunningBot, make_settings, start_bot, upcoming, wait_for
 from tests.fakes.pagerduty import FakePagerDuty
 from tests.fakes.slack import FakeSlack
 from tests.slack_requests import block_actions, post_to_slack_events
@@ -36,6 +36,13 @@ ROUTING_KEY = "R0UTINGKEY0FTHEPAYMENTSSERVICE00"
 PD_SECRET = "pagerduty-webhook-secret-for-tests"
 BOT_EMAIL = "oncall-bot@example.com"
 POLICY = {"channels": {"announce": "C0INCIDENTS"}, "pagerduty": {"escalation_policy": "PEP1"}}
+
+
+@pytest.fixture(params=[0, 366], ids=["today", "a-year-ahead"])
+def clock(request: pytest.FixtureRequest) -> FakeClock:
+    """Every escalation test runs today and again with the clock a year ahead: deadlines,
+    business hours and the outbox must not depend on the calendar."""
+    return FakeClock(timedelta(days=request.param))
 
 
 @pytest.fixture
@@ -282,7 +289,8 @@ def test_escalate_now_pages_at_once_then_climbs_one_level_per_click(
     wait_for(lambda: "Page now" in card(slack, row), what="the Page now button")
     click(pd_bot, slack, ESCALATE, row, "U0ALICE")
     wait_for(lambda: actions(pagerduty, key) == ["trigger"], what="the page on request")
-    assert said(slack, row.channel_id, "<@U0ALICE> escalated by hand")
+    # said in the incident's Slack lane, which runs beside the PagerDuty lane: wait for it
+    wait_for(lambda: said(slack, row.channel_id, "<@U0ALICE> escalated by hand"), what="the page said in Slack")
     click(pd_bot, slack, ESCALATE, row, "U0ALICE")
     pd_id = pd_incident_id(pagerduty, key)
     wait_for(lambda: pagerduty.escalation_level(pd_id) == 2, what="L3 on request")
@@ -357,14 +365,15 @@ def test_cancelling_a_window_releases_the_pages_it_held(
 
 def test_p3_outside_business_hours_waits_for_the_next_business_day(
         pd_bot: RunningBot, slack: FakeSlack, pagerduty: FakePagerDuty, clock: FakeClock) -> None:
-    set_clock(clock, datetime(2026, 11, 27, 16, 0, tzinfo=timezone.utc))  # a Friday, 16:00 UTC
+    friday = upcoming(clock(), 4, 16)  # a Friday, 16:00 UTC
+    set_clock(clock, friday)
     row = open_incident(pd_bot, group(alert("HighLatency", labels={"severity": "warning"}),
                                       group_key='{}:{alertname="HighLatency"}'))
     assert row.severity == "P3" and row.channel_id is None
     key = paging(pd_bot, row.id).dedup_key
-    monday = datetime(2026, 11, 30, 9, 0, tzinfo=timezone.utc)
+    monday = friday + timedelta(days=2, hours=17)  # 09:00
     assert [t.due_at for t in timers(pd_bot, row.id, "page")] == [monday]  # the 4 h deadline falls at 20:00
-    set_clock(clock, datetime(2026, 11, 28, 11, 0, tzinfo=timezone.utc))
+    set_clock(clock, friday + timedelta(hours=19))  # Saturday 11:00
     settle(pd_bot)
     set_clock(clock, monday - timedelta(seconds=10))
     settle(pd_bot)
@@ -603,16 +612,17 @@ def test_policy_defaults_follow_the_seeds() -> None:
     assert (policy.P4.page_minutes, policy.P4.levels) == (None, [])
 
 
-def test_policy_overrides_keep_the_other_defaults(tmp_path) -> None:  # type: ignore[no-untyped-def]
+def test_policy_overrides_keep_the_other_defaults(tmp_path, clock: FakeClock) -> None:  # type: ignore[no-untyped-def]
+    monday = upcoming(clock(), 0, 10)  # 19:00 in Tokyo
     config = OncallConfig.model_validate({"escalation": {
         "P1": {"ack_minutes": 5}, "P2": {"page_after_minutes": 0, "escalate_while": "unresolved"},
-        "business_hours": {"timezone": "Asia/Tokyo", "start": "10:00", "holidays": ["2026-12-01"]}}})
+        "business_hours": {"timezone": "Asia/Tokyo", "start": "10:00",
+                           "holidays": [(monday + timedelta(days=1)).date().isoformat()]}}})
     assert (config.escalation.P1.page_minutes, config.escalation.P1.update_minutes) == (5, 15)  # the deadline moved
     assert config.escalation.P2.page_minutes == 0 and len(config.escalation.P2.levels) == 2
     hours = config.escalation.business_hours
-    # Monday 2026-11-30 19:00 Tokyo is after hours; Tuesday is a holiday; Wednesday 10:00 Tokyo = 01:00 UTC
-    assert hours.next_open(datetime(2026, 11, 30, 10, 0, tzinfo=timezone.utc)) == \
-        datetime(2026, 12, 2, 1, 0, tzinfo=timezone.utc)
+    # Monday 19:00 Tokyo is after hours; Tuesday is a holiday; Wednesday 10:00 Tokyo = 01:00 UTC
+    assert hours.next_open(monday) == monday + timedelta(days=1, hours=15)
     path = tmp_path / "oncall.yaml"
     path.write_text("escalation:\n  P1:\n    levels:\n      - {name: a, after_minutes: 0, pagerduty_level: 1}\n"
                     "      - {name: b, after_minutes: 0, pagerduty_level: 2}\n  P4: {page_after_minutes: ack_deadline}\n")

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import threading
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 
 import pytest
 from alembic.autogenerate import compare_metadata
@@ -19,7 +19,7 @@ from bot.models import Alert, AlertGroup, Incident, IncidentStatus, Job, Timelin
 from integrations.alertmanager import WebhookMessage
 from tests.alerts import alert, group, resolved
 
-NOW = datetime(2026, 11, 23, 9, 0, tzinfo=timezone.utc)
+NOW = datetime.now(timezone.utc).replace(microsecond=0)  # from the clock, never a calendar literal
 
 
 @pytest.fixture
