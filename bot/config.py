@@ -167,6 +167,7 @@ class Settings(BaseModel):
     redis_url: str | None = None
     alertmanager_webhook_token: str
     max_webhook_bytes: int = 1_048_576
+    job_lease_seconds: float = 15.0  # ONCALL_JOB_LEASE_SECONDS: how soon a dead worker's job is taken over
     pagerduty_routing_key: str | None = None
     pagerduty_api_token: str | None = None
     pagerduty_events_url: str = "https://events.pagerduty.com"
@@ -234,6 +235,7 @@ def load_settings(env: dict[str, str] | None = None) -> Settings:
         database_url=url,
         redis_url=env.get("REDIS_URL") or None,
         alertmanager_webhook_token=env["ALERTMANAGER_WEBHOOK_TOKEN"],
+        job_lease_seconds=float(env.get("ONCALL_JOB_LEASE_SECONDS") or 15.0),
         config=config,
         **_pagerduty_settings(env),
         **_runbook_settings(env),

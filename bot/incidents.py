@@ -29,6 +29,7 @@ __all__ = [
     "ingest",
     "transition",
     "JOB_OPEN",
+    "JOB_ANNOUNCE",
     "JOB_RUNBOOK",
     "JOB_CARD",
     "JOB_NOTIFY",
@@ -36,6 +37,7 @@ __all__ = [
 
 ALERTMANAGER = "alertmanager"
 JOB_OPEN = "slack.open_incident"
+JOB_ANNOUNCE = "slack.announce"  # outside the incident's lane: an unusable announce channel holds up nothing
 JOB_CARD = "slack.update_card"
 JOB_NOTIFY = "slack.notify"
 JOB_RUNBOOK = "runbook.post"  # bot.steps.JOB_RUNBOOK_POST; named here because opening enqueues it

@@ -4,8 +4,10 @@ transaction as the change that needs them, and run after the HTTP response.
 A job that fails with a transient error is rescheduled with backoff, never dropped.
 Jobs of one incident run one at a time, in order; jobs of different incidents run
 concurrently. On PostgreSQL several replicas share the table safely: a job is claimed
-with `FOR UPDATE SKIP LOCKED` and held by a lease, so a crashed replica's job is
-picked up again when its lease runs out.
+with `FOR UPDATE SKIP LOCKED` and held by a short lease that the running worker renews,
+so a crashed replica's job is picked up again within seconds, and a slow call is never
+mistaken for a crash. A job can therefore run again after a crash mid-call: handlers find
+their own earlier result before acting (see commands.slack_sync.post_once).
 """
 
 from __future__ import annotations
@@ -25,14 +27,16 @@ from bot import metrics
 from bot.db import Database
 from bot.models import Job, JobStatus, utcnow
 
-__all__ = ["Outbox", "PermanentError", "RetryLater", "WorkerLoop", "enqueue"]
+__all__ = ["Outbox", "PermanentError", "RetryLater", "WorkerLoop", "backoff", "enqueue"]
 
 log = logging.getLogger(__name__)
 
 Handler = Callable[[Job], Awaitable[None]]
 Clock = Callable[[], datetime]
 
-MAX_BACKOFF_SECONDS = 300.0
+# Short enough that a backlog drains within seconds of Slack or PagerDuty coming back after an
+# outage; a permanent refusal is a PermanentError, not a long backoff.
+MAX_BACKOFF_SECONDS = 10.0
 
 
 class RetryLater(Exception):
@@ -74,8 +78,9 @@ def enqueue(
     return job
 
 
-def _backoff(attempts: int) -> float:
-    return min(MAX_BACKOFF_SECONDS, 2.0 ** min(attempts, 10)) * random.uniform(0.5, 1.0)
+def backoff(attempts: int) -> float:
+    """Seconds before the next try of a job that failed `attempts` times: 1, 2, 4, 8, 10, 10..., jittered."""
+    return min(MAX_BACKOFF_SECONDS, 2.0 ** min(max(attempts - 1, 0), 10)) * random.uniform(0.5, 1.0)
 
 
 class WorkerLoop:
@@ -108,7 +113,7 @@ class Outbox(WorkerLoop):
         handlers: dict[str, Handler],
         *,
         clock: Clock = utcnow,
-        lease_seconds: float = 120.0,
+        lease_seconds: float = 15.0,
         poll_seconds: float = 0.5,
         concurrency: int = 16,
     ) -> None:
@@ -176,8 +181,26 @@ class Outbox(WorkerLoop):
             return jobs
 
     async def _run(self, job: Job) -> None:
-        status, error, retry_in = await self._attempt(job)
+        heartbeat = asyncio.create_task(self._renew_lease(job))
+        try:
+            status, error, retry_in = await self._attempt(job)
+        finally:
+            heartbeat.cancel()
         await asyncio.to_thread(self._finish, job, status, error, retry_in)
+
+    async def _renew_lease(self, job: Job) -> None:
+        """Keep the job's lease while it runs, so only a dead worker's job is taken over."""
+        while True:
+            await asyncio.sleep(self.lease.total_seconds() / 3)
+            try:
+                await asyncio.to_thread(self._extend, job)
+            except Exception:  # the database may be briefly away; the next beat tries again
+                log.warning("could not renew the lease of job %s", job.id, extra={"job": job.id})
+
+    def _extend(self, job: Job) -> None:
+        with self.db.session() as session:
+            session.execute(update(Job).where(Job.id == job.id, Job.status == JobStatus.RUNNING)  # type: ignore[arg-type]
+                            .values(lease_until=self.clock() + self.lease))
 
     async def _attempt(self, job: Job) -> tuple[JobStatus, str | None, float]:
         handler = self.handlers.get(job.kind)
@@ -192,7 +215,7 @@ class Outbox(WorkerLoop):
                       extra={"job": job.id, "kind": job.kind, "error": str(exc)})
             return JobStatus.FAILED, str(exc), 0.0
         except Exception as exc:  # transient by default: retried with backoff
-            delay = _backoff(job.attempts)
+            delay = backoff(job.attempts)
             log.warning(
                 "job %s (%s) failed; retry in %.1fs: %r", job.id, job.kind, delay, exc,
                 extra={"job": job.id, "kind": job.kind, "error": repr(exc), "retry_in": round(delay, 1)},

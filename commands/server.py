@@ -9,10 +9,12 @@ import asyncio
 import contextlib
 import logging
 import os
+import re
 from concurrent.futures import ThreadPoolExecutor
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from datetime import datetime
+from typing import Any
 
 import aiohttp
 from prometheus_client import CONTENT_TYPE_LATEST, Gauge, generate_latest
@@ -34,8 +36,8 @@ from bot.config import ConfigError
 from bot.runbooks import RunbookError, RunbookSet, load_runbooks, paths_from_env
 from commands import paging, runbook_flow, slash
 from commands.alertmanager import WebhookEndpoint
-from commands.slack_sync import SlackSync
-from integrations.slack import SlackClient, make_web_client
+from commands.slack_sync import SETUP_WAIT, SlackSync
+from integrations.slack import REQUIRED_SCOPES, SlackClient, SlackError, make_web_client
 
 __all__ = ["Services", "build", "create_app"]
 
@@ -67,7 +69,7 @@ def build(settings: Settings, *, clock: Callable[[], datetime] = utcnow, migrate
     slack = SlackClient(web, on_call=lambda method, outcome: metrics.SLACK_CALLS.labels(method, outcome).inc())
     sync = SlackSync(db, settings.config, slack, clock=clock)
     handlers: dict[str, Handler] = dict(sync.handlers)
-    outbox = Outbox(db, handlers, clock=clock)
+    outbox = Outbox(db, handlers, clock=clock, lease_seconds=settings.job_lease_seconds)
     bolt = AsyncApp(signing_secret=settings.slack_signing_secret, client=web,
                     raise_error_for_unhandled_request=False)
     services = Services(settings=settings, db=db, slack=slack, bolt=bolt, sync=sync, outbox=outbox, clock=clock,
@@ -113,6 +115,7 @@ def action_clients(settings: Settings) -> ActionContext:
 
 def create_app(services: Services, *, run_worker: bool = True) -> Starlette:
     slack_handler = AsyncSlackRequestHandler(services.bolt)
+    slack_check = SlackSetupCheck(services.slack, services.settings.config.channels.announce)
     webhook = WebhookEndpoint(services.settings, services.db, services.outbox.kick, clock=services.clock)
 
     async def slack_events(request: Request) -> Response:
@@ -122,8 +125,13 @@ def create_app(services: Services, *, run_worker: bool = True) -> Starlette:
         return JSONResponse({"status": "alive"})
 
     async def readyz(_: Request) -> Response:
+        # problems: the bot cannot do its work (503); warnings: some of it waits for a person.
         problems = await _readiness_problems(services)
-        return JSONResponse({"status": "not ready" if problems else "ready", "problems": problems},
+        slack_problems, slack_warnings = await slack_check.problems()
+        problems += slack_problems
+        warnings = slack_warnings + await asyncio.to_thread(_job_warnings, services.db)
+        status = "not ready" if problems else "degraded" if warnings else "ready"
+        return JSONResponse({"status": status, "problems": problems, "warnings": warnings},
                             status_code=503 if problems else 200)
 
     async def metrics_endpoint(_: Request) -> Response:
@@ -139,6 +147,7 @@ def create_app(services: Services, *, run_worker: bool = True) -> Starlette:
         asyncio.get_running_loop().set_default_executor(ThreadPoolExecutor(32, thread_name_prefix="db"))
         # One connection pool for every Slack call instead of a new session per call.
         services.slack.web.session = aiohttp.ClientSession()
+        await slack_check.log_at_start()
         worker = asyncio.create_task(services.outbox.run()) if run_worker else None
         timers = asyncio.create_task(services.paging.run()) if run_worker and services.paging else None
         try:
@@ -182,6 +191,82 @@ async def _readiness_problems(services: Services) -> list[str]:
         finally:
             await client.aclose()
     return problems
+
+
+class SlackSetupCheck:
+    """Is the token valid, does it have the scopes the bot uses, can the bot post in the announce
+    channel? Asked at start (logged) and by /readyz (cached: Slack rate-limits these calls)."""
+
+    TTL = 30.0
+
+    def __init__(self, slack: SlackClient, announce: str) -> None:
+        self.slack, self.announce = slack, announce
+        self._cached: tuple[float, tuple[list[str], list[str]]] | None = None
+
+    async def log_at_start(self) -> None:
+        problems, warnings = await self.problems()
+        for line in problems + warnings:
+            log.error("Slack setup: %s", line, extra={"problem": line})
+
+    async def problems(self) -> tuple[list[str], list[str]]:
+        now = asyncio.get_running_loop().time()
+        if self._cached is None or now - self._cached[0] > self.TTL:
+            self._cached = (now, await self._check())
+        return self._cached[1]
+
+    async def _check(self) -> tuple[list[str], list[str]]:
+        try:
+            identity = await self.slack.identity()
+        except SlackError as exc:
+            return [f"Slack refused the bot token ({exc.error}): {exc.fix}" if exc.app_setup else str(exc)], []
+        problems = []
+        missing = sorted(REQUIRED_SCOPES - identity.scopes) if identity.scopes else []
+        if missing:
+            problems.append(f"the bot token lacks the scopes {', '.join(missing)}: add them to the Slack app "
+                            "(manifest.yml lists them) and reinstall it")
+        return problems, await self._announce_warnings()
+
+    async def _announce_warnings(self) -> list[str]:
+        where = f"announce channel {self.announce!r} (channels.announce)"
+        try:
+            channel = await self._announce_channel()
+        except SlackError as exc:
+            return [f"{where}: cannot be checked ({exc.error}): {exc.fix}"]
+        if channel is None:
+            return [f"{where} does not exist: create it or fix channels.announce in ONCALL_CONFIG; until then "
+                    "every incident gets its own channel and announcements wait"]
+        if channel.is_archived:
+            return [f"{where} is archived: unarchive it or fix channels.announce"]
+        if not channel.is_member:
+            return [f"{where}: the bot is not a member: /invite @oncall-bot in #{channel.name}"]
+        return []
+
+    async def _announce_channel(self) -> Any:
+        ref = self.announce.lstrip("#")
+        if re.fullmatch(r"[CG][A-Z0-9]{2,}", ref):
+            try:
+                return await self.slack.channel_info(ref)
+            except SlackError as exc:
+                if exc.error == "channel_not_found":
+                    return None
+                raise
+        return await self.slack.find_channel_by_name(ref)
+
+
+def _job_warnings(db: Database) -> list[str]:
+    """Jobs a person must look at: failed ones, and ones waiting for Slack to be set up."""
+    with db.read() as session:
+        failed = session.scalar(select(func.count()).where(Job.status == JobStatus.FAILED))  # type: ignore[arg-type]
+        waiting = session.scalar(select(func.count()).where(  # type: ignore[arg-type]
+            Job.status == JobStatus.PENDING, Job.attempts > 0, Job.last_error.like(f"{SETUP_WAIT}%")))  # type: ignore[union-attr]
+    warnings = []
+    if failed:
+        warnings.append(f"{failed} job(s) failed permanently: see `oncall-bot jobs list --failed`, fix the cause, "
+                        "then `oncall-bot jobs retry --all-failed`")
+    if waiting:
+        warnings.append(f"{waiting} job(s) wait for the Slack app or a channel to be fixed: see "
+                        "`oncall-bot jobs list`; they resume by themselves once it is")
+    return warnings
 
 
 def _job_counts(db: Database) -> tuple[int, int]:

@@ -20,17 +20,21 @@ from sqlalchemy import select
 from bot import metrics
 from bot.config import OncallConfig
 from bot.db import Database
-from bot.incidents import JOB_CARD, JOB_NOTIFY, JOB_OPEN
+from bot.incidents import JOB_ANNOUNCE, JOB_CARD, JOB_NOTIFY, JOB_OPEN
 from bot.models import Alert, Incident, Job, TimelineEntry, utcnow
-from bot.outbox import PermanentError, RetryLater
+from bot.outbox import PermanentError, RetryLater, enqueue
 from commands.cards import CardView, announcement, incident_card
-from integrations.slack import SlackClient, SlackError
+from integrations.slack import Channel, SlackClient, SlackError
 
-__all__ = ["SlackSync", "channel_name", "slack_job"]
+__all__ = ["MESSAGE_EVENT", "SETUP_WAIT", "SlackSync", "channel_name", "incident_thread", "message_tag", "post_once",
+           "slack_job", "slack_text"]
 
 log = logging.getLogger(__name__)
 
 CARD_MIN_INTERVAL = 1.0  # seconds between chat.update calls for one card (Slack: ~1 msg/s/channel)
+SETUP_RETRY = 30.0  # seconds between tries while Slack refuses for a reason a person must fix
+SETUP_WAIT = "waiting for Slack setup: "  # how such a job's last_error starts (/readyz counts them)
+MESSAGE_EVENT = "oncall_bot_message"  # the metadata event type on every message the bot posts
 CardDecorator = Callable[[Incident, CardView], None]
 
 
@@ -58,6 +62,10 @@ def slack_job(handler: Callable[[Any, Job], Awaitable[None]]) -> Callable[[Any, 
                 raise RetryLater(str(exc), exc.retry_after) from exc
             if exc.retryable:
                 raise
+            if exc.app_setup or exc.channel_setup:
+                # Never failed: the work waits, and resumes by itself once the app or the
+                # channel is fixed (/readyz and `oncall-bot jobs list` name the fix).
+                raise RetryLater(f"{SETUP_WAIT}{exc}; {exc.fix}", SETUP_RETRY) from exc
             raise PermanentError(str(exc)) from exc
 
     return run
@@ -68,10 +76,12 @@ class SlackSync:
                  clock: Callable[[], datetime] = utcnow) -> None:
         self.db, self.config, self.slack, self.clock = db, config, slack, clock
         self.decorators: list[CardDecorator] = []  # other features add buttons and notes to the card
+        self._bot_user_id: str | None = None
 
     @property
     def handlers(self) -> dict[str, Callable[[Job], Awaitable[None]]]:
-        return {JOB_OPEN: self.open_incident, JOB_CARD: self.update_card, JOB_NOTIFY: self.notify}
+        return {JOB_OPEN: self.open_incident, JOB_ANNOUNCE: self.announce, JOB_CARD: self.update_card,
+                JOB_NOTIFY: self.notify}
 
     # -- storage -------------------------------------------------------------------------
 
@@ -111,57 +121,100 @@ class SlackSync:
         return view
 
     # -- handlers ------------------------------------------------------------------------
+    # A job that runs again (attempts > 1) may have done its work before a crash or a lost
+    # answer: each step first looks for its own earlier result (the channel by its recorded
+    # name, a message by its metadata) and only then acts.
 
     @slack_job
     async def open_incident(self, job: Job) -> None:
         incident = await self._load(job.incident_id)
-        if incident.severity in self.config.channels.dedicated_for:
-            await self._open_channel(incident)
+        retry = job.attempts > 1
+        if incident.severity in self.config.channels.dedicated_for or incident.channel_name:
+            await self._open_channel(incident, retry=retry)
         if incident.card_ts is None:
-            await self._post_card(incident, job)
-        if incident.channel_id and incident.announce_ts is None:
-            text, blocks = announcement(incident, incident.channel_id)
-            ts = await self.slack.post_message(self.config.channels.announce, text, blocks=blocks)
-            await self._save(incident, announce_ts=ts)
+            await self._post_card(incident, job, retry=retry)
 
-    async def _open_channel(self, incident: Incident) -> None:
+    @slack_job
+    async def announce(self, job: Job) -> None:
+        """The incident's line in the announce channel: its own job, outside the incident's lane,
+        so an announce channel that is missing or misconfigured never holds up the card."""
+        incident = await self._load(job.payload.get("incident"))
+        announce = self.config.channels.announce
+        text, blocks = announcement(incident, incident.channel_id)
+        try:
+            if incident.announce_ts is not None:  # the old card became the announcement
+                await self.slack.update_message(announce, incident.announce_ts, text, blocks=blocks)
+                return
+            ts = await post_once(self.slack, announce, text, blocks=blocks, retry=job.attempts > 1,
+                                 tag=message_tag(incident, "announcement"))
+        except SlackError as exc:
+            if exc.channel_setup:
+                raise RetryLater(f"{SETUP_WAIT}announce channel {announce}: {exc.error}; {exc.fix}",
+                                 SETUP_RETRY) from exc
+            raise
+        await self._save(incident, announce_ts=ts)
+
+    async def _open_channel(self, incident: Incident, *, retry: bool) -> None:
         if incident.channel_id is None:
-            channel = await self._create_channel(incident)
-            await self._save(incident, channel_id=channel.id, channel_name=channel.name)
+            channel = await self._create_channel(incident, retry=retry)
+            await asyncio.to_thread(self._channel_created, incident, channel)
             log.info("incident channel created", extra={"incident": incident.id, "channel": channel.name})
         if not incident.channel_ready:
             assert incident.channel_id is not None
-            await self.slack.set_topic(incident.channel_id, f"{incident.severity} · {incident.title}")
-            await self._invite_responders(incident, incident.channel_id)
+            await self.slack.set_topic(incident.channel_id, slack_text(f"{incident.severity} · {incident.title}"))
+            await self._invite_responders(incident, incident.channel_id, retry=retry)
             await self._save(incident, channel_ready=True)
-        if incident.card_ts and incident.card_channel_id != incident.channel_id:
-            # Severity rose after the card went to the incidents channel: that message
-            # becomes the announcement and the card moves into the new channel.
-            await self._save(incident, announce_ts=incident.card_ts, card_ts=None)
-            text, blocks = announcement(incident, incident.channel_id)
-            await self.slack.update_message(self.config.channels.announce, incident.announce_ts or "", text,
-                                            blocks=blocks)
 
-    async def _create_channel(self, incident: Incident):  # type: ignore[no-untyped-def]
+    def _channel_created(self, incident: Incident, channel: Channel) -> None:
+        """Record the channel and queue its announcement in one transaction. A card already
+        posted in the announce channel (severity rose) becomes the announcement there."""
+        moved = incident.card_ts is not None and incident.card_channel_id != channel.id
+        with self.db.session() as session:
+            row = session.get(Incident, incident.id, with_for_update=True)
+            assert row is not None
+            row.channel_id, row.channel_name = channel.id, channel.name
+            if moved:
+                row.announce_ts, row.card_ts = row.card_ts, None
+            if row.announce_ts is None or moved:
+                enqueue(session, JOB_ANNOUNCE, now=self.clock(), payload={"incident": incident.id})
+            incident.channel_id, incident.channel_name = row.channel_id, row.channel_name
+            incident.announce_ts, incident.card_ts = row.announce_ts, row.card_ts
+
+    async def _create_channel(self, incident: Incident, *, retry: bool) -> Channel:
+        private = self.config.channels.private
+        if incident.channel_name and retry:
+            mine = await self.slack.find_channel(incident.channel_name, creator=await self._bot_user(),
+                                                 private=private)
+            if mine is not None:
+                log.info("found the channel an earlier attempt created", extra={"incident": incident.id,
+                                                                                "channel": mine.name})
+                return mine
         base = channel_name(self.config.channels.name_template, incident)
         for attempt in range(1, 10):
             name = base if attempt == 1 else f"{base[:77]}-{attempt}"
+            await self._save(incident, channel_name=name)  # the intent: a retry looks for this name first
             try:
-                return await self.slack.create_channel(name, private=self.config.channels.private)
+                return await self.slack.create_channel(name, private=private)
             except SlackError as exc:
                 if exc.error != "name_taken":
                     raise
                 log.info("channel name taken; trying the next", extra={"channel": name})
         raise PermanentError(f"channel names {base} to {base}-9 are all taken; archive old channels")
 
-    async def _invite_responders(self, incident: Incident, channel: str) -> None:
+    async def _bot_user(self) -> str:
+        if self._bot_user_id is None:
+            self._bot_user_id = (await self.slack.identity()).user_id
+        return self._bot_user_id
+
+    async def _invite_responders(self, incident: Incident, channel: str, *, retry: bool) -> None:
         users, problems = await self._resolve_people(self.config.responders_for(incident.labels))
         if users:
             refused = await self.slack.invite(channel, users)
             problems += [f"<@{user}> ({error})" for user, error in refused]
         if problems:
-            await self.slack.post_message(
-                channel, "Could not invite: " + ", ".join(problems) + ". Check the responders in ONCALL_CONFIG.")
+            await post_once(self.slack, channel,
+                            "Could not invite: " + ", ".join(problems) + ". Check the responders in ONCALL_CONFIG.",
+                            retry=retry, tag=message_tag(incident, "invite_problems"))
 
     async def _resolve_people(self, people: list[str]) -> tuple[list[str], list[str]]:
         users: list[str] = []
@@ -179,10 +232,21 @@ class SlackSync:
             users += [u for u in found if u not in users]
         return users, problems
 
-    async def _post_card(self, incident: Incident, job: Job) -> None:
+    async def _post_card(self, incident: Incident, job: Job, *, retry: bool) -> None:
         channel = incident.channel_id or self.config.channels.announce
         text, blocks = incident_card(await asyncio.to_thread(self._card_view, incident))
-        ts = await self.slack.post_message(channel, text, blocks=blocks)
+        try:
+            ts = await post_once(self.slack, channel, text, blocks=blocks, retry=retry,
+                                 tag=message_tag(incident, "card"))
+        except SlackError as exc:
+            if not (exc.channel_setup and incident.channel_id is None):
+                raise
+            # The announce channel is unusable: this incident gets a channel of its own rather
+            # than appearing nowhere (the announcement waits for the channel to be fixed).
+            log.warning("announce channel unusable; the incident gets its own channel",
+                        extra={"incident": incident.id, "channel": channel, "error": exc.error, "fix": exc.fix})
+            await self._open_channel(incident, retry=retry)
+            return await self._post_card(incident, job, retry=retry)
         await self._save(incident, card_channel_id=channel, card_ts=ts, card_updated_at=self.clock())
         if "webhook_at" in job.payload:
             elapsed = (self.clock() - datetime.fromisoformat(job.payload["webhook_at"])).total_seconds()
@@ -205,8 +269,44 @@ class SlackSync:
     @slack_job
     async def notify(self, job: Job) -> None:
         incident = await self._load(job.incident_id)
-        text = str(job.payload.get("text", ""))
-        if incident.channel_id:
-            await self.slack.post_message(incident.channel_id, text)
-        elif incident.card_ts and incident.card_channel_id:
-            await self.slack.post_message(incident.card_channel_id, text, thread_ts=incident.card_ts)
+        where = incident_thread(incident)
+        if where is None:
+            raise RetryLater("the incident is not in Slack yet", 1.0)
+        channel, thread_ts = where
+        await post_once(self.slack, channel, str(job.payload.get("text", "")), thread_ts=thread_ts,
+                        retry=job.attempts > 1, tag=message_tag(incident, "notice", job=job.id))
+
+
+def incident_thread(incident: Incident) -> tuple[str, str | None] | None:
+    """Where a message about the incident goes: its channel, else its card's thread; None
+    while it has neither yet."""
+    if incident.channel_id:
+        return incident.channel_id, None
+    if incident.card_ts and incident.card_channel_id:
+        return incident.card_channel_id, incident.card_ts
+    return None
+
+
+def message_tag(incident: Incident, kind: str, **extra: Any) -> dict[str, Any]:
+    """The metadata payload naming what a message is. The incident's creation time makes the
+    key unique across database resets (ids start again at 1)."""
+    return {"incident": f"{incident.id}-{int(incident.created_at.timestamp())}", "kind": kind, **extra}
+
+
+async def post_once(slack: SlackClient, channel: str, text: str, *, tag: dict[str, Any], retry: bool,
+                    blocks: list[dict[str, Any]] | None = None, thread_ts: str | None = None) -> str:
+    """Post a message tagged with metadata; on a retry, first look for the one an earlier
+    attempt may have posted (the answer lost to a crash or a timeout) and return its ts."""
+    if retry:
+        found = await slack.find_message(channel, MESSAGE_EVENT, tag, thread_ts=thread_ts)
+        if found is not None:
+            log.info("found the message an earlier attempt posted", extra={"channel": channel, **tag})
+            return found
+    return await slack.post_message(channel, text, blocks=blocks, thread_ts=thread_ts,
+                                    metadata={"event_type": MESSAGE_EVENT, "event_payload": tag})
+
+
+def slack_text(text: str) -> str:
+    """Plain text where Slack parses mentions and links (message `text`, topics): what we
+    composed stays, but untrusted `<`, `>`, `&` cannot become @channel or a link."""
+    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")

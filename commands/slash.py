@@ -18,9 +18,19 @@ HELP = {
 }
 
 
+MENTION_HELP = ("I open a channel and a live card for each Alertmanager alert group, post its runbook, and "
+                "page through PagerDuty. Try `/incident status`, `/oncall` or `/runbook list`.")
+
+
 def register(app: AsyncApp, services: "Services") -> None:
     for command in HELP:
         app.command(command)(_help(command))
+    app.event("app_mention")(_mention_help)
+
+
+async def _mention_help(event: dict[str, Any], say: Any) -> None:
+    """@oncall-bot in a channel: answer in the thread with what the bot does and its commands."""
+    await say(text=MENTION_HELP, thread_ts=event.get("thread_ts") or event.get("ts"))
 
 
 def _help(command: str) -> Any:

@@ -7,7 +7,7 @@ whether retrying can help and, for rate limits, when.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -19,14 +19,26 @@ from slack_sdk.http_retry.builtin_async_handlers import (
 )
 from slack_sdk.web.async_client import AsyncWebClient
 
-__all__ = ["SlackClient", "SlackError", "Channel", "make_web_client"]
+__all__ = ["REQUIRED_SCOPES", "Channel", "ChannelInfo", "Identity", "SlackClient", "SlackError", "make_web_client"]
 
 log = logging.getLogger(__name__)
 
 # Errors that a later attempt can get past; anything else is a problem with the request.
 _TRANSIENT = {"ratelimited", "rate_limited", "internal_error", "fatal_error", "request_timeout",
               "service_unavailable", "team_added_to_org"}
+# Errors that only a person can fix, in the Slack app (token, scopes) or in the workspace (the
+# bot's channel): retrying soon cannot help, but the work must wait, not be dropped.
+_APP_SETUP = {"not_authed", "invalid_auth", "account_inactive", "token_revoked", "token_expired",
+              "missing_scope", "no_permission", "team_access_not_granted", "ekm_access_denied"}
+_CHANNEL_SETUP = {"channel_not_found", "not_in_channel", "is_archived"}
+# The bot scopes the bot uses (manifest.yml requests exactly these); /readyz names any missing.
+REQUIRED_SCOPES = frozenset({
+    "commands", "chat:write", "channels:manage", "channels:read", "channels:history", "groups:write",
+    "groups:read", "groups:history", "users:read", "users:read.email", "usergroups:read", "files:write",
+    "app_mentions:read",
+})
 _INVITE_CHUNK = 100  # conversations.invite takes at most 100 users per call
+_HISTORY_PAGES = 5  # pages of 200 searched for a message of our own: the newest 1,000
 
 
 class SlackError(Exception):
@@ -39,6 +51,47 @@ class SlackError(Exception):
     @property
     def retryable(self) -> bool:
         return self.error in _TRANSIENT or self.status is None or self.status == 429 or self.status >= 500
+
+    @property
+    def app_setup(self) -> bool:
+        """The token or its scopes are wrong: fixed in the Slack app's settings."""
+        return self.error in _APP_SETUP
+
+    @property
+    def channel_setup(self) -> bool:
+        """The channel is gone, archived, or the bot is not in it: fixed in the workspace."""
+        return self.error in _CHANNEL_SETUP
+
+    @property
+    def fix(self) -> str:
+        """What a person should do about it, in one sentence."""
+        if self.error == "missing_scope":
+            needed = self.detail.get("needed") if isinstance(self.detail, dict) else None
+            return f"add the scope {needed or '(see manifest.yml)'} to the Slack app and reinstall it"
+        if self.app_setup:
+            return "the bot token is not valid: reinstall the Slack app and update SLACK_BOT_TOKEN"
+        if self.error == "not_in_channel":
+            return "invite the bot to the channel (/invite @oncall-bot)"
+        if self.channel_setup:
+            return "the channel does not exist or is archived: create it or fix channels.announce in ONCALL_CONFIG"
+        return "see the error in Slack's API documentation"
+
+
+@dataclass(frozen=True)
+class Identity:
+    """Who the token is (auth.test): the bot's user id and the scopes it was granted."""
+
+    user_id: str
+    team: str
+    scopes: frozenset[str]
+
+
+@dataclass(frozen=True)
+class ChannelInfo:
+    id: str
+    name: str
+    is_member: bool
+    is_archived: bool
 
 
 @dataclass(frozen=True)
@@ -66,6 +119,9 @@ class SlackClient:
         self._on_call = on_call or (lambda method, outcome: None)
 
     async def _call(self, method: str, **args: Any) -> dict[str, Any]:
+        return dict((await self._call_response(method, **args)).data)  # type: ignore[arg-type]
+
+    async def _call_response(self, method: str, **args: Any) -> Any:
         args = {k: v for k, v in args.items() if v is not None}
         try:
             response = await self.web.api_call(method, json=args) if _json_method(method) else \
@@ -83,7 +139,65 @@ class SlackClient:
             raise SlackError(method, f"Slack unreachable at {self.web.base_url} ({exc.__class__.__name__}: {exc}); "
                                      "check SLACK_API_URL and the network") from exc
         self._on_call(method, "ok")
-        return dict(response.data)  # type: ignore[arg-type]
+        return response
+
+    async def identity(self) -> Identity:
+        response = await self._call_response("auth.test")
+        scopes = response.headers.get("x-oauth-scopes") or response.headers.get("X-OAuth-Scopes") or ""
+        data = dict(response.data)  # type: ignore[arg-type]
+        return Identity(user_id=str(data.get("user_id", "")), team=str(data.get("team", "")),
+                        scopes=frozenset(s.strip() for s in str(scopes).split(",") if s.strip()))
+
+    async def channel_info(self, channel: str) -> ChannelInfo:
+        data = await self._call("conversations.info", channel=channel)
+        found = data["channel"]
+        return ChannelInfo(id=found["id"], name=found.get("name", ""), is_member=bool(found.get("is_member")),
+                           is_archived=bool(found.get("is_archived")))
+
+    async def find_channel(self, name: str, *, creator: str, private: bool = False) -> Channel | None:
+        """The unarchived channel of this name that `creator` made, if there is one."""
+        types = "private_channel" if private else "public_channel"
+        async for found in self._channels(types, exclude_archived=True):
+            if found.get("name") == name and found.get("creator") == creator:
+                return Channel(id=found["id"], name=found["name"])
+        return None
+
+    async def find_channel_by_name(self, name: str) -> ChannelInfo | None:
+        async for found in self._channels("public_channel,private_channel", exclude_archived=False):
+            if found.get("name") == name:
+                return ChannelInfo(id=found["id"], name=name, is_member=bool(found.get("is_member")),
+                                   is_archived=bool(found.get("is_archived")))
+        return None
+
+    async def _channels(self, types: str, *, exclude_archived: bool) -> AsyncIterator[dict[str, Any]]:
+        cursor = ""
+        while True:
+            data = await self._call("conversations.list", types=types, exclude_archived=exclude_archived,
+                                    limit=1000, cursor=cursor or None)
+            for found in data.get("channels", []):
+                yield found
+            cursor = (data.get("response_metadata") or {}).get("next_cursor") or ""
+            if not cursor:
+                return
+
+    async def find_message(self, channel: str, event_type: str, payload: dict[str, Any], *,
+                           thread_ts: str | None = None) -> str | None:
+        """The ts of a recent message carrying this metadata (all of `payload`'s keys equal),
+        in the channel or in one thread. How a retried post finds what it already posted."""
+        method, where = ("conversations.replies", {"ts": thread_ts}) if thread_ts else ("conversations.history", {})
+        cursor = ""
+        for _ in range(_HISTORY_PAGES):
+            data = await self._call(method, channel=channel, limit=200, include_all_metadata=True,
+                                    cursor=cursor or None, **where)
+            for message in data.get("messages", []):
+                meta = message.get("metadata") or {}
+                found = meta.get("event_payload") or {}
+                if meta.get("event_type") == event_type and all(found.get(k) == v for k, v in payload.items()):
+                    return str(message["ts"])
+            cursor = (data.get("response_metadata") or {}).get("next_cursor") or ""
+            if not cursor:
+                return None
+        return None
 
     async def create_channel(self, name: str, *, private: bool = False) -> Channel:
         data = await self._call("conversations.create", name=name, is_private=private)
@@ -109,9 +223,10 @@ class SlackClient:
         return refused
 
     async def post_message(self, channel: str, text: str, *, blocks: list[dict[str, Any]] | None = None,
-                           thread_ts: str | None = None) -> str:
+                           thread_ts: str | None = None, metadata: dict[str, Any] | None = None) -> str:
+        """`metadata` ({"event_type", "event_payload"}) lets `find_message` find this message again."""
         data = await self._call("chat.postMessage", channel=channel, text=text, blocks=blocks, thread_ts=thread_ts,
-                                unfurl_links=False)
+                                unfurl_links=False, metadata=metadata)
         return str(data["ts"])
 
     async def update_message(self, channel: str, ts: str, text: str, *,

@@ -41,6 +41,16 @@ class Message:
     thread_ts: str | None = None
     edits: int = 0
     files: list[str] = field(default_factory=list)
+    metadata: dict[str, Any] | None = None
+
+    def as_slack(self, *, with_metadata: bool = False) -> dict[str, Any]:
+        found: dict[str, Any] = {"type": "message", "ts": self.ts, "text": self.text, "user": self.user,
+                                 "bot_id": "B0001", "blocks": self.blocks}
+        if self.thread_ts:
+            found["thread_ts"] = self.thread_ts
+        if with_metadata and self.metadata:
+            found["metadata"] = self.metadata
+        return found
 
 
 @dataclass
@@ -52,11 +62,13 @@ class Channel:
     members: set[str] = field(default_factory=set)
     archived: bool = False
     messages: list[Message] = field(default_factory=list)
+    creator: str = "UADMIN"
+    created: int = field(default_factory=lambda: int(time.time()))
 
     def as_slack(self) -> dict[str, Any]:
         return {"id": self.id, "name": self.name, "is_channel": not self.is_private, "is_group": self.is_private,
-                "is_private": self.is_private, "is_archived": self.archived, "created": 1700000000,
-                "creator": "UBOT", "is_member": "UBOT" in self.members, "num_members": len(self.members),
+                "is_private": self.is_private, "is_archived": self.archived, "created": self.created,
+                "creator": self.creator, "is_member": "UBOT" in self.members, "num_members": len(self.members),
                 "topic": {"value": self.topic, "creator": "UBOT", "last_set": 0},
                 "purpose": {"value": "", "creator": "", "last_set": 0}}
 
@@ -81,6 +93,34 @@ class _SlackError(Exception):
         self.body = {"ok": False, "error": error, **extra}
 
 
+# The bot scope each method needs (platform.md §1.4); a token without it gets `missing_scope`.
+SCOPES = {
+    "conversations.create": "channels:manage", "conversations.invite": "channels:manage",
+    "conversations.setTopic": "channels:manage", "conversations.archive": "channels:manage",
+    "conversations.info": "channels:read", "conversations.list": "channels:read",
+    "conversations.members": "channels:read", "conversations.history": "channels:history",
+    "conversations.replies": "channels:history", "chat.postMessage": "chat:write", "chat.update": "chat:write",
+    "chat.postEphemeral": "chat:write", "users.info": "users:read", "users.lookupByEmail": "users:read.email",
+    "usergroups.users.list": "usergroups:read", "files.getUploadURLExternal": "files:write",
+    "files.completeUploadExternal": "files:write", "reactions.add": "reactions:write",
+}
+
+
+class Hold:
+    """A call held mid-flight: Slack has done the work (`after`) or not yet (`before`), and the
+    answer waits for `release()`; a test kills the bot meanwhile, as a crash would."""
+
+    def __init__(self, method: str, when: str, match: Callable[[dict[str, Any]], bool]) -> None:
+        self.method, self.when, self.match = method, when, match
+        self.reached, self._released = threading.Event(), threading.Event()
+
+    def release(self) -> None:
+        self._released.set()
+
+    def wait_released(self) -> None:
+        self._released.wait(timeout=60)
+
+
 def _require(args: dict[str, Any], *names: str) -> None:
     for name in names:
         if args.get(name) in (None, ""):
@@ -99,6 +139,11 @@ class FakeSlack:
         self.ephemerals: list[tuple[str, str, Message]] = []  # (channel, user, message)
         self._pending_files: dict[str, dict[str, Any]] = {}
         self._failures: list[tuple[str, str, int, int | None]] = []
+        self._holds: list[Hold] = []
+        self.scopes: set[str] = set(SCOPES.values()) | {"commands", "app_mentions:read", "groups:write",
+                                                         "groups:read", "groups:history", "chat:write.public"}
+        self.revoked = False
+        self._last_ts = 0.0
         self._down = False
         self._lock = threading.RLock()
         self._ids = itertools.count(1)
@@ -157,6 +202,13 @@ class FakeSlack:
     def channel_by_name(self, name: str) -> Channel | None:
         return next((c for c in self.channels.values() if c.name == name), None)
 
+    def tagged(self, kind: str) -> list[tuple[str, Message]]:
+        """(channel id, message) of every message whose metadata says it is a `kind`
+        (card, announcement, notice, ...): "posted once" is checkable across all channels."""
+        with self._lock:
+            return [(c.id, m) for c in self.channels.values() for m in c.messages
+                    if m.metadata and m.metadata.get("event_payload", {}).get("kind") == kind]
+
     def messages(self, channel_id: str | None) -> list[Message]:
         with self._lock:
             return list(self.channels[channel_id].messages) if channel_id in self.channels else []
@@ -177,6 +229,22 @@ class FakeSlack:
         with self._lock:
             self._failures += [(method, error, status, retry_after)] * times
 
+    def hold(self, method: str, *, when: str = "after",
+             match: Callable[[dict[str, Any]], bool] = lambda args: True) -> Hold:
+        """Hold the next call of `method` whose arguments `match`: its effect is applied
+        (`after`) or not (`before`), and its answer waits until the test releases it."""
+        hold = Hold(method, when, match)
+        with self._lock:
+            self._holds.append(hold)
+        return hold
+
+    def _take_hold(self, method: str, args: dict[str, Any]) -> Hold | None:
+        with self._lock:
+            hold = next((h for h in self._holds if h.method == method and h.match(args)), None)
+            if hold:
+                self._holds.remove(hold)
+            return hold
+
     def set_down(self, down: bool) -> None:
         """Down: every call answers HTTP 503 service_unavailable, as Slack does in an outage."""
         self._down = down
@@ -185,7 +253,14 @@ class FakeSlack:
 
     def handle(self, method: str, args: dict[str, Any], headers: dict[str, str]) -> tuple[int, dict[str, Any], dict[str, str]]:
         call = Call(method, args, headers)
+        hold = self._take_hold(method, args)
+        if hold and hold.when == "before":
+            hold.reached.set()
+            hold.wait_released()
         status, body, extra = self._answer(method, args, headers)
+        if hold and hold.when == "after":
+            hold.reached.set()
+            hold.wait_released()
         call.status, call.response = status, body
         with self._lock:
             self.calls.append(call)
@@ -199,6 +274,14 @@ class FakeSlack:
             return 200, {"ok": False, "error": "not_authed"}, {}
         if auth != f"Bearer {self.token}":
             return 200, {"ok": False, "error": "invalid_auth"}, {}
+        if self.revoked:
+            return 200, {"ok": False, "error": "token_revoked"}, {}
+        needed = SCOPES.get(method)
+        if needed and needed not in self.scopes:
+            return 200, {"ok": False, "error": "missing_scope", "needed": needed,
+                         "provided": ",".join(sorted(self.scopes))}, {}
+        if method == "auth.test":  # Slack names the token's scopes in a header
+            return 200, {"ok": True, **self._m_auth_test(args)}, {"x-oauth-scopes": ",".join(sorted(self.scopes))}
         with self._lock:
             failure = next((f for f in self._failures if f[0] == method), None)
             if failure:
@@ -216,19 +299,21 @@ class FakeSlack:
         except _SlackError as exc:
             return 200, exc.body, {}
 
-    def _channel(self, ref: str | None, *, member: bool = False) -> Channel:
+    def _channel(self, ref: str | None, *, member: bool = False, archived_ok: bool = False) -> Channel:
         ref = (ref or "").lstrip("#")
         channel = self.channels.get(ref) or self.channel_by_name(ref)
         if channel is None:
             raise _SlackError("channel_not_found")
         if member and self.bot_user_id not in channel.members:
             raise _SlackError("not_in_channel")
-        if channel.archived:
+        if channel.archived and not archived_ok:
             raise _SlackError("is_archived")
         return channel
 
     def _new_ts(self) -> str:
-        return f"{1700000000 + next(self._ts)}.000100"
+        # Slack's ts: the wall-clock time of posting, unique per channel (microsecond steps here).
+        self._last_ts = max(time.time(), self._last_ts + 0.000001)
+        return f"{self._last_ts:.6f}"
 
     # -- methods (platform.md §1.4) ----------------------------------------------------------------
 
@@ -250,6 +335,7 @@ class FakeSlack:
             raise _SlackError("name_taken")  # archived channels keep their names too
         channel = self.add_channel(name)
         channel.is_private = str(args.get("is_private")) in ("1", "true", "True")
+        channel.creator = self.bot_user_id
         return {"channel": channel.as_slack()}
 
     def _m_conversations_invite(self, args: dict[str, Any]) -> dict[str, Any]:
@@ -282,6 +368,34 @@ class FakeSlack:
     def _m_conversations_info(self, args: dict[str, Any]) -> dict[str, Any]:
         return {"channel": self._channel(args.get("channel")).as_slack()}
 
+    def _m_conversations_list(self, args: dict[str, Any]) -> dict[str, Any]:
+        types = set(str(args.get("types") or "public_channel").split(","))
+        found = [c for c in self.channels.values()
+                 if ("private_channel" if c.is_private else "public_channel") in types
+                 and not (c.archived and str(args.get("exclude_archived")) in ("1", "true"))]
+        page, cursor = _page(found, args, default=100, most=1000)
+        return {"channels": [c.as_slack() for c in page], "response_metadata": {"next_cursor": cursor}}
+
+    def _m_conversations_history(self, args: dict[str, Any]) -> dict[str, Any]:
+        _require(args, "channel")
+        channel = self._channel(args["channel"], member=True, archived_ok=True)
+        top = [m for m in reversed(channel.messages) if not m.thread_ts or m.thread_ts == m.ts]  # newest first
+        page, cursor = _page(top, args, default=100, most=999)
+        with_metadata = str(args.get("include_all_metadata")) in ("1", "true", "True")
+        return {"messages": [m.as_slack(with_metadata=with_metadata) for m in page], "has_more": bool(cursor),
+                "response_metadata": {"next_cursor": cursor}}
+
+    def _m_conversations_replies(self, args: dict[str, Any]) -> dict[str, Any]:
+        _require(args, "channel", "ts")
+        channel = self._channel(args["channel"], member=True, archived_ok=True)
+        if not any(m.ts == args["ts"] for m in channel.messages):
+            raise _SlackError("thread_not_found")
+        thread = [m for m in channel.messages if m.ts == args["ts"] or m.thread_ts == args["ts"]]  # oldest first
+        page, cursor = _page(thread, args, default=100, most=1000)
+        with_metadata = str(args.get("include_all_metadata")) in ("1", "true", "True")
+        return {"messages": [m.as_slack(with_metadata=with_metadata) for m in page], "has_more": bool(cursor),
+                "response_metadata": {"next_cursor": cursor}}
+
     def _m_conversations_members(self, args: dict[str, Any]) -> dict[str, Any]:
         channel = self._channel(args.get("channel"))
         return {"members": sorted(channel.members), "response_metadata": {"next_cursor": ""}}
@@ -302,7 +416,7 @@ class FakeSlack:
         if thread_ts and not any(m.ts == thread_ts for m in channel.messages):
             raise _SlackError("thread_not_found")
         message = Message(ts=self._new_ts(), text=text[:40000], blocks=blocks, user=self.bot_user_id,
-                          thread_ts=thread_ts)
+                          thread_ts=thread_ts, metadata=_metadata(args))
         if not ephemeral:
             channel.messages.append(message)
         return message
@@ -426,6 +540,31 @@ def _blocks(args: dict[str, Any]) -> list[dict[str, Any]]:
         raise _SlackError("invalid_blocks", errors=problems,
                           response_metadata={"messages": [f"[ERROR] {p}" for p in problems]})
     return blocks
+
+
+def _metadata(args: dict[str, Any]) -> dict[str, Any] | None:
+    """Message metadata: {"event_type": "a_name", "event_payload": {...}} or Slack refuses it."""
+    raw = args.get("metadata")
+    if raw in (None, ""):
+        return None
+    try:
+        metadata = json.loads(raw) if isinstance(raw, str) else raw
+    except json.JSONDecodeError as exc:
+        raise _SlackError("invalid_metadata_format") from exc
+    if not isinstance(metadata, dict) or not isinstance(metadata.get("event_type"), str) \
+            or not isinstance(metadata.get("event_payload"), dict):
+        raise _SlackError("invalid_metadata_format")
+    if len(json.dumps(metadata)) > 8000:
+        raise _SlackError("metadata_too_large")
+    return metadata
+
+
+def _page(items: list[Any], args: dict[str, Any], *, default: int, most: int) -> tuple[list[Any], str]:
+    """Cursor pagination as Slack does it: `limit` items from `cursor`, and the next cursor or ""."""
+    limit = min(int(args.get("limit") or default), most)
+    start = int(str(args.get("cursor") or "0").removeprefix("c:") or 0)
+    rest = start + limit
+    return items[start:rest], (f"c:{rest}" if rest < len(items) else "")
 
 
 def _handler(fake: FakeSlack) -> type[BaseHTTPRequestHandler]:
