@@ -1,0 +1,197 @@
+"""Slack set up wrong (a typo in the announce channel, a revoked token, a missing scope): no
+incident is lost, /readyz names the fix, and the work resumes by itself once it is fixed.
+Also: the manifest asks for exactly what the code uses, and every event it subscribes to has
+a listener."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+import yaml
+from sqlalchemy import select
+
+from bot.config import OncallConfig
+from bot.models import Incident, Job, JobStatus
+from bot.outbox import MAX_BACKOFF_SECONDS
+from commands.slack_sync import SETUP_RETRY, SETUP_WAIT
+from integrations.slack import REQUIRED_SCOPES
+from tests.alerts import alert, group, resolved
+from tests.conftest import FakeClock, RunningBot, make_settings, start_bot, wait_for
+from tests.fakes.slack import FakeSlack, Message
+from tests.slack_requests import post_to_slack_events, signed_headers
+
+MANIFEST = Path(__file__).parent.parent / "manifest.yml"
+WARNING_GROUP = group(alert("DiskFilling", labels={"severity": "warning"}), group_key='{}:{alertname="DiskFilling"}')
+
+
+def _bot(database_url: str, slack: FakeSlack, clock: FakeClock, announce: str = "C0INCIDENTS",
+         **settings: object) -> RunningBot:
+    config = OncallConfig.model_validate({"channels": {"announce": announce}})
+    return start_bot(make_settings(database_url, slack, config, **settings), clock=clock)
+
+
+@pytest.fixture
+def running() -> Iterator[list[RunningBot]]:
+    bots: list[RunningBot] = []
+    yield bots
+    for bot in bots:
+        bot.stop()
+        bot.services.db.dispose()
+
+
+def _incident(bot: RunningBot, incident_id: int) -> Incident:
+    with bot.services.db.read() as session:
+        row = session.get(Incident, incident_id)
+        assert row is not None
+        return row
+
+
+def _jobs(bot: RunningBot, kind: str | None = None) -> list[Job]:
+    with bot.services.db.read() as session:
+        return [j for j in session.scalars(select(Job).order_by(Job.id)) if kind in (None, j.kind)]
+
+
+def _readyz(bot: RunningBot) -> httpx.Response:
+    # The Slack check is cached for 30 s: each test starts its own bot, so it sees its own setup.
+    return httpx.get(f"{bot.url}/readyz", timeout=10)
+
+
+def _settle_running(bot: RunningBot) -> None:
+    wait_for(lambda: not [j for j in _jobs(bot) if j.status == JobStatus.RUNNING], what="no job mid-call")
+
+
+def test_missing_announce_channel_a_p3_gets_its_own_channel_and_the_announcement_waits(
+        database_url: str, slack: FakeSlack, clock: FakeClock, running: list[RunningBot]) -> None:
+    bot = _bot(database_url, slack, clock, announce="C0TYPO")
+    running.append(bot)
+    reply = _readyz(bot)
+    assert reply.status_code == 200 and reply.json()["status"] == "degraded"
+    assert any("'C0TYPO'" in w and "does not exist" in w for w in reply.json()["warnings"])
+
+    incident_id = bot.post_alerts(WARNING_GROUP).json()["incident_id"]
+    row = wait_for(lambda: (r := _incident(bot, incident_id)).card_ts and r, what="the card somewhere")
+    assert row.severity == "P3" and row.channel_id and row.card_channel_id == row.channel_id
+    wait_for(lambda: any(j.attempts for j in _jobs(bot, "slack.announce")), what="the announcement tried")
+    _settle_running(bot)
+    (announce,) = _jobs(bot, "slack.announce")
+    assert announce.status == JobStatus.PENDING and announce.last_error.startswith(SETUP_WAIT)
+    assert "channels.announce" in announce.last_error  # the fix is named
+    assert not [j for j in _jobs(bot) if j.status == JobStatus.FAILED]
+
+    slack.add_channel("incidents-typo", channel_id="C0TYPO")  # someone creates it
+    clock.advance(seconds=SETUP_RETRY + 1)
+    wait_for(lambda: _incident(bot, incident_id).announce_ts, what="the announcement once the channel exists")
+    assert f"<#{row.channel_id}>" in json.dumps(slack.messages("C0TYPO")[-1].blocks)
+
+
+def test_missing_announce_channel_never_holds_up_a_p1_card(
+        database_url: str, slack: FakeSlack, clock: FakeClock, running: list[RunningBot]) -> None:
+    bot = _bot(database_url, slack, clock, announce="missing-channel")
+    running.append(bot)
+    incident_id = bot.post_alerts(group()).json()["incident_id"]
+    row = wait_for(lambda: (r := _incident(bot, incident_id)).card_ts and r, what="the P1 card")
+    assert row.card_channel_id == row.channel_id
+    # Later notices in the incident's lane are not queued behind the waiting announcement.
+    assert bot.post_alerts(resolved(group())).json()["outcome"] == "resolved"
+    wait_for(lambda: any("Resolved" in m.text for m in slack.messages(row.channel_id)), what="the resolve notice")
+    _settle_running(bot)
+    (announce,) = _jobs(bot, "slack.announce")
+    assert announce.status == JobStatus.PENDING and _incident(bot, incident_id).announce_ts is None
+
+
+def test_revoked_token_keeps_the_work_and_resumes_once_fixed(
+        database_url: str, slack: FakeSlack, clock: FakeClock, running: list[RunningBot]) -> None:
+    slack.revoked = True
+    bot = _bot(database_url, slack, clock)
+    running.append(bot)
+    reply = _readyz(bot)
+    assert reply.status_code == 503
+    assert any("token_revoked" in p and "SLACK_BOT_TOKEN" in p for p in reply.json()["problems"])
+
+    incident_id = bot.post_alerts(group()).json()["incident_id"]
+    wait_for(lambda: any(j.attempts for j in _jobs(bot, "slack.open_incident")), what="a first attempt")
+    _settle_running(bot)
+    (opening,) = _jobs(bot, "slack.open_incident")
+    assert opening.status == JobStatus.PENDING and "token_revoked" in (opening.last_error or "")
+
+    slack.revoked = False  # the app was reinstalled
+    clock.advance(seconds=SETUP_RETRY + 1)
+    wait_for(lambda: _incident(bot, incident_id).card_ts, what="the card once the token works")
+
+
+def test_missing_scope_is_named_in_readyz(
+        database_url: str, slack: FakeSlack, clock: FakeClock, running: list[RunningBot]) -> None:
+    slack.scopes -= {"channels:history", "usergroups:read"}
+    bot = _bot(database_url, slack, clock)
+    running.append(bot)
+    reply = _readyz(bot)
+    assert reply.status_code == 503
+    (problem,) = reply.json()["problems"]
+    assert "channels:history, usergroups:read" in problem and "reinstall" in problem
+
+
+def test_bot_not_in_the_announce_channel_is_a_warning(
+        database_url: str, slack: FakeSlack, clock: FakeClock, running: list[RunningBot]) -> None:
+    slack.add_channel("ops", channel_id="C0OPS").members.discard(slack.bot_user_id)
+    bot = _bot(database_url, slack, clock, announce="#ops")
+    running.append(bot)
+    reply = _readyz(bot).json()
+    assert reply["status"] == "degraded" and any("/invite @oncall-bot" in w for w in reply["warnings"])
+
+
+def test_a_healthy_setup_is_ready(database_url: str, slack: FakeSlack, clock: FakeClock,
+                                  running: list[RunningBot]) -> None:
+    bot = _bot(database_url, slack, clock)
+    running.append(bot)
+    assert _readyz(bot).json() == {"status": "ready", "problems": [], "warnings": []}
+
+
+def test_after_an_outage_every_retry_is_due_within_the_backoff_cap(
+        database_url: str, slack: FakeSlack, clock: FakeClock, running: list[RunningBot]) -> None:
+    bot = _bot(database_url, slack, clock)
+    running.append(bot)
+    slack.set_down(True)
+    for i in range(5):
+        bot.post_alerts(group(alert(f"Outage{i}"), group_key=f'{{}}:{{alertname="Outage{i}"}}'))
+    for _ in range(8):  # many failed attempts: the backoff has grown as far as it goes
+        _settle_running(bot)
+        clock.advance(seconds=MAX_BACKOFF_SECONDS + 1)
+        wait_for(lambda: not [j for j in _jobs(bot, "slack.open_incident") if j.status == JobStatus.PENDING
+                              and j.run_at <= clock()], what="the due retries tried")
+    assert min(j.attempts for j in _jobs(bot, "slack.open_incident")) >= 5
+    slack.set_down(False)
+    _settle_running(bot)
+    clock.advance(seconds=MAX_BACKOFF_SECONDS + 1)  # the longest any retry waits
+    with bot.services.db.read() as session:
+        incidents = list(session.scalars(select(Incident)))
+    wait_for(lambda: all(_incident(bot, i.id).card_ts for i in incidents), what="the backlog drained")
+
+
+def test_manifest_requests_exactly_the_scopes_the_code_uses() -> None:
+    manifest = yaml.safe_load(MANIFEST.read_text())
+    assert set(manifest["oauth_config"]["scopes"]["bot"]) == REQUIRED_SCOPES
+
+
+def test_every_subscribed_event_and_command_has_a_listener(bot: RunningBot, slack: FakeSlack) -> None:
+    manifest = yaml.safe_load(MANIFEST.read_text())
+    assert manifest["settings"]["event_subscriptions"]["bot_events"] == ["app_mention"]
+    slack.channels["C0INCIDENTS"].messages.append(Message(ts="1.000001", text="<@UBOT> help", blocks=[],
+                                                          user="U0ALICE"))
+    event = {"token": "x", "team_id": "T0001", "api_app_id": "A0001", "type": "event_callback",
+             "event_id": "Ev01", "event_time": 1,
+             "event": {"type": "app_mention", "user": "U0ALICE", "text": "<@UBOT> help", "ts": "1.000001",
+                       "channel": "C0INCIDENTS", "event_ts": "1.000001"}}
+    body = json.dumps(event).encode()
+    reply = httpx.post(f"{bot.url}/slack/events", content=body,
+                       headers={**signed_headers(body), "Content-Type": "application/json"})
+    assert reply.status_code == 200
+    wait_for(lambda: any(c.args.get("thread_ts") == "1.000001" and "/incident" in str(c.args.get("text"))
+                         for c in slack.calls_to("chat.postMessage")), what="the help answer in the thread")
+    from tests.slack_requests import slash_command
+    for command in manifest["features"]["slash_commands"]:
+        answer = post_to_slack_events(bot.url, slash_command(command["command"], "help"))
+        assert answer.status_code == 200 and answer.text, command["command"]
