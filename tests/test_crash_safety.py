@@ -53,14 +53,19 @@ class BotProcess:
                 self.process.kill()
 
 
-def start_process(database_url: str, slack: FakeSlack, tmp_path: Path, n: int) -> BotProcess:
+def start_process(database_url: str, slack: FakeSlack, tmp_path: Path, n: int,
+                  lease_seconds: float | None = 1.0) -> BotProcess:
+    """`oncall-bot serve` as its own process; `lease_seconds` short so that a restart resumes at
+    once (None: the production default)."""
     config = tmp_path / "oncall.json"  # JSON is YAML
     config.write_text(json.dumps(CONFIG))
     port = free_port()
     env = {**os.environ, "SLACK_BOT_TOKEN": slack.token, "SLACK_SIGNING_SECRET": SIGNING_SECRET,
            "SLACK_API_URL": slack.base_url, "DATABASE_URL": database_url,
            "ALERTMANAGER_WEBHOOK_TOKEN": WEBHOOK_TOKEN, "ONCALL_CONFIG": str(config),
-           "ONCALL_JOB_LEASE_SECONDS": "1", "LOG_LEVEL": "INFO"}
+           "LOG_LEVEL": "INFO"}
+    if lease_seconds is not None:
+        env["ONCALL_JOB_LEASE_SECONDS"] = str(lease_seconds)
     log = tmp_path / f"bot-{n}.log"
     process = subprocess.Popen([sys.executable, "-m", "commands.cli", "serve", "--host", "127.0.0.1",
                                 "--port", str(port)], env=env, stdout=log.open("wb"), stderr=subprocess.STDOUT)
