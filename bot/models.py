@@ -66,7 +66,7 @@ class AlertGroup(SQLModel, table=True):
     __table_args__ = (UniqueConstraint("receiver", "group_key", name="uq_alert_group_key"),)
 
     id: int | None = Field(default=None, primary_key=True)
-    receiver: str = Field(max_length=256)
+    receiver: str = Field(sa_type=Text)  # alert-derived values: text, never a VARCHAR that refuses one
     group_key: str = Field(sa_type=Text)
     current_incident_id: int | None = Field(default=None)
     created_at: datetime = _ts(default_factory=utcnow)
@@ -82,11 +82,11 @@ class Incident(SQLModel, table=True):
     group_id: int | None = Field(default=None, foreign_key="alert_group.id", index=True)
     episode: int = 1
     title: str = Field(sa_type=Text)
-    alertname: str = Field(max_length=256)
+    alertname: str = Field(sa_type=Text)
     severity: str = Field(max_length=2)
     status: IncidentStatus = Field(default=IncidentStatus.DETECTED, sa_type=String(16))  # plain text: new states need no enum migration
-    service: str | None = Field(default=None, max_length=256)
-    namespace: str | None = Field(default=None, max_length=256)
+    service: str | None = Field(default=None, sa_type=Text)
+    namespace: str | None = Field(default=None, sa_type=Text)
     labels: dict[str, str] = _json(dict)
     annotations: dict[str, str] = _json(dict)
     external_url: str = Field(default="", sa_type=Text)
@@ -117,8 +117,8 @@ class Alert(SQLModel, table=True):
 
     id: int | None = Field(default=None, primary_key=True)
     incident_id: int = Field(foreign_key="incident.id", index=True)
-    fingerprint: str = Field(max_length=64)
-    alertname: str = Field(max_length=256)
+    fingerprint: str = Field(sa_type=Text)
+    alertname: str = Field(sa_type=Text)
     status: str = Field(max_length=16)
     labels: dict[str, str] = _json(dict)
     annotations: dict[str, str] = _json(dict)
@@ -187,4 +187,6 @@ class RunbookStep(SQLModel, table=True):
     runs: int = 0
     last_run_by: str | None = Field(default=None, max_length=64)
     last_run_at: datetime | None = _ts(default=None)
+    last_ok: bool | None = Field(default=None)  # the last run's result; None until it first runs
+    last_outcome: str | None = Field(default=None, sa_type=Text)  # its summary, or why it failed
     created_at: datetime = _ts(default_factory=utcnow)

@@ -10,6 +10,7 @@ import asyncio
 import hmac
 import json
 import logging
+import re
 from collections.abc import Callable
 from datetime import datetime
 
@@ -45,7 +46,8 @@ class WebhookEndpoint:
     async def handle(self, request: Request) -> JSONResponse:
         try:
             self._authenticate(request)
-            message = _parse(await self._read_body(request))
+            body = await self._read_body(request)
+            message = await asyncio.to_thread(_parse, body)  # a 10 MiB body takes a while: not on the event loop
         except _Reject as rej:
             metrics.WEBHOOKS.labels(outcome=f"rejected_{rej.status}").inc()
             log.warning("webhook rejected (%s): %s", rej.status, rej.error, extra={"status": rej.status, "error": rej.error})
@@ -71,17 +73,33 @@ class WebhookEndpoint:
     async def _read_body(self, request: Request) -> bytes:
         limit = self.settings.max_webhook_bytes
         declared = request.headers.get("content-length")
-        if declared and declared.isdigit() and int(declared) > limit:
-            raise _Reject(413, f"body is {declared} bytes; the limit is {limit} (lower max_alerts in Alertmanager)")
-        body = bytearray()
+        if declared and declared.isdigit() and int(declared) > _DRAIN_FACTOR * limit:
+            raise self._too_big(int(declared), limit, _Oversize())
+        body, oversize = bytearray(), None
         try:
             async for chunk in request.stream():
-                body += chunk
-                if len(body) > limit:
-                    raise _Reject(413, f"body exceeds {limit} bytes (lower max_alerts in Alertmanager)")
+                if oversize is None and len(body) + len(chunk) <= limit:
+                    body += chunk
+                    continue
+                # Over the limit: read on (up to a bound) only to name the group in the log.
+                oversize = oversize or _Oversize(bytes(body))
+                oversize.add(chunk)
+                if oversize.size > _DRAIN_FACTOR * limit:
+                    break
         except ClientDisconnect as exc:
             raise _Reject(400, "client disconnected before the body was complete") from exc
+        if oversize is not None:
+            raise self._too_big(oversize.size, limit, oversize)
         return bytes(body)
+
+    @staticmethod
+    def _too_big(size: int, limit: int, seen: _Oversize) -> _Reject:
+        receiver, group_key = seen.field("receiver"), seen.field("groupKey")
+        log.error("webhook over the body limit: this notification is lost; lower max_alerts in Alertmanager's "
+                  "webhook_config", extra={"bytes": size, "limit": limit, "receiver": receiver,
+                                           "group_key": group_key})
+        return _Reject(413, f"body is {size} bytes or more; the limit is {limit} "
+                            "(lower max_alerts in Alertmanager's webhook_config)")
 
     def _persist(self, message: WebhookMessage) -> IngestResult:
         with self.db.session() as session:
@@ -91,13 +109,45 @@ class WebhookEndpoint:
 def _parse(body: bytes) -> WebhookMessage:
     try:
         data = json.loads(body)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise _Reject(400, f"body is not valid JSON: {exc}") from exc
+    except RecursionError as exc:
+        raise _Reject(400, "body is not valid JSON: nested too deeply; send Alertmanager's webhook payload") from exc
+    except ValueError as exc:  # JSONDecodeError, UnicodeDecodeError, an integer of over 4300 digits
+        raise _Reject(400, f"body is not valid JSON: {str(exc)[:300]}") from exc
     try:
         return WebhookMessage.model_validate(data)
     except ValidationError as exc:
         problems = [
-            {"field": ".".join(str(p) for p in err["loc"]), "problem": err["msg"]} for err in exc.errors()[:20]
+            {"field": ".".join(str(p) for p in err["loc"])[:200], "problem": err["msg"][:300]}
+            for err in exc.errors()[:20]
         ]
         first = problems[0]
         raise _Reject(422, f"{first['field'] or 'body'}: {first['problem']}", problems=problems) from exc
+
+
+# How far past the limit a body is read, to find its receiver and groupKey for the log.
+_DRAIN_FACTOR = 4
+_EDGE = 65_536  # bytes kept from each end: Alertmanager writes receiver first and groupKey last
+
+
+class _Oversize:
+    """The two ends of a body too big to parse, where Alertmanager puts receiver and groupKey."""
+
+    def __init__(self, head: bytes = b"") -> None:
+        self.head, self.tail, self.size = head[:_EDGE], head[-_EDGE:], len(head)
+
+    def add(self, chunk: bytes) -> None:
+        if len(self.head) < _EDGE:
+            self.head += chunk[: _EDGE - len(self.head)]
+        self.tail = (self.tail + chunk)[-_EDGE:]
+        self.size += len(chunk)
+
+    def field(self, name: str) -> str | None:
+        """The top-level string `name` if one of the ends shows it (a nested one could match too: log only)."""
+        pattern = re.compile(rb'"' + name.encode() + rb'"\s*:\s*("(?:[^"\\]|\\.){0,2048}")')
+        for part in (self.tail, self.head):
+            if found := pattern.search(part):
+                try:
+                    return str(json.loads(found.group(1)))[:2048]
+                except ValueError:
+                    return None
+        return None

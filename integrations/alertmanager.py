@@ -1,39 +1,104 @@
 """Prometheus Alertmanager: the webhook payload it sends us (version 4), and its API v2 for silences.
 
-Knows nothing of incidents. Alert labels and annotations are untrusted input:
-they are bounded here and validated again wherever they are used.
+Knows nothing of incidents. Alert labels and annotations are untrusted input. Alertmanager never
+retries a 4xx, so a rejected notification is an alert lost: the models below refuse only what is
+malformed (wrong types, missing fields) and make everything else storable, the same on SQLite and
+PostgreSQL (README "Limits"):
+- text: NUL and lone surrogates (PostgreSQL refuses both) become U+FFFD; values longer than their
+  limit are cut, ending in CUT_MARKER ("…[cut 12345 chars]");
+- maps: at most MAX_ENTRIES entries, the rest replaced by one "…[cut N entries]" key;
+- keys the database indexes (receiver, groupKey, fingerprint): over their byte limit, a prefix and
+  the SHA-256 of the whole value, so that the same group still finds its incident;
+- alerts: at most MAX_ALERTS per notification, firing ones first, duplicates of a fingerprint
+  dropped; the rest is added to truncated_alerts, which is clamped to MAX_COUNT;
+- times: aware UTC (a time without a zone is taken as UTC).
 """
 
 from __future__ import annotations
 
+import hashlib
+import math
 import re
 from collections.abc import Mapping
 from datetime import datetime, timezone
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import httpx
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, field_validator, \
+    model_validator
 
-__all__ = ["AlertmanagerClient", "AlertmanagerError", "WebhookAlert", "WebhookMessage", "ZERO_TIME",
-           "from_environment"]
+__all__ = ["AlertmanagerClient", "AlertmanagerError", "CUT_MARKER", "MAX_ALERTS", "MAX_ANNOTATION_CHARS",
+           "MAX_COUNT", "MAX_ENTRIES", "MAX_KEY_CHARS", "MAX_LABEL_CHARS", "WebhookAlert", "WebhookMessage",
+           "ZERO_TIME", "from_environment"]
 
 # Alertmanager marks a still-firing alert with Go's zero time.
 ZERO_TIME = datetime(1, 1, 1, tzinfo=timezone.utc)
+_LAST_TIME = datetime.max.replace(tzinfo=timezone.utc)
 
-_MAX_LABELS = 64
-_MAX_KEY = 256
-_MAX_VALUE = 16_384
+MAX_ALERTS = 1_000  # per notification; Alertmanager's own max_alerts is the better place to cut
+MAX_COUNT = 2**31 - 1  # truncatedAlerts fits a 32-bit INTEGER column
+MAX_ENTRIES = 256  # labels or annotations per map
+MAX_KEY_CHARS = 256  # a label or annotation name
+MAX_LABEL_CHARS = 4_096  # a label value, a URL
+MAX_ANNOTATION_CHARS = 16_384  # an annotation value (summary, description, ...)
+CUT_MARKER = "…[cut {} chars]"
+# Byte limits of the indexed keys: receiver + groupKey stay within PostgreSQL's btree row limit (2704).
+_MAX_RECEIVER_BYTES, _MAX_GROUP_KEY_BYTES, _MAX_FINGERPRINT_BYTES = 256, 2_048, 256
+
+_REFUSED = re.compile("[\x00\ud800-\udfff]")  # PostgreSQL text and json refuse NUL and lone surrogates
 
 
-def _bounded(mapping: dict[str, str], what: str) -> dict[str, str]:
-    if len(mapping) > _MAX_LABELS:
-        raise ValueError(f"{what} has {len(mapping)} entries; at most {_MAX_LABELS} are accepted")
-    for key, value in mapping.items():
-        if len(key) > _MAX_KEY:
-            raise ValueError(f"{what} key {key[:40]!r}... is longer than {_MAX_KEY} characters")
-        if len(value) > _MAX_VALUE:
-            raise ValueError(f"{what}[{key!r}] is longer than {_MAX_VALUE} characters")
-    return mapping
+def storable(text: str, limit: int) -> str:
+    """`text` with the characters PostgreSQL refuses replaced, cut to `limit` characters plus a marker."""
+    if _REFUSED.search(text):
+        text = _REFUSED.sub("\ufffd", text)
+    if len(text) <= limit:
+        return text
+    return text[:limit] + CUT_MARKER.format(len(text) - limit)
+
+
+def _storable_key(text: str, max_bytes: int) -> str:
+    """A key that stays unique and stable: unchanged if it fits, else a prefix and its SHA-256."""
+    text = storable(text, len(text))
+    encoded = text.encode("utf-8")
+    if len(encoded) <= max_bytes:
+        return text
+    digest = hashlib.sha256(encoded).hexdigest()
+    prefix = encoded[: max_bytes - 80].decode("utf-8", errors="ignore")
+    return f"{prefix}…[sha256:{digest}]"
+
+
+def _storable_map(mapping: dict[str, str], value_limit: int) -> dict[str, str]:
+    items = list(mapping.items())
+    cleaned = {storable(key, MAX_KEY_CHARS): storable(value, value_limit) for key, value in items[:MAX_ENTRIES]}
+    if len(items) > MAX_ENTRIES:
+        cleaned[f"…[cut {len(items) - MAX_ENTRIES} entries]"] = ""
+    return cleaned
+
+
+def _clamped_count(value: Any) -> Any:
+    # Alertmanager sends a uint64; a JSON number too big for an int (1e30) is still a count.
+    if isinstance(value, float) and math.isfinite(value) and value.is_integer():
+        value = int(value)
+    if isinstance(value, int) and not isinstance(value, bool):
+        return min(max(int(value), 0), MAX_COUNT)
+    return value  # pydantic names the wrong type
+
+
+def _utc(moment: datetime) -> datetime:
+    if moment.tzinfo is None:
+        return moment.replace(tzinfo=timezone.utc)
+    try:
+        return moment.astimezone(timezone.utc)
+    except OverflowError:  # year 1 east of UTC, or 9999 west of it
+        return ZERO_TIME if moment.year == 1 else _LAST_TIME
+
+
+LabelText = Annotated[str, AfterValidator(lambda v: storable(v, MAX_LABEL_CHARS))]
+Labels = Annotated[dict[str, str], AfterValidator(lambda v: _storable_map(v, MAX_LABEL_CHARS))]
+Annotations = Annotated[dict[str, str], AfterValidator(lambda v: _storable_map(v, MAX_ANNOTATION_CHARS))]
+Count = Annotated[int, BeforeValidator(_clamped_count)]
+UTCTime = Annotated[datetime, AfterValidator(_utc)]
 
 
 class _Model(BaseModel):
@@ -43,24 +108,20 @@ class _Model(BaseModel):
 
 class WebhookAlert(_Model):
     status: Literal["firing", "resolved"]
-    labels: dict[str, str]
-    annotations: dict[str, str] = Field(default_factory=dict)
-    starts_at: datetime = Field(alias="startsAt")
-    ends_at: datetime | None = Field(default=None, alias="endsAt")
-    generator_url: str = Field(default="", alias="generatorURL", max_length=4096)
-    fingerprint: str = Field(min_length=1, max_length=64)
+    labels: Labels
+    annotations: Annotations = Field(default_factory=dict)
+    starts_at: UTCTime = Field(alias="startsAt")
+    ends_at: UTCTime | None = Field(default=None, alias="endsAt")
+    generator_url: LabelText = Field(default="", alias="generatorURL")
+    fingerprint: Annotated[str, AfterValidator(lambda v: _storable_key(v, _MAX_FINGERPRINT_BYTES))] = \
+        Field(min_length=1)
 
     @field_validator("labels")
     @classmethod
-    def _labels_bounded(cls, value: dict[str, str]) -> dict[str, str]:
+    def _has_alertname(cls, value: dict[str, str]) -> dict[str, str]:
         if "alertname" not in value:
             raise ValueError("every alert needs an 'alertname' label")
-        return _bounded(value, "labels")
-
-    @field_validator("annotations")
-    @classmethod
-    def _annotations_bounded(cls, value: dict[str, str]) -> dict[str, str]:
-        return _bounded(value, "annotations")
+        return value
 
     @property
     def alertname(self) -> str:
@@ -76,22 +137,33 @@ class WebhookAlert(_Model):
 
 class WebhookMessage(_Model):
     version: Literal["4"]
-    group_key: str = Field(alias="groupKey", min_length=1, max_length=2048)
-    truncated_alerts: int = Field(default=0, alias="truncatedAlerts", ge=0)
+    group_key: Annotated[str, AfterValidator(lambda v: _storable_key(v, _MAX_GROUP_KEY_BYTES))] = \
+        Field(alias="groupKey", min_length=1)
+    truncated_alerts: Count = Field(default=0, alias="truncatedAlerts")
     status: Literal["firing", "resolved"]
-    receiver: str = Field(min_length=1, max_length=256)
-    group_labels: dict[str, str] = Field(default_factory=dict, alias="groupLabels")
-    common_labels: dict[str, str] = Field(default_factory=dict, alias="commonLabels")
-    common_annotations: dict[str, str] = Field(default_factory=dict, alias="commonAnnotations")
-    external_url: str = Field(default="", alias="externalURL", max_length=4096)
-    alerts: list[WebhookAlert] = Field(min_length=1, max_length=1000)
-    notification_reason: str | None = None
-    route_labels: dict[str, str] = Field(default_factory=dict, alias="routeLabels")
+    receiver: Annotated[str, AfterValidator(lambda v: _storable_key(v, _MAX_RECEIVER_BYTES))] = \
+        Field(min_length=1)
+    group_labels: Labels = Field(default_factory=dict, alias="groupLabels")
+    common_labels: Labels = Field(default_factory=dict, alias="commonLabels")
+    common_annotations: Annotations = Field(default_factory=dict, alias="commonAnnotations")
+    external_url: LabelText = Field(default="", alias="externalURL")
+    alerts: list[WebhookAlert] = Field(min_length=1)
+    notification_reason: Annotated[str, AfterValidator(lambda v: storable(v, MAX_KEY_CHARS))] | None = None
+    route_labels: Labels = Field(default_factory=dict, alias="routeLabels")
 
-    @field_validator("group_labels", "common_labels", "common_annotations", "route_labels")
-    @classmethod
-    def _maps_bounded(cls, value: dict[str, str]) -> dict[str, str]:
-        return _bounded(value, "map")
+    @model_validator(mode="after")
+    def _at_most_max_alerts(self) -> WebhookMessage:
+        # Firing alerts first: they are what opens and keeps an incident. The rest is only counted.
+        # A fingerprint sent twice would break the one-row-per-fingerprint rule: the first one counts.
+        ordered = [a for a in self.alerts if a.status == "firing"] + [a for a in self.alerts if a.status != "firing"]
+        unique: dict[str, WebhookAlert] = {}
+        for alert in ordered:
+            unique.setdefault(alert.fingerprint, alert)
+        kept = list(unique.values())[:MAX_ALERTS]
+        if len(kept) < len(self.alerts):
+            self.alerts = kept
+            self.truncated_alerts = min(self.truncated_alerts + len(unique) - len(kept), MAX_COUNT)
+        return self
 
 
 # -- API v2: silences ------------------------------------------------------------------------------

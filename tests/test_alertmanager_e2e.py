@@ -85,3 +85,44 @@ def test_real_alertmanager_opens_updates_and_resolves_one_incident(bot: RunningB
     finally:
         for manager in managers:
             manager.stop()
+
+
+def _post_alerts(alertmanager_url: str, alerts: list[dict], batch: int = 1_000) -> None:
+    for start in range(0, len(alerts), batch):
+        httpx.post(f"{alertmanager_url}/api/v2/alerts", json=alerts[start:start + batch], timeout=30).raise_for_status()
+
+
+def _firing(alertname: str, instance: str, description: str) -> dict:
+    return {
+        "labels": {"alertname": alertname, "severity": "warning", "team": "payments", "namespace": "prod",
+                   "service": "api", "instance": instance},
+        "annotations": {"summary": f"{alertname} on api", "description": description},
+        "startsAt": (datetime.now(timezone.utc) - timedelta(minutes=5)).isoformat(),
+    }
+
+
+def test_real_alertmanager_delivers_a_huge_description_and_a_storm_of_5000_alerts(
+        bot: RunningBot, slack: FakeSlack, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    from integrations.alertmanager import CUT_MARKER, MAX_ALERTS, MAX_ANNOTATION_CHARS
+
+    manager = start_alertmanager(_config(bot), tmp_path / "am")
+    try:
+        description = "The pool is exhausted. " * 870  # 20,010 characters
+        _post_alerts(manager.url, [_firing("HugeDescription", "db-1", description)])
+        # Zero-padded instances: Alertmanager sorts by instance, so the first 1,000 stay the same.
+        _post_alerts(manager.url, [_firing("AlertStorm", f"host-{i:04d}", "load high") for i in range(5_000)])
+
+        def both() -> list[Incident] | None:
+            rows = {i.alertname: i for i in _incidents(bot)}
+            # Alertmanager may send the storm in parts as the batches arrive: wait for all 5,000.
+            storm = rows.get("AlertStorm")
+            done = "HugeDescription" in rows and storm and storm.truncated_alerts == 5_000 - MAX_ALERTS
+            return [rows["HugeDescription"], rows["AlertStorm"]] if done else None
+
+        huge, storm = wait_for(both, timeout=40, what="both incidents from Alertmanager's webhooks")
+        assert huge.annotations["description"] == (
+            description[:MAX_ANNOTATION_CHARS] + CUT_MARKER.format(len(description) - MAX_ANNOTATION_CHARS))
+        assert sum(a.incident_id == storm.id for a in _alerts(bot)) == MAX_ALERTS
+        wait_for(lambda: all(i.card_ts for i in _incidents(bot)), timeout=20, what="both incident cards in Slack")
+    finally:
+        manager.stop()

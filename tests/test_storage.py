@@ -116,3 +116,35 @@ def test_update_resolve_and_transitions(db: Database) -> None:
             ("alertmanager", "detected → resolved: all alerts resolved"),
             ("U0ALICE", "resolved → postmortem"),
         ]
+
+
+def _upgrade(database: Database, revision: str) -> None:
+    from alembic import command
+    from alembic.config import Config
+
+    from bot.db import _MIGRATIONS
+
+    cfg = Config()
+    cfg.set_main_option("script_location", str(_MIGRATIONS))
+    with database.engine.begin() as connection:
+        cfg.attributes["connection"] = connection
+        command.upgrade(cfg, revision)
+
+
+def test_migration_0003_makes_alert_columns_text_and_keeps_the_rows(database_url: str) -> None:
+    from sqlalchemy import text
+
+    database = Database(database_url)
+    try:
+        _upgrade(database, "0002")
+        with database.engine.begin() as connection:
+            connection.execute(text("INSERT INTO alert_group (receiver, group_key, created_at) "
+                                    "VALUES ('oncall-bot', 'g1', :now)"), {"now": NOW})
+        _upgrade(database, "0003")
+        with database.engine.begin() as connection:
+            assert connection.scalar(text("SELECT receiver FROM alert_group WHERE group_key = 'g1'")) == "oncall-bot"
+            # VARCHAR(256) on PostgreSQL refused this before 0003.
+            connection.execute(text("UPDATE alert_group SET receiver = :receiver"), {"receiver": "r" * 5000})
+            assert connection.scalar(text("SELECT length(receiver) FROM alert_group")) == 5000
+    finally:
+        database.dispose()

@@ -14,8 +14,13 @@ depends_on = None
 
 
 def upgrade() -> None:
-    pass  # stub: filled in by the engineer who owns this migration
+    # Nullable: steps that ran before this migration have no recorded result ("not known").
+    with op.batch_alter_table('runbook_step', schema=None) as batch_op:
+        batch_op.add_column(sa.Column('last_ok', sa.Boolean(), nullable=True))
+        batch_op.add_column(sa.Column('last_outcome', sa.Text(), nullable=True))
 
 
 def downgrade() -> None:
-    pass
+    with op.batch_alter_table('runbook_step', schema=None) as batch_op:
+        batch_op.drop_column('last_outcome')
+        batch_op.drop_column('last_ok')
