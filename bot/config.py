@@ -9,13 +9,16 @@ from __future__ import annotations
 
 import os
 import re
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
-import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic_core import ErrorDetails
 
+from bot import actions
 from bot.escalation_policy import EscalationPolicy, PagerDutyConfig, check_regexes, labels_match
+from bot.yaml_lines import YamlDocument, YamlSyntaxError, dotted, load_yaml
 
 __all__ = [
     "ConfigError",
@@ -32,7 +35,14 @@ SEVERITIES: tuple[Severity, ...] = ("P1", "P2", "P3", "P4")
 
 
 class ConfigError(Exception):
-    """A setting is missing or invalid; the message names it and says how to fix it."""
+    """A setting is missing or invalid; the message names it and says how to fix it.
+
+    For a config file, `problems` holds one `FILE:LINE: path: message` line per problem and
+    `summary` the line that follows them; the message is all of them, one per line."""
+
+    def __init__(self, summary: str, problems: Sequence[str] = ()) -> None:
+        super().__init__("\n".join([*problems, summary]))
+        self.summary, self.problems = summary, list(problems)
 
 
 class _Strict(BaseModel):
@@ -71,6 +81,21 @@ class SeverityPolicy(_Strict):
         return {k.lower(): v for k, v in self.map.items()}.get(value, self.default)
 
 
+# Slack's rules: ids are upper-case C… (public) or G… (private); names are lowercase.
+_CHANNEL_ID = re.compile(r"[CG][A-Z0-9]{2,}")
+_CHANNEL_NAME = re.compile(r"#?[a-z0-9_-]{1,80}")
+
+# The languages the shipped runbooks and the bot's own texts are written in (bot.runbooks.localized).
+LOCALES = ("en", "ja")
+
+
+def _known_locale(value: str) -> str:
+    if value not in LOCALES:
+        raise ValueError(f"unknown locale {value!r}: the bot's texts and shipped runbooks exist in "
+                         f"{', '.join(LOCALES)}")
+    return value
+
+
 class ChannelPolicy(_Strict):
     announce: str = Field(
         "incidents",
@@ -86,6 +111,14 @@ class ChannelPolicy(_Strict):
         "{namespace}; lowercased, other characters become '-', cut to 80",
     )
     private: bool = Field(False, description="create private channels")
+
+    @field_validator("announce")
+    @classmethod
+    def _channel_id_or_name(cls, value: str) -> str:
+        if _CHANNEL_ID.fullmatch(value) or _CHANNEL_NAME.fullmatch(value):
+            return value
+        raise ValueError(f"{value!r} is neither a channel id (C… or G…, as in the channel's details) nor a "
+                         "channel name (lowercase letters, digits, '-' and '_', at most 80, optional '#')")
 
     @field_validator("name_template")
     @classmethod
@@ -130,10 +163,13 @@ class IncidentPolicy(_Strict):
 class RunbookPolicy(_Strict):
     """Allow-lists that every runbook gets on top of its own, and the language runbooks are posted in."""
 
-    namespaces: list[str] = Field(default_factory=list, description="Kubernetes namespaces actions may touch")
-    urls: list[str] = Field(default_factory=list, description="URL prefixes http.check may GET")
-    locale: str = Field("en", pattern=r"^[a-z]{2}$", description="language of the posted runbook (en, ja, ...); "
-                        "a step's output answers in the clicking user's Slack locale")
+    namespaces: list[actions.DnsLabel] = Field(default_factory=list,
+                                               description="Kubernetes namespaces actions may touch")
+    urls: list[Annotated[str, AfterValidator(actions.check_url)]] = Field(
+        default_factory=list, description="URL prefixes http.check may GET (http(s)://host/...)")
+    locale: Annotated[str, AfterValidator(_known_locale)] = Field(
+        "en", json_schema_extra={"enum": list(LOCALES)}, description="language of the posted runbook (en, ja); "
+        "a step's output answers in the clicking user's Slack locale")
 
 
 class OncallConfig(_Strict):
@@ -166,7 +202,7 @@ class Settings(BaseModel):
     database_url: str = "sqlite:///oncall.db"
     redis_url: str | None = None
     alertmanager_webhook_token: str
-    max_webhook_bytes: int = 1_048_576
+    max_webhook_bytes: int = 10 * 1_048_576  # 10 MiB: 1,000 alerts with long annotations fit
     job_lease_seconds: float = 15.0  # ONCALL_JOB_LEASE_SECONDS: how soon a dead worker's job is taken over
     pagerduty_routing_key: str | None = None
     pagerduty_api_token: str | None = None
@@ -197,21 +233,52 @@ _REQUIRED = {
 
 
 def load_config_file(path: str | Path) -> OncallConfig:
+    """The validated file, or a ConfigError with every problem on a line of its own."""
     try:
-        raw = yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {}
+        text = Path(path).read_text(encoding="utf-8")
     except OSError as exc:
         raise ConfigError(f"ONCALL_CONFIG={path}: cannot read the file ({exc.strerror}); fix the path") from exc
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"ONCALL_CONFIG={path}: not valid YAML: {exc}") from exc
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"ONCALL_CONFIG={path}: not UTF-8 text; save the file as UTF-8") from exc
     try:
-        return OncallConfig.model_validate(raw)
+        document = load_yaml(text)
+    except YamlSyntaxError as exc:
+        raise _file_error(path, [f"{path}:{exc.line}: invalid YAML: {exc.message}"]) from exc
+    problems = [(line, f"{dotted(key)}: duplicate key (the later value would silently win); keep one")
+                for key, line in document.duplicates]
+    try:
+        config = OncallConfig.model_validate({} if document.data is None else document.data)
     except ValidationError as exc:
-        problems = "; ".join(
-            f"{'.'.join(str(p) for p in err['loc']) or '(top)'}: {err['msg']}" for err in exc.errors()
-        )
-        raise ConfigError(
-            f"ONCALL_CONFIG={path}: {problems}. See `oncall-bot config schema` for the format"
-        ) from exc
+        problems += _located(document, exc.errors())
+    if problems:
+        raise _file_error(path, [f"{path}:{line}: {what}" for line, what in sorted(problems, key=lambda p: p[0])])
+    return config
+
+
+def _file_error(path: str | Path, problems: list[str]) -> ConfigError:
+    count = f"{len(problems)} problem{'s' if len(problems) > 1 else ''}"
+    return ConfigError(f"ONCALL_CONFIG={path}: {count}; see `oncall-bot config schema` for the format", problems)
+
+
+def _located(document: YamlDocument, errors: list[ErrorDetails]) -> list[tuple[int, str]]:
+    """(line, "path: message") per located path; a union's members' complaints share one line."""
+    found: dict[tuple[int, str], list[str]] = {}
+    for error in errors:
+        path, line = document.locate(error["loc"])
+        if error["type"] == "missing" and len(path) == len(error["loc"]) - 1:
+            path = tuple(error["loc"])  # the key to add is named, on the line of its parent
+        messages = found.setdefault((line, dotted(path)), [])
+        if (message := _message(error)) not in messages:
+            messages.append(message)
+    return [(line, f"{where}: {' or '.join(messages)}") for (line, where), messages in found.items()]
+
+
+def _message(error: ErrorDetails) -> str:
+    if error["type"] == "extra_forbidden":
+        return "unknown key (a typo?)"
+    if error["type"] == "missing":
+        return "required key is missing"
+    return error["msg"].removeprefix("Value error, ")
 
 
 def load_settings(env: dict[str, str] | None = None) -> Settings:

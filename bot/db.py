@@ -9,10 +9,14 @@ from pathlib import Path
 
 from alembic import command
 from alembic.config import Config
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
 from sqlalchemy import Engine, event, text
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError, DBAPIError
 from sqlmodel import Session, create_engine
 
-__all__ = ["Database", "normalise_url"]
+__all__ = ["Database", "DatabaseUnavailable", "normalise_url", "shown_url"]
 
 log = logging.getLogger(__name__)
 _MIGRATIONS = Path(__file__).parent / "migrations"
@@ -24,6 +28,39 @@ def normalise_url(url: str) -> str:
         if url.startswith(prefix):
             return "postgresql+psycopg://" + url[len(prefix):]
     return url
+
+
+class DatabaseUnavailable(Exception):
+    """The database cannot be used; the message names DATABASE_URL, the cause and the fix."""
+
+
+def shown_url(url: str) -> str:
+    """The URL as it may be printed or logged: the password hidden."""
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except ArgumentError:
+        return "(not a URL)"
+
+
+def sqlite_path(url: str) -> Path | None:
+    """The file of an SQLite URL; None for other databases and in-memory SQLite."""
+    parsed = make_url(url)
+    if not parsed.drivername.startswith("sqlite") or parsed.database in (None, "", ":memory:"):
+        return None
+    return Path(parsed.database).absolute()
+
+
+def _cause(exc: DBAPIError) -> str:
+    """`connection refused`, `database "x" does not exist`: the driver's reason, without its framing."""
+    first = str(exc.orig or exc).strip().splitlines()[0]
+    reason = first.rsplit("failed: ", 1)[-1].removeprefix("FATAL:").strip()
+    return reason[:1].lower() + reason[1:]
+
+
+def _migrations() -> Config:
+    cfg = Config()
+    cfg.set_main_option("script_location", str(_MIGRATIONS))
+    return cfg
 
 
 def _sqlite_engine(url: str, *, writer: bool) -> Engine:
@@ -52,13 +89,58 @@ def _sqlite_engine(url: str, *, writer: bool) -> Engine:
 class Database:
     def __init__(self, url: str) -> None:
         self.url = normalise_url(url)
+        self.shown_url = shown_url(url)  # as the user wrote it, without the password
         self.is_sqlite = self.url.startswith("sqlite")
         if self.is_sqlite:
             self.engine = _sqlite_engine(self.url, writer=True)
             self._read_engine = _sqlite_engine(self.url, writer=False)
         else:
-            self.engine = create_engine(self.url, pool_pre_ping=True, pool_size=10, max_overflow=10)
+            # A host that drops packets must not hang the bot or the CLI: give up after 10 s.
+            self.engine = create_engine(self.url, pool_pre_ping=True, pool_size=10, max_overflow=10,
+                                        connect_args={"connect_timeout": 10})
             self._read_engine = self.engine
+
+    @classmethod
+    def existing(cls, url: str) -> Database:
+        """The bot's database, for the CLI: never created nor migrated here, so that a command run
+        in the wrong directory or against the wrong server says so instead of using an empty one."""
+        path = sqlite_path(normalise_url(url))
+        if path is not None and not path.is_file():
+            raise DatabaseUnavailable(
+                f"DATABASE_URL={shown_url(url)}: no database at {path}; run this from the bot's directory "
+                "or set DATABASE_URL to the bot's database")
+        db = cls(url)
+        try:
+            db.check_connection()
+            db.check_schema()
+        except DatabaseUnavailable:
+            db.dispose()
+            raise
+        return db
+
+    def check_connection(self) -> None:
+        """Raise DatabaseUnavailable, naming the cause and the fix, when the database cannot be reached."""
+        try:
+            self.ping()
+        except DBAPIError as exc:
+            cause = _cause(exc)
+            fix = ("create the database or fix DATABASE_URL" if "does not exist" in cause
+                   else "fix DATABASE_URL" if self.is_sqlite else "start PostgreSQL or fix DATABASE_URL")
+            raise DatabaseUnavailable(f"DATABASE_URL={self.shown_url}: cannot connect ({cause}); {fix}") from exc
+
+    def check_schema(self) -> None:
+        """Raise DatabaseUnavailable unless the schema is the one this version of the bot migrates to."""
+        head = ScriptDirectory.from_config(_migrations()).get_current_head()
+        with self._read_engine.connect() as connection:
+            current = MigrationContext.configure(connection).get_current_revision()
+        if current is None:
+            raise DatabaseUnavailable(
+                f"DATABASE_URL={self.shown_url}: not the bot's database (it has no oncall-bot tables); "
+                "point DATABASE_URL at the database `oncall-bot serve` uses")
+        if current != head:
+            raise DatabaseUnavailable(
+                f"DATABASE_URL={self.shown_url}: the schema is at revision {current}, this oncall-bot needs "
+                f"{head}; start `oncall-bot serve` of this version once (it migrates), or use the matching CLI")
 
     @contextmanager
     def session(self) -> Iterator[Session]:
@@ -76,8 +158,7 @@ class Database:
 
     def migrate(self) -> None:
         """Bring the schema to the newest migration (idempotent)."""
-        cfg = Config()
-        cfg.set_main_option("script_location", str(_MIGRATIONS))
+        cfg = _migrations()
         with self.engine.begin() as connection:
             cfg.attributes["connection"] = connection
             command.upgrade(cfg, "head")

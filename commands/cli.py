@@ -25,6 +25,7 @@ __all__ = ["main"]
 def _serve(args: argparse.Namespace) -> int:
     import uvicorn
 
+    from bot.db import DatabaseUnavailable
     from bot.logs import configure_logging
     from commands.server import build, create_app
 
@@ -32,15 +33,38 @@ def _serve(args: argparse.Namespace) -> int:
     try:
         settings = load_settings()
     except ConfigError as exc:
-        print(f"oncall-bot: configuration error: {exc}", file=sys.stderr)
+        _print_config_error(exc)
+        return 2
+    try:
+        _check_database(settings.database_url)
+    except DatabaseUnavailable as exc:
+        print(f"oncall-bot: {exc}", file=sys.stderr)
         return 2
     try:
         app = create_app(build(settings))
     except ConfigError as exc:  # runbooks that fail lint, an unreadable KUBECONFIG, ...
-        print(f"oncall-bot: configuration error: {exc}", file=sys.stderr)
+        _print_config_error(exc)
         return 2
     uvicorn.run(app, host=args.host, port=args.port, log_config=None, proxy_headers=True)
     return 0
+
+
+def _print_config_error(exc: ConfigError) -> None:
+    # The file's problems as `FILE:LINE: path: message`, one a line, as compilers print them.
+    for problem in exc.problems:
+        print(problem, file=sys.stderr)
+    print(f"oncall-bot: configuration error: {exc.summary}", file=sys.stderr)
+
+
+def _check_database(url: str) -> None:
+    """Before anything starts: an unreachable database is one line naming DATABASE_URL, not a traceback."""
+    from bot.db import Database
+
+    db = Database(url)
+    try:
+        db.check_connection()
+    finally:
+        db.dispose()
 
 
 def _config_schema(_: argparse.Namespace) -> int:
@@ -54,7 +78,7 @@ def _config_check(args: argparse.Namespace) -> int:
     try:
         load_config_file(args.file)
     except ConfigError as exc:
-        print(f"oncall-bot: {exc}", file=sys.stderr)
+        _print_config_error(exc)
         return 1
     print(f"{args.file}: ok")
     return 0
@@ -174,36 +198,41 @@ def _on_database(command: Callable[[argparse.Namespace], int]) -> Callable[[argp
     def run(args: argparse.Namespace) -> int:
         from sqlalchemy.exc import SQLAlchemyError
 
+        from bot.db import DatabaseUnavailable
+
         try:
             return command(args)
+        except DatabaseUnavailable as exc:
+            print(f"oncall-bot: {exc}", file=sys.stderr)
+            return 2
         except SQLAlchemyError as exc:
+            from bot.db import shown_url
+
             cause = str(getattr(exc, "orig", None) or exc).strip().splitlines()[0]
-            print(f"oncall-bot: the database {_database_url(hide_password=True)} failed: {cause}; check "
-                  "DATABASE_URL (sqlite:///path.db or postgresql://user:password@host/db)", file=sys.stderr)
+            print(f"oncall-bot: DATABASE_URL={shown_url(_database_url())}: failed: {cause}; check DATABASE_URL "
+                  "(sqlite:///path.db or postgresql://user:password@host/db)", file=sys.stderr)
             return 2
     return run
 
 
-def _database_url(hide_password: bool = False) -> str:
-    url = os.environ.get("DATABASE_URL") or "sqlite:///oncall.db"
-    if not hide_password:
-        return url
-    from sqlalchemy.engine import make_url
-    from sqlalchemy.exc import ArgumentError
-
-    try:
-        return make_url(url).render_as_string(hide_password=True)
-    except ArgumentError:
-        return "in DATABASE_URL"
+def _database_url() -> str:
+    return os.environ.get("DATABASE_URL") or "sqlite:///oncall.db"
 
 
 @contextmanager
 def _database() -> Iterator[Database]:
-    from bot.db import Database
+    """The bot's existing database: never created or migrated from the CLI (bot.db.Database.existing)."""
+    from bot.db import Database, shown_url, sqlite_path
 
-    db = Database(_database_url())
+    url = _database_url()
+    db = Database.existing(url)
+    path = sqlite_path(db.url)
+    details = [str(path)] if path else []
+    if not os.environ.get("DATABASE_URL"):
+        details.append("DATABASE_URL is not set")
+    print(f"oncall-bot: using the database {shown_url(url)}{' (' + '; '.join(details) + ')' if details else ''}",
+          file=sys.stderr)
     try:
-        db.migrate()  # a fresh database gets its tables; the bot may not have run yet
         yield db
     finally:
         db.dispose()
@@ -257,7 +286,7 @@ def _maintenance_add(args: argparse.Namespace) -> int:
         return 2
     created_by = f"cli:{os.environ.get('USER') or 'unknown'}"[:64]
     with _database() as db, db.session() as session:
-        window = add_maintenance(session, args.name, match, start, end, created_by)
+        window = add_maintenance(session, args.name, match, start, end, created_by, now=now)
         session.flush()
         window_id = window.id
     print(f"maintenance window {window_id} added: {args.name!r} {_utc(start)} to {_utc(end)}, "
@@ -307,6 +336,59 @@ def _maintenance_cancel(args: argparse.Namespace) -> int:
     return 0
 
 
+# -- jobs --------------------------------------------------------------------------------------------
+
+_JOB_COLUMNS = ("id", "kind", "incident", "status", "attempts", "run_at", "last error")
+
+
+def _table(header: tuple[str, ...], rows: list[tuple[str, ...]]) -> list[str]:
+    """Columns padded to their widest cell; the last one is not padded (it is the long one)."""
+    widths = [max(len(row[i]) for row in (header, *rows)) for i in range(len(header) - 1)]
+    return ["  ".join([*(cell.ljust(w) for cell, w in zip(row, widths)), row[-1]]).rstrip() for row in (header, *rows)]
+
+
+def _one_line(text: str | None, limit: int = 120) -> str:
+    flat = " ".join((text or "").split())
+    return flat if len(flat) <= limit else flat[:limit - 1] + "…"
+
+
+def _jobs_list(args: argparse.Namespace) -> int:
+    from bot.jobs_admin import list_jobs
+    from bot.models import JobStatus
+
+    with _database() as db, db.read() as session:
+        jobs = list_jobs(session, failed_only=args.failed, limit=args.limit)
+        rows = [(str(j.id), j.kind, str(j.incident_id) if j.incident_id is not None else "-", JobStatus(j.status).value,
+                 str(j.attempts), _utc(j.run_at), _one_line(j.last_error)) for j in jobs]
+    if not rows:
+        print("no failed jobs" if args.failed else "no pending, running or failed jobs")
+        return 0
+    print("\n".join(_table(_JOB_COLUMNS, rows)))
+    if len(rows) == args.limit:
+        print(f"(the first {args.limit}; --limit shows more)", file=sys.stderr)
+    return 0
+
+
+def _jobs_retry(args: argparse.Namespace) -> int:
+    from bot.jobs_admin import NotRetryable, retry_all_failed, retry_job
+
+    now = datetime.now(timezone.utc)
+    with _database() as db, db.session() as session:
+        if args.all_failed:
+            ids = retry_all_failed(session, now)
+            print(f"{len(ids)} failed job{'s' if len(ids) != 1 else ''} pending again"
+                  + (f": {', '.join(map(str, ids))}" if ids else ""))
+            return 0
+        try:
+            job = retry_job(session, args.id, now)
+        except NotRetryable as exc:
+            print(f"oncall-bot: {exc}", file=sys.stderr)
+            return 1
+        print(f"job {job.id} ({job.kind}) pending again after {job.attempts} attempt"
+              f"{'s' if job.attempts != 1 else ''}; the bot runs it at its next poll")
+    return 0
+
+
 def parser() -> argparse.ArgumentParser:
     root = argparse.ArgumentParser(prog="oncall-bot", description="ChatOps for on-call engineers")
     sub = root.add_subparsers(dest="command", required=True)
@@ -351,6 +433,18 @@ def parser() -> argparse.ArgumentParser:
     cancel = maintenance.add_parser("cancel", help="end a window now")
     cancel.add_argument("id", type=int)
     cancel.set_defaults(run=_on_database(_maintenance_cancel))
+
+    jobs = sub.add_parser("jobs", help="the bot's queued work for Slack and PagerDuty (DATABASE_URL)") \
+        .add_subparsers(dest="what", required=True)
+    listing = jobs.add_parser("list", help="pending, running and failed jobs, oldest first")
+    listing.add_argument("--failed", action="store_true", help="only failed jobs")
+    listing.add_argument("--limit", type=int, default=100, help="at most this many rows (default 100)")
+    listing.set_defaults(run=_on_database(_jobs_list))
+    retry = jobs.add_parser("retry", help="put failed jobs back in the queue, due now (attempts are kept)")
+    which = retry.add_mutually_exclusive_group(required=True)
+    which.add_argument("id", type=int, nargs="?", help="the job id (see `oncall-bot jobs list --failed`)")
+    which.add_argument("--all-failed", action="store_true", help="every failed job")
+    retry.set_defaults(run=_on_database(_jobs_retry))
     return root
 
 

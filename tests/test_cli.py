@@ -1,7 +1,8 @@
-"""The `oncall-bot` command: runbook lint / schema / render, and maintenance windows."""
+"""The `oncall-bot` command: runbook lint / schema / render, maintenance windows and jobs."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import re
@@ -13,12 +14,16 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from sqlalchemy import inspect
 
 from bot.config import OncallConfig
 from bot.db import Database
 from bot.escalation import active_maintenance
+from bot.models import Job, JobStatus
+from bot.outbox import Outbox, PermanentError, enqueue
 from commands.cli import main
 from tests.alerts import alert, group
+from tests.conftest import FakeClock, free_port
 
 DATA = Path(__file__).parent / "data" / "runbooks"
 SHIPPED = Path(__file__).parent.parent / "bot" / "runbooks"
@@ -231,9 +236,19 @@ def test_render_of_a_bad_alert_file_says_why(tmp_path: Path, capsys: pytest.Capt
 
 # -- maintenance -------------------------------------------------------------------------------------
 
+def migrated(url: str) -> str:
+    """The bot's database as `oncall-bot serve` leaves it: the CLI never creates or migrates one."""
+    db = Database(url)
+    try:
+        db.migrate()
+    finally:
+        db.dispose()
+    return url
+
+
 @pytest.fixture
 def db_env(database_url: str, monkeypatch: pytest.MonkeyPatch) -> str:
-    monkeypatch.setenv("DATABASE_URL", database_url)
+    monkeypatch.setenv("DATABASE_URL", migrated(database_url))
     monkeypatch.setenv("USER", "kenji")
     return database_url
 
@@ -310,9 +325,10 @@ def test_maintenance_defaults_to_oncall_db_here(tmp_path: Path, capsys: pytest.C
     monkeypatch.chdir(tmp_path)
     monkeypatch.delenv("DATABASE_URL", raising=False)
     monkeypatch.setenv("USER", "aiko")
+    migrated("sqlite:///oncall.db")  # the bot ran here
     assert main(["maintenance", "add", "--name", "here", "--for", "1h"]) == 0
-    assert (tmp_path / "oncall.db").is_file()
-    capsys.readouterr()
+    assert capsys.readouterr().err == \
+        f"oncall-bot: using the database sqlite:///oncall.db ({tmp_path / 'oncall.db'}; DATABASE_URL is not set)\n"
     assert [row[2] for row in rows(capsys)] == ["here"]
 
 
@@ -349,9 +365,8 @@ def test_maintenance_names_an_unusable_database(capsys: pytest.CaptureFixture[st
                                                monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("DATABASE_URL", "postgresql://oncall:hunter2@127.0.0.1:1/oncall")
     assert main(["maintenance", "list"]) == 2
-    err = capsys.readouterr().err
-    assert "the database postgresql://oncall:***@127.0.0.1:1/oncall failed: " in err
-    assert "check DATABASE_URL" in err and "hunter2" not in err
+    assert capsys.readouterr().err == ("oncall-bot: DATABASE_URL=postgresql://oncall:***@127.0.0.1:1/oncall: cannot "
+                                       "connect (connection refused); start PostgreSQL or fix DATABASE_URL\n")
 
 
 def test_serve_stops_with_the_setting_named_when_runbooks_fail_lint(tmp_path: Path) -> None:
@@ -361,3 +376,155 @@ def test_serve_stops_with_the_setting_named_when_runbooks_fail_lint(tmp_path: Pa
                             timeout=60)
     assert result.returncode == 2
     assert "RUNBOOKS_PATH" in result.stderr and "actions.yaml:10" in result.stderr
+
+
+# -- which database, and never one by accident --------------------------------------------------------
+
+DATABASE_COMMANDS = [["maintenance", "list"], ["maintenance", "add", "--name", "x", "--for", "1h"],
+                     ["maintenance", "cancel", "1"], ["jobs", "list"], ["jobs", "list", "--failed"],
+                     ["jobs", "retry", "1"], ["jobs", "retry", "--all-failed"]]
+
+
+@pytest.mark.parametrize("command", DATABASE_COMMANDS, ids=" ".join)
+def test_a_command_run_elsewhere_creates_no_database(tmp_path: Path, command: list[str]) -> None:
+    env = {k: v for k, v in os.environ.items() if k != "DATABASE_URL"}
+    result = subprocess.run([oncall_bot(), *command], cwd=tmp_path, env=env, capture_output=True, text=True,
+                            timeout=60)
+    assert (result.returncode, result.stdout) == (2, "")
+    assert result.stderr == (f"oncall-bot: DATABASE_URL=sqlite:///oncall.db: no database at {tmp_path / 'oncall.db'}; "
+                             "run this from the bot's directory or set DATABASE_URL to the bot's database\n")
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("command", [["jobs", "list"], ["maintenance", "list"], ["serve", "--port", "0"]],
+                         ids=" ".join)
+def test_an_unreachable_database_is_one_line_naming_database_url(tmp_path: Path, command: list[str]) -> None:
+    closed = free_port()  # bound and closed again: nothing listens there
+    env = {**os.environ, "SLACK_BOT_TOKEN": "xoxb-1", "SLACK_SIGNING_SECRET": "s", "ALERTMANAGER_WEBHOOK_TOKEN": "t",
+           "DATABASE_URL": f"postgresql://oncall:hunter2@127.0.0.1:{closed}/oncall"}
+    result = subprocess.run([oncall_bot(), *command], cwd=tmp_path, env=env, capture_output=True, text=True,
+                            timeout=60)
+    assert result.returncode == 2
+    assert result.stderr.splitlines()[-1:] == [
+        f"oncall-bot: DATABASE_URL=postgresql://oncall:***@127.0.0.1:{closed}/oncall: cannot connect (connection "
+        "refused); start PostgreSQL or fix DATABASE_URL"]
+    assert "Traceback" not in result.stderr and "hunter2" not in result.stderr
+
+
+def test_a_database_without_the_bots_schema_is_refused_not_migrated(database_url: str,
+                                                                    capsys: pytest.CaptureFixture[str],
+                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    db = Database(database_url)
+    try:
+        db.ping()  # the database exists (SQLite: an empty file), as someone else's would
+        monkeypatch.setenv("DATABASE_URL", database_url)
+        for command in (["jobs", "list"], ["maintenance", "add", "--name", "x", "--for", "1h"]):
+            assert main(command) == 2
+            assert capsys.readouterr().err.endswith(
+                ": not the bot's database (it has no oncall-bot tables); point DATABASE_URL at the database "
+                "`oncall-bot serve` uses\n")
+        with db.read() as session:
+            assert inspect(session.connection()).get_table_names() == []
+    finally:
+        db.dispose()
+
+
+# -- jobs list / retry --------------------------------------------------------------------------------
+
+def run_outbox(url: str, clock: FakeClock, handlers: dict[str, Any]) -> None:
+    db = Database(url)
+    try:
+        asyncio.run(Outbox(db, handlers, clock=clock).run_due())
+    finally:
+        db.dispose()
+
+
+def add_jobs(url: str, clock: FakeClock) -> tuple[int, int, int]:
+    """Two jobs that fail permanently, and one due in an hour (it stays pending)."""
+    db = Database(url)
+    try:
+        with db.session() as session:
+            jobs = [enqueue(session, "slack.announce", now=clock(), incident_id=7),
+                    enqueue(session, "slack.card", now=clock(), incident_id=8),
+                    enqueue(session, "slack.notice", now=clock(), incident_id=9, run_at=clock() + timedelta(hours=1))]
+            session.flush()
+            ids = tuple(job.id for job in jobs if job is not None)
+    finally:
+        db.dispose()
+    assert len(ids) == 3
+    return ids  # type: ignore[return-value]
+
+
+async def refused(job: Any) -> None:
+    raise PermanentError(f"channel_not_found: C0GONE\nfor job {job.id}")
+
+
+def test_jobs_list_and_retry(db_env: str, clock: FakeClock, capsys: pytest.CaptureFixture[str]) -> None:
+    announce, card, notice = add_jobs(db_env, clock)
+    run_outbox(db_env, clock, {"slack.announce": refused, "slack.card": refused})
+
+    assert main(["jobs", "list"]) == 0
+    out, err = capsys.readouterr()
+    assert err.startswith("oncall-bot: using the database ")
+    header, *lines = out.splitlines()
+    assert header.split() == ["id", "kind", "incident", "status", "attempts", "run_at", "last", "error"]
+    cells = [line.split(None, 6) for line in lines]
+    assert [c[:5] for c in cells] == [[str(announce), "slack.announce", "7", "failed", "1"],
+                                      [str(card), "slack.card", "8", "failed", "1"],
+                                      [str(notice), "slack.notice", "9", "pending", "0"]]
+    assert cells[0][6] == f"channel_not_found: C0GONE for job {announce}"  # one line per job
+    assert len({line.index("slack.") for line in lines} | {header.index("kind")}) == 1  # aligned columns
+
+    assert main(["jobs", "list", "--failed"]) == 0
+    assert [line.split()[0] for line in capsys.readouterr().out.splitlines()[1:]] == [str(announce), str(card)]
+
+    assert main(["jobs", "retry", str(notice)]) == 1
+    assert capsys.readouterr().err.splitlines()[-1] == (
+        f"oncall-bot: job {notice} is pending, not failed: only failed jobs are retried (a pending job is "
+        "retried by the bot itself)")
+    assert main(["jobs", "retry", "9999"]) == 1
+    assert "job 9999 does not exist (see `oncall-bot jobs list`)" in capsys.readouterr().err
+
+    before = clock()
+    assert main(["jobs", "retry", str(announce)]) == 0
+    assert capsys.readouterr().out == \
+        f"job {announce} (slack.announce) pending again after 1 attempt; the bot runs it at its next poll\n"
+    retried = job_row(db_env, announce)
+    assert (retried.status, retried.attempts, retried.finished_at) == (JobStatus.PENDING, 1, None)
+    assert before <= retried.run_at <= clock()
+
+    ran: list[int] = []
+
+    async def fixed(job: Any) -> None:
+        ran.append(job.id)
+
+    run_outbox(db_env, clock, {"slack.announce": fixed, "slack.card": refused})
+    assert ran == [announce]
+    assert (job_row(db_env, announce).status, job_row(db_env, announce).attempts) == (JobStatus.DONE, 2)
+    assert job_row(db_env, card).status == JobStatus.FAILED  # not retried: not asked to
+
+    assert main(["jobs", "retry", "--all-failed"]) == 0
+    assert capsys.readouterr().out == f"1 failed job pending again: {card}\n"
+    assert main(["jobs", "retry", "--all-failed"]) == 0
+    assert capsys.readouterr().out == "0 failed jobs pending again\n"
+    assert main(["jobs", "list", "--failed"]) == 0
+    assert capsys.readouterr().out == "no failed jobs\n"
+
+
+def test_jobs_retry_needs_an_id_or_all_failed(capsys: pytest.CaptureFixture[str]) -> None:
+    for args in ([], ["3", "--all-failed"]):
+        with pytest.raises(SystemExit) as exited:
+            main(["jobs", "retry", *args])
+        assert exited.value.code == 2
+    assert "--all-failed" in capsys.readouterr().err
+
+
+def job_row(url: str, job_id: int) -> Job:
+    db = Database(url)
+    try:
+        with db.read() as session:
+            job = session.get(Job, job_id)
+            assert job is not None
+            return job
+    finally:
+        db.dispose()

@@ -90,3 +90,143 @@ def test_channel_names_follow_slack_rules(alertname: str, expected: str) -> None
     name = channel_name("inc-{date}-{seq}-{alertname}", _incident(alertname=alertname))
     assert name == expected.replace("DAY", DAY)
     assert len(name) <= 80
+
+
+# -- wrong configuration is refused, one problem a line, with the line -------------------------------
+
+BAD_CONFIG = """\
+channels:
+  announce: "not a channel!"
+runbooks:
+  namespaces: [prod-eu, Prod_NS]
+  urls:
+    - https://status.example.com/health
+    - "ftp://x"
+    - "https:///no-host"
+  locale: fr
+escalation:
+  P2:
+    ack_minutes: 0
+    update_minutes: 10081
+    page_after_minutes: 20000
+    levels:
+      - {name: L2, after_minutes: 0, pagerduty_level: 1}
+      - {name: L3, after_minutes: 10081, pagerduty_level: 2}
+incidents:
+  auto_resolve: true
+  auto_resolve: false
+"""
+
+
+def bad_config_lines(path: object) -> list[str]:
+    return [
+        f"{path}:2: channels.announce: 'not a channel!' is neither a channel id (C… or G…, as in the channel's "
+        "details) nor a channel name (lowercase letters, digits, '-' and '_', at most 80, optional '#')",
+        f"{path}:4: runbooks.namespaces[1]: 'Prod_NS' is not an RFC 1123 DNS label (lowercase letters, digits and "
+        "'-', 1-63 characters, alphanumeric at both ends)",
+        f"{path}:7: runbooks.urls[1]: 'ftp://x' must be http(s)://host/... without user information",
+        f"{path}:8: runbooks.urls[2]: 'https:///no-host' must be http(s)://host/... without user information",
+        f"{path}:9: runbooks.locale: unknown locale 'fr': the bot's texts and shipped runbooks exist in en, ja",
+        f"{path}:12: escalation.P2.ack_minutes: must be 1 to 10080 minutes (a week), or null for none",
+        f"{path}:13: escalation.P2.update_minutes: must be 1 to 10080 minutes (a week), or null for none",
+        f"{path}:14: escalation.P2.page_after_minutes: must be 0 (at once) to 10080 minutes, 'ack_deadline' or "
+        "null (never page)",
+        f"{path}:17: escalation.P2.levels[1].after_minutes: must be 0 to 10080 minutes (a week)",
+        f"{path}:20: incidents.auto_resolve: duplicate key (the later value would silently win); keep one",
+    ]
+
+
+def test_every_problem_is_one_line_with_file_and_line(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    path = tmp_path / "oncall.yaml"
+    path.write_text(BAD_CONFIG)
+    with pytest.raises(ConfigError) as caught:
+        load_config_file(path)
+    assert caught.value.problems == bad_config_lines(path)
+    assert caught.value.summary == \
+        f"ONCALL_CONFIG={path}: 10 problems; see `oncall-bot config schema` for the format"
+
+
+def test_config_check_prints_every_problem_and_fails(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    path = tmp_path / "oncall.yaml"
+    path.write_text(BAD_CONFIG)
+    result = subprocess.run([sys.executable, "-m", "commands.cli", "config", "check", str(path)],
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == 1
+    assert result.stderr.splitlines() == [*bad_config_lines(path), "oncall-bot: configuration error: "
+                                          f"ONCALL_CONFIG={path}: 10 problems; see `oncall-bot config schema` "
+                                          "for the format"]
+
+
+def test_serve_with_a_bad_config_prints_the_same_and_stops(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    path = tmp_path / "oncall.yaml"
+    path.write_text(BAD_CONFIG)
+    env = {"PATH": "/usr/bin:/bin", **ENV, "ONCALL_CONFIG": str(path),
+           "DATABASE_URL": f"sqlite:///{tmp_path / 'oncall.db'}"}
+    result = subprocess.run([sys.executable, "-m", "commands.cli", "serve", "--port", "0"], capture_output=True,
+                            text=True, env=env, timeout=60)
+    assert result.returncode == 2
+    assert result.stderr.splitlines()[:10] == bad_config_lines(path)
+    assert "Traceback" not in result.stderr
+    assert not (tmp_path / "oncall.db").exists()  # stopped before anything started
+
+
+@pytest.mark.parametrize(("text", "line"), [
+    ("channels:\n  announce: C0INC\n  private: true\n  private: false\n", "4: channels.private: duplicate key"),
+    ("runbooks:\n  namespaces: [a, b\nchannels: {}\n", "3: invalid YAML: expected ',' or ']', but got ':'"),
+    ("incidents:\n  auto_resolve: true\n  reopen_minutes: 5\n", "3: incidents.reopen_minutes: unknown key (a typo?)"),
+    ("escalation:\n  P1:\n    levels:\n      - {name: L2, after_minutes: 0}\n",
+     "4: escalation.P1.levels[0].pagerduty_level: required key is missing"),
+    ("- channels\n", "1: (top): Input should be a valid dictionary"),
+    ("a: 1\n---\nb: 2\n", "2: invalid YAML: but found another document"),
+])
+def test_each_problem_names_its_line(tmp_path, text: str, line: str) -> None:  # type: ignore[no-untyped-def]
+    path = tmp_path / "oncall.yaml"
+    path.write_text(text)
+    with pytest.raises(ConfigError) as caught:
+        load_config_file(path)
+    [problem] = caught.value.problems
+    assert problem.startswith(f"{path}:{line}")
+
+
+def test_valid_values_at_the_limits_are_accepted(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    path = tmp_path / "oncall.yaml"
+    path.write_text("""\
+channels: {announce: "#inc_alerts-1"}
+runbooks:
+  namespaces: [prod-eu, "0"]
+  urls: ["https://status.example.com/", "http://10.0.0.1:8080/health"]
+  locale: ja
+escalation:
+  P1: {ack_minutes: 1, page_after_minutes: 0, update_minutes: 10080}
+  P2: {levels: [{name: L2, after_minutes: 0, pagerduty_level: 1}, {name: L3, after_minutes: 10080,
+       pagerduty_level: 2}]}
+""")
+    config = load_config_file(path)
+    assert config.runbooks.locale == "ja" and config.escalation.P1.page_minutes == 0
+    assert config.escalation.P2.levels[1].after_minutes == 10080
+    for announce in ("C0INCIDENTS", "G01ABC", "incidents", "#incidents", "a" * 80):
+        assert OncallConfig.model_validate({"channels": {"announce": announce}}).channels.announce == announce
+    for announce in ("Incidents", "c-" + "a" * 79, "#", "inc idents", "D0DIRECT"):
+        with pytest.raises(ValueError, match="neither a channel id"):
+            OncallConfig.model_validate({"channels": {"announce": announce}})
+
+
+def test_a_yaml_merge_key_that_is_overridden_is_not_a_duplicate(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    path = tmp_path / "oncall.yaml"
+    path.write_text("channels:\n  <<: {announce: C0ONE, private: true}\n  announce: C0TWO\n"
+                    "runbooks:\n  locale: ja\n  locale: en\n")
+    with pytest.raises(ConfigError) as caught:
+        load_config_file(path)
+    assert [p.split(": ", 1)[1] for p in caught.value.problems] == \
+        ["runbooks.locale: duplicate key (the later value would silently win); keep one"]
+    path.write_text("channels:\n  <<: {announce: C0ONE, private: true}\n  announce: C0TWO\n")
+    assert load_config_file(path).channels.model_dump(include={"announce", "private"}) == \
+        {"announce": "C0TWO", "private": True}
+    path.write_text("base: &b {auto_resolve: false, reopen_window_minutes: 5}\n")  # unknown top-level key
+    with pytest.raises(ConfigError, match="base: unknown key"):
+        load_config_file(path)
+
+
+def test_the_shipped_defaults_pass_the_new_limits() -> None:
+    policy = OncallConfig().escalation
+    assert all(1 <= (getattr(policy, s).ack_minutes or 1) <= 10080 for s in ("P1", "P2", "P3", "P4"))
