@@ -155,7 +155,7 @@ def _open_incident(
     incident = Incident(
         group_id=group.id,
         episode=episode,
-        title=_title(message, first),
+        title=_title(message),
         alertname=labels.get("alertname", first.alertname),
         severity=_severity(config, [a for a in message.alerts if a.status == "firing"]),
         service=_first_label(labels, "service", "app", "job"),
@@ -171,7 +171,7 @@ def _open_incident(
     session.flush()  # the unique (group, episode) constraint is checked here
     group.current_incident_id = incident.id
     add_timeline(session, incident, ALERTMANAGER, "created",
-                 f"Incident opened from alert group {message.group_key}", at=now,
+                 _opened_text(message), at=now,
                  data={"receiver": message.receiver, "group_key": message.group_key})
     enqueue(session, JOB_OPEN, now=now, incident_id=incident.id, payload={"webhook_at": now.isoformat()})
     enqueue(session, JOB_RUNBOOK, now=now, incident_id=incident.id)  # same lane: posted once the channel exists
@@ -277,9 +277,26 @@ def _severity(config: OncallConfig, alerts: list[WebhookAlert]) -> str:
     return min((config.severity.severity_of(a.labels) for a in alerts), key=SEVERITIES.index)
 
 
-def _title(message: WebhookMessage, first: WebhookAlert) -> str:
-    summary = message.common_annotations.get("summary") or first.annotations.get("summary")
-    return summary or first.alertname
+def _title(message: WebhookMessage) -> str:
+    """The group's common summary; else what the group is: `HighLatency on checkout (3 alerts)`."""
+    if message.common_annotations.get("summary"):
+        return message.common_annotations["summary"]
+    labels = {**message.common_labels, **message.group_labels}
+    name = labels.get("alertname") or message.alerts[0].alertname
+    where = _first_label(labels, "service", "app", "job", "namespace", "instance", "pod", "cluster")
+    count = len(message.alerts) + message.truncated_alerts
+    return name + (f" on {where}" if where else "") + (f" ({_alerts(count)})" if count > 1 else "")
+
+
+def _opened_text(message: WebhookMessage) -> str:
+    # For people: the group key stays in the entry's data, not in what the card shows.
+    firing = sum(a.status == "firing" for a in message.alerts)
+    more = f", {message.truncated_alerts} more not sent" if message.truncated_alerts else ""
+    return f"opened the incident with {_alerts(firing)} firing{more}"  # the card puts the actor first
+
+
+def _alerts(n: int) -> str:
+    return f"{n} alert" if n == 1 else f"{n} alerts"
 
 
 def _first_label(labels: dict[str, str], *names: str) -> str | None:

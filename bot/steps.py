@@ -105,6 +105,7 @@ def record_run(session: Session, step: RunbookStep, incident: Incident, user: st
                outcome: str, ok: bool) -> None:
     step.runs += 1
     step.last_run_by, step.last_run_at = user, now
+    step.last_ok, step.last_outcome = ok, outcome[:1000]  # the runbook message shows a failure as failed
     add_timeline(session, incident, user, "diagnostic",
                  f"ran {step.action} ({step.step_id}): {outcome}"[:1000], at=now,
                  data={"step": step.step_id, "action": step.action, "params": step.params, "ok": ok})

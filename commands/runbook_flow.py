@@ -6,7 +6,7 @@
   channel; a diagnostic is queued, a remediation records an approval request.
 * `runbook.run_step` (outbox): runs the diagnostic, answers in the step's thread (a code block,
   or a file when long), records it in the timeline; `runbook.refresh` then re-renders the
-  runbook so the step shows who ran it and when.
+  runbook so the step shows who ran it, when, and whether it failed (and why).
 * `/runbook list` and `/runbook show ID`.
 """
 
@@ -17,6 +17,7 @@ import logging
 import re
 from collections.abc import Awaitable, Callable
 from dataclasses import replace
+from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from slack_bolt.async_app import AsyncApp
@@ -30,6 +31,7 @@ from bot.runbooks import RunbookSet, localized, param_context
 from commands.blockkit import LIMITS, clip, escape, section, trusted_mrkdwn
 from commands.runbook_blocks import ACTION_PREFIX, no_runbook_blocks, runbook_fallback_text, runbook_messages
 from commands.slack_sync import slack_job
+from commands.slack_time import slack_time
 from integrations.slack import SlackError
 
 if TYPE_CHECKING:
@@ -41,6 +43,7 @@ log = logging.getLogger(__name__)
 
 _STEP_BLOCK = re.compile(r"runbook_step_(\d+)$")
 _CODE_ROOM = LIMITS["section"] - 8  # the ``` fences and newlines
+_REASON = 500  # a failed step's reason on the runbook message; the whole output is in its thread
 
 
 def _language(locale: str | None) -> str:
@@ -103,7 +106,8 @@ class RunbookFlow:
     def _messages(self, incident: Incident, plan: steps.RunbookPlan,
                   rows: dict[int, RunbookStep]) -> list[tuple[list[dict[str, Any]], list[int]]]:
         assert plan.runbook is not None
-        notes = {i: _ran_note(row) for i, row in rows.items() if row.runs}
+        now = self.clock()
+        notes = {i: _ran_note(row, now) for i, row in rows.items() if row.runs}
         messages = runbook_messages(plan.runbook, plan.steps, locale=self.policy.locale,
                                     button_id=lambda i: rows[i].token, notes=notes,
                                     runbook_url=plan.annotations.get("runbook_url"))
@@ -295,10 +299,18 @@ def _step_indices(blocks: list[dict[str, Any]]) -> list[int]:
     return [int(m.group(1)) for block in blocks if (m := _STEP_BLOCK.match(str(block.get("block_id", ""))))]
 
 
-def _ran_note(row: RunbookStep) -> str:
-    when = f" at {row.last_run_at:%H:%M} UTC" if row.last_run_at else ""
+def _ran_note(row: RunbookStep, now: datetime) -> str:
+    """The step's last run as trusted mrkdwn: ok, failed and why, or (runs recorded before
+    results were kept) that its result is not known."""
+    when = f" at {slack_time(row.last_run_at, now)}" if row.last_run_at else ""
     times = f" ({row.runs} runs)" if row.runs > 1 else ""
-    return f":white_check_mark: ran by <@{row.last_run_by}>{when}{times}"
+    who = f"<@{row.last_run_by}>"
+    if row.last_ok is False:
+        reason = (row.last_outcome or "no reason was recorded").removeprefix("failed: ")
+        return f":warning: failed{when}: {escape(clip(reason, _REASON))} · run by {who}{times}"
+    if row.last_ok is None:
+        return f":grey_question: ran by {who}{when}{times}; its result was not recorded"
+    return f":white_check_mark: ran by {who}{when}{times}"
 
 
 def _params_text(params: dict[str, Any]) -> str:

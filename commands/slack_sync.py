@@ -113,9 +113,10 @@ class SlackSync:
             alerts = list(session.scalars(select(Alert).where(Alert.incident_id == incident.id)))
             timeline = list(session.scalars(
                 select(TimelineEntry).where(TimelineEntry.incident_id == incident.id)
-                .order_by(TimelineEntry.id.desc()).limit(5)  # type: ignore[union-attr]
+                .order_by(TimelineEntry.at.desc(), TimelineEntry.id.desc()).limit(5)  # type: ignore[attr-defined,union-attr]
             ))
-        view = CardView(incident=incident, alerts=alerts, timeline=timeline[::-1])
+        # `now` lets the card leave out the date of today's times; started = earliest startsAt (CardView).
+        view = CardView(incident=incident, alerts=alerts, timeline=timeline[::-1], now=self.clock())
         for decorate in self.decorators:
             decorate(incident, view)
         return view

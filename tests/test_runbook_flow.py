@@ -157,7 +157,26 @@ def test_a_click_on_a_diagnostic_runs_it_and_answers_in_the_step_thread(
     assert entry.actor == "U0ALICE" and "k8s.logs" in entry.text and "3 log lines" in entry.text
     wait_for(lambda: "ran by <@U0ALICE>" in json.dumps(runbook_messages(slack, incident.channel_id)[0].blocks),
              what="the step to show who ran it")
-    assert by_id(step_rows(rb_bot, incident.id or 0), "previous-logs").runs == 1
+    ran = by_id(step_rows(rb_bot, incident.id or 0), "previous-logs")
+    assert (ran.runs, ran.last_ok) == (1, True) and (ran.last_outcome or "").startswith("3 log lines")
+
+
+def test_a_step_that_fails_shows_failed_with_the_reason(
+        rb_bot: RunningBot, slack: FakeSlack, kubernetes: FakeKubernetes) -> None:
+    incident = open_incident(rb_bot, labels={**LABELS, "pod": "ghost-0"}, key="ghost")  # no such pod
+    logs = by_id(posted_steps(rb_bot, incident), "previous-logs")
+    click(rb_bot, slack, logs, "U0ALICE")
+    wait_for(lambda: ":warning: failed at" in json.dumps(runbook_messages(slack, incident.channel_id)[0].blocks),
+             what="the step to show it failed")
+    assert kubernetes.requests_for("GET", "/api/v1/namespaces/prod/pods/ghost-0/log")  # the 404 came from there
+    context = next(b for b in runbook_messages(slack, incident.channel_id)[0].blocks
+                   if b.get("block_id") == f"runbook_step_{logs.step_index}_context")
+    note = context["elements"][-1]["text"]
+    assert "NotFound" in note and "run by <@U0ALICE>" in note and ":white_check_mark:" not in note
+    failed = by_id(step_rows(rb_bot, incident.id or 0), "previous-logs")
+    assert failed.last_ok is False and "NotFound" in (failed.last_outcome or "")
+    [entry] = timeline(rb_bot, incident.id or 0, "diagnostic")
+    assert entry.data["ok"] is False
 
 
 def test_people_outside_the_channel_are_refused_and_nothing_runs(
