@@ -232,6 +232,9 @@ def _refresh_summary(
     if message.common_annotations and message.common_annotations != incident.annotations:
         incident.annotations = dict(message.common_annotations)
         changed = True
+    if firing and _title(message) != incident.title:  # alerts joined, or a common summary appeared
+        incident.title = _title(message)
+        changed = True
     if message.truncated_alerts != incident.truncated_alerts:
         incident.truncated_alerts = message.truncated_alerts
         changed = True

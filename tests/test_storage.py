@@ -148,3 +148,17 @@ def test_migration_0003_makes_alert_columns_text_and_keeps_the_rows(database_url
             assert connection.scalar(text("SELECT length(receiver) FROM alert_group")) == 5000
     finally:
         database.dispose()
+
+
+def test_title_follows_the_group_as_alerts_join(db: Database) -> None:
+    def firing(n: int) -> dict:  # type: ignore[type-arg]
+        alerts = [alert("HighLatency", labels={"instance": f"api-{i}"}, annotations={"summary": f"slow api-{i}"})
+                  for i in range(n)]
+        return group(*alerts, group_key='{}:{alertname="HighLatency"}')
+
+    first = _ingest(db, firing(1))
+    with db.read() as session:
+        assert session.get(Incident, first.incident_id).title == "slow api-0"  # type: ignore[union-attr]
+    _ingest(db, firing(3))
+    with db.read() as session:
+        assert session.get(Incident, first.incident_id).title == "HighLatency on api (3 alerts)"  # type: ignore[union-attr]
