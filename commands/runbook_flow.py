@@ -30,7 +30,7 @@ from bot.outbox import PermanentError, RetryLater
 from bot.runbooks import RunbookSet, localized, param_context
 from commands.blockkit import LIMITS, clip, escape, section, trusted_mrkdwn
 from commands.runbook_blocks import ACTION_PREFIX, no_runbook_blocks, runbook_fallback_text, runbook_messages
-from commands.slack_sync import slack_job
+from commands.slack_sync import message_tag, post_once, slack_job
 from commands.slack_time import slack_time
 from integrations.slack import SlackError
 
@@ -76,15 +76,17 @@ class RunbookFlow:
         channel = incident.channel_id or incident.card_channel_id
         thread = None if incident.channel_id else incident.card_ts  # no channel: under the card
         if plan.runbook is None:
-            await self.slack.post_message(channel, f"No runbook matches {incident.alertname}",
-                                          blocks=no_runbook_blocks(incident.alertname, locale=self.policy.locale),
-                                          thread_ts=thread)
+            await post_once(self.slack, channel, f"No runbook matches {incident.alertname}",
+                            blocks=no_runbook_blocks(incident.alertname, locale=self.policy.locale),
+                            thread_ts=thread, retry=job.attempts > 1, tag=message_tag(incident, "runbook", part=0))
             return
         for blocks, indices in self._messages(incident, plan, rows):
             if indices and all(rows[i].message_ts for i in indices):
                 continue  # posted by an earlier attempt of this job
-            ts = await self.slack.post_message(channel, runbook_fallback_text(plan.runbook, self.policy.locale),
-                                               blocks=blocks, thread_ts=thread)
+            # Found again by its first step after a crash between posting and recording it.
+            tag = message_tag(incident, "runbook", part=min(indices) if indices else -1)
+            ts = await post_once(self.slack, channel, runbook_fallback_text(plan.runbook, self.policy.locale),
+                                 blocks=blocks, thread_ts=thread, retry=job.attempts > 1, tag=tag)
             await asyncio.to_thread(self._save_message, [rows[i].id for i in indices], channel, ts)
             for i in indices:
                 rows[i].message_channel, rows[i].message_ts = channel, ts
@@ -189,7 +191,7 @@ class RunbookFlow:
         language = _language(job.payload.get("locale") or await self._locale(user))
         title = self._title(step, language)
         ok, output = await self._execute(step, user)
-        await self._post_output(step, incident, user, title, ok, output)
+        await self._post_output(step, incident, user, title, ok, output, job)
         await asyncio.to_thread(self._record, step.id, user, output.summary or output.text, ok)
         self.kick()
 
@@ -207,14 +209,14 @@ class RunbookFlow:
             return False, ActionOutput(text=str(exc), summary=f"failed: {exc}")
 
     async def _post_output(self, step: RunbookStep, incident: Incident, user: str, title: str, ok: bool,
-                           output: ActionOutput) -> None:
+                           output: ActionOutput, job: Job) -> None:
         channel, thread = _thread_of(step, incident)
         icon = ":white_check_mark:" if ok else ":x:"
         head = f"{icon} *{escape(title)}* · <@{user}> · {escape(output.summary or '')}"
         code = "```\n" + clip(escape(output.text), _CODE_ROOM).replace("```", "ˋˋˋ") + "\n```"
         blocks = [section(trusted_mrkdwn(head, LIMITS["section"])), section(trusted_mrkdwn(code))]
-        await self.slack.post_message(channel, clip(f"{title}: {output.summary}", LIMITS["text"]), blocks=blocks,
-                                      thread_ts=thread)
+        await post_once(self.slack, channel, clip(f"{title}: {output.summary}", LIMITS["text"]), blocks=blocks,
+                        thread_ts=thread, retry=job.attempts > 1, tag=message_tag(incident, "step_output", job=job.id))
         if output.file is not None:
             await self.slack.upload_file(channel, output.file, output.filename or "output.txt", title=title,
                                          thread_ts=thread)
@@ -255,7 +257,8 @@ class RunbookFlow:
                     f"({escape(_params_text(step.params))}). Nothing runs until an authorised responder approves it.")
         else:
             text = escape(str(job.payload.get("text", "")))
-        await self.slack.post_message(channel, clip(text, LIMITS["text"]), thread_ts=thread)
+        await post_once(self.slack, channel, clip(text, LIMITS["text"]), thread_ts=thread,
+                        retry=job.attempts > 1, tag=message_tag(incident, "notice", job=job.id))
 
     # -- /runbook ------------------------------------------------------------------------------
 

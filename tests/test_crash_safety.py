@@ -104,6 +104,10 @@ def _in_announce_channel(args: dict[str, Any]) -> bool:
     return args.get("channel") == ANNOUNCE
 
 
+def _runbook(args: dict[str, Any]) -> bool:
+    return ((args.get("metadata") or {}).get("event_payload") or {}).get("kind") == "runbook"
+
+
 # (method, when, which call): the step of opening an incident at which the bot dies.
 STEPS = {
     "after-the-webhook-200": ("conversations.create", "before", None),
@@ -112,6 +116,7 @@ STEPS = {
     "inviting-responders": ("conversations.invite", "after", None),
     "posting-the-card": ("chat.postMessage", "after", _in_incident_channel),
     "posting-the-announcement": ("chat.postMessage", "after", _in_announce_channel),
+    "posting-the-runbook": ("chat.postMessage", "after", _runbook),
 }
 
 
@@ -139,6 +144,9 @@ def test_killed_at_each_step_of_opening_an_incident_nothing_is_doubled_or_lost(
     (announce_channel, note), = slack.tagged("announcement")
     assert (card_channel, announce_channel) == (channel.id, ANNOUNCE)
     assert f"<#{channel.id}>" in json.dumps(note.blocks)
+    wait_for(lambda: slack.tagged("runbook"), what="the runbook posted")
+    parts = [m.metadata["event_payload"]["part"] for _, m in slack.tagged("runbook")]  # type: ignore[index]
+    assert len(parts) == len(set(parts)), f"a runbook message was posted twice: {parts}"
 
     # The one card is the live one: it follows the incident after the restart.
     assert second.post_alerts(resolved(payload)).json()["outcome"] == "resolved"
