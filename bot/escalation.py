@@ -28,9 +28,9 @@ from bot.models import Incident, IncidentStatus, UTCDateTime, utcnow
 from bot.outbox import enqueue
 
 __all__ = [
-    "JOB_PD_EVENT", "JOB_PD_ESCALATE", "JOB_PD_INVITE", "MaintenanceWindow", "Paging", "Timer", "TimerStatus",
-    "acknowledge", "active_maintenance", "add_maintenance", "apply_pagerduty_assignment", "cancel_maintenance",
-    "dedup_key",
+    "JOB_PD_EVENT", "JOB_PD_ESCALATE", "JOB_PD_INVITE", "MaintenanceWindow", "Paging", "PagerDutyWebhookEvent", "Timer",
+    "TimerStatus", "acknowledge", "active_maintenance", "add_maintenance", "apply_pagerduty_assignment",
+    "apply_pagerduty_event", "cancel_maintenance", "dedup_key",
     "escalate_now", "fire", "incident_of_lane", "on_incident_opened", "on_incident_reopened", "on_incident_resolved",
     "on_severity_raised", "pd_lane", "resolve", "status_update_posted",
 ]
@@ -90,6 +90,24 @@ class Paging(SQLModel, table=True):
     acked_in_pagerduty_by: str | None = Field(default=None, max_length=128)
     assignees: list[str] = Field(default_factory=list, sa_column=Column(JSON, nullable=False))
     updated_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
+    # When the current episode began (opened, or last reopened): PagerDuty events that occurred
+    # before it belong to an earlier episode. None on rows from before 0004: incident.created_at.
+    episode_started_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
+    last_event_at: datetime | None = Field(default=None, sa_type=UTCDateTime)  # newest applied webhook event
+
+
+class PagerDutyWebhookEvent(SQLModel, table=True):
+    """A webhook event PagerDuty sent about one of our incidents. PagerDuty redelivers (retries,
+    replays), so an event id is looked at once; the row keeps what was made of it."""
+
+    __tablename__ = "pagerduty_event"
+
+    event_id: str = Field(primary_key=True, sa_type=Text)
+    incident_id: int = Field(foreign_key="incident.id", index=True)
+    event_type: str = Field(sa_type=Text)
+    occurred_at: datetime = Field(sa_type=UTCDateTime)
+    received_at: datetime = Field(sa_type=UTCDateTime)
+    outcome: str = Field(sa_type=Text)
 
 
 class MaintenanceWindow(SQLModel, table=True):
@@ -196,7 +214,7 @@ def _arm(session: Session, incident: Incident, config: OncallConfig, anchor: dat
 
 def on_incident_opened(session: Session, incident: Incident, config: OncallConfig, now: datetime) -> None:
     """Called by bot.incidents when an incident opens: its paging row and its timers."""
-    _paging(session, incident)
+    _paging(session, incident).episode_started_at = now
     _arm(session, incident, config, now)
 
 
@@ -208,6 +226,7 @@ def on_incident_reopened(session: Session, incident: Incident, config: OncallCon
     paging.level, paging.paged_at, paging.page_job_id, paging.delivery = 0, None, None, ""
     paging.delivered_at = paging.last_error = paging.pd_incident_id = paging.held = None
     paging.acked_in_pagerduty_by, paging.assignees, paging.updated_at = None, [], now
+    paging.episode_started_at = now
     _arm(session, incident, config, now)
 
 
@@ -285,12 +304,16 @@ def _levels(rule: SeverityEscalation) -> list[EscalationLevel]:
     return rule.levels or [EscalationLevel(name="on-call", after_minutes=0, pagerduty_level=1)]
 
 
-def _next_level(session: Session, incident: Incident, rule: SeverityEscalation, current: int, at: datetime) -> None:
+def _schedule_levels(session: Session, incident: Incident, rule: SeverityEscalation, current: int,
+                     anchor: datetime) -> None:
+    """Each level above `current` on a timer of its own, counted from `anchor` (when `current`
+    was paged): a level that climbs while unresolved comes even after an ack called off the
+    levels before it (P1: L3 while unacknowledged, L4 while unresolved)."""
     levels = _levels(rule)
-    if current < len(levels):
-        wait = levels[current].after_minutes - levels[current - 1].after_minutes
-        schedule(session, incident, ESCALATE, at + timedelta(minutes=wait),
-                 {"level": current + 1, "while": rule.escalate_while})
+    base = levels[current - 1].after_minutes
+    for n, level in enumerate(levels[current:], start=current + 1):
+        schedule(session, incident, ESCALATE, anchor + timedelta(minutes=level.after_minutes - base),
+                 {"level": n, "while": level.condition(rule)})
 
 
 def _page(session: Session, incident: Incident, paging: Paging, config: OncallConfig, *, now: datetime,
@@ -311,14 +334,14 @@ def _page(session: Session, incident: Incident, paging: Paging, config: OncallCo
     _invite_level(session, incident, paging, level, now)
     add_timeline(session, incident, actor, "page", f"paged {level.name}: {why}", at=now,
                  data={"level": 1, "dedup_key": paging.dedup_key})
-    _next_level(session, incident, rule, 1, anchor)
+    _schedule_levels(session, incident, rule, 1, anchor)
     _card(session, incident, now)
     metrics.INCIDENTS.labels(event="paged").inc()
     return f"paged {level.name}"
 
 
 def _escalate_to(session: Session, incident: Incident, paging: Paging, rule: SeverityEscalation, n: int, *,
-                 now: datetime, anchor: datetime, why: str, actor: str) -> str:
+                 now: datetime, why: str, actor: str) -> str:
     level = _levels(rule)[n - 1]
     paging.level, paging.updated_at = n, now
     _page_job(session, paging, JOB_PD_ESCALATE, {"dedup_key": paging.dedup_key, "pagerduty_level": level.pagerduty_level}, now)
@@ -327,7 +350,6 @@ def _escalate_to(session: Session, incident: Incident, paging: Paging, rule: Sev
     add_timeline(session, incident, actor, "escalate", f"escalated to {level.name}: {why}", at=now, data={"level": n})
     if incident.status != S.ESCALATED and S.ESCALATED in TRANSITIONS[S(incident.status)]:
         transition(session, incident, S.ESCALATED, actor=actor, now=now, reason=f"{level.name} paged")
-    _next_level(session, incident, rule, n, anchor)
     _card(session, incident, now)
     metrics.INCIDENTS.labels(event="escalated").inc()
     return f"escalated to {level.name}"
@@ -385,17 +407,17 @@ def _fire_escalate(session: Session, timer: Timer, incident: Incident, paging: P
     n = int(timer.payload["level"])
     if not incident.is_open:
         return False, "resolved"
-    if rule.escalate_while == "unacknowledged" and incident.acknowledged_at:
-        return False, "acknowledged"
     if paging.level >= n or n > len(_levels(rule)):
         return False, f"already at level {paging.level}"
+    level = _levels(rule)[n - 1]
+    if level.condition(rule) == "unacknowledged" and incident.acknowledged_at:
+        return False, "acknowledged"
     held = _hold(session, incident, paging, config, timer, now)
     if held:
         return True, held
-    minutes = _levels(rule)[n - 1].after_minutes
-    state = "not acknowledged" if rule.escalate_while == "unacknowledged" else "unresolved"
-    return True, _escalate_to(session, incident, paging, rule, n, now=now, anchor=timer.due_at,
-                              why=f"{state} {minutes} min after the page", actor=BOT)
+    state = "not acknowledged" if level.condition(rule) == "unacknowledged" else "unresolved"
+    return True, _escalate_to(session, incident, paging, rule, n, now=now,
+                              why=f"{state} {level.after_minutes} min after the page", actor=BOT)
 
 
 def _fire_ack_overdue(session: Session, timer: Timer, incident: Incident, paging: Paging, config: OncallConfig,
@@ -478,8 +500,10 @@ def escalate_now(session: Session, incident: Incident, actor: str, now: datetime
     if paging.level >= len(_levels(rule)):
         return None
     cancel(session, incident.id or 0, keep=lambda t: t.kind != ESCALATE)
-    return _escalate_to(session, incident, paging, rule, paging.level + 1, now=now, anchor=now, why=who,
-                        actor=_actor(actor, source))
+    n = paging.level + 1
+    outcome = _escalate_to(session, incident, paging, rule, n, now=now, why=who, actor=_actor(actor, source))
+    _schedule_levels(session, incident, rule, n, now)
+    return outcome
 
 
 def apply_pagerduty_assignment(session: Session, incident: Incident, event_type: str,
@@ -501,6 +525,36 @@ def apply_pagerduty_assignment(session: Session, incident: Incident, event_type:
     return True
 
 
+def apply_pagerduty_event(session: Session, incident: Incident, event_id: str, event_type: str,
+                          occurred_at: datetime, now: datetime, apply: Callable[[Paging], str]) -> tuple[str, str]:
+    """A PagerDuty webhook event, applied once and in order: PagerDuty redelivers and does not
+    order its deliveries, and the dedup key outlives a reopen, so an old `resolved` must not end
+    the new episode. `apply` makes the change and returns "applied" when something changed.
+    Returns (outcome, why); a repeated id is "duplicate", an event older than the current episode
+    or than the last applied event is "stale"; neither calls `apply`."""
+    paging = _paging(session, incident)
+    if session.get(PagerDutyWebhookEvent, event_id) is not None:
+        return "duplicate", f"event {event_id} was already received"
+    outcome, why = _staleness(incident, paging, occurred_at)
+    if not outcome:
+        outcome = apply(paging)
+        if outcome == "applied":
+            paging.last_event_at = occurred_at
+    session.add(PagerDutyWebhookEvent(event_id=event_id, incident_id=incident.id, event_type=event_type,
+                                      occurred_at=occurred_at, received_at=now, outcome=outcome))
+    return outcome, why
+
+
+def _staleness(incident: Incident, paging: Paging, occurred_at: datetime) -> tuple[str, str]:
+    episode = paging.episode_started_at or incident.created_at
+    if occurred_at < episode:
+        return "stale", f"occurred at {occurred_at.isoformat()}, before the current episode began ({episode.isoformat()})"
+    if paging.last_event_at is not None and occurred_at < paging.last_event_at:
+        return "stale", f"occurred at {occurred_at.isoformat()}, before the last applied event " \
+                        f"({paging.last_event_at.isoformat()})"
+    return "", ""
+
+
 def _actor(actor: str, source: str) -> str:
     return (f"pagerduty:{actor}" if source == "pagerduty" else actor)[:128]
 
@@ -508,11 +562,14 @@ def _actor(actor: str, source: str) -> str:
 # -- maintenance windows -----------------------------------------------------------------------
 
 def add_maintenance(session: Session, name: str, match: dict[str, str], start: datetime, end: datetime,
-                    created_by: str) -> MaintenanceWindow:
+                    created_by: str, *, now: datetime) -> MaintenanceWindow:
+    """Declare a window; the cards of the open incidents it covers say so at once."""
     if end <= start:
         raise ValueError("a maintenance window must end after it starts")
-    window = MaintenanceWindow(name=name[:128], match=match, starts_at=start, ends_at=end, created_by=created_by)
+    window = MaintenanceWindow(name=name[:128], match=match, starts_at=start, ends_at=end, created_by=created_by,
+                               created_at=now)
     session.add(window)
+    _refresh_cards(session, match, now)
     return window
 
 
@@ -527,7 +584,18 @@ def cancel_maintenance(session: Session, window: MaintenanceWindow, now: datetim
     for timer in held:
         timer.due_at = now
         released += 1
+    _refresh_cards(session, window.match, now)
     return released
+
+
+def _refresh_cards(session: Session, match: dict[str, str], now: datetime) -> None:
+    # A card says whether a window holds its pages; without this it would say so until the
+    # incident's next change.
+    open_incidents = session.scalars(select(Incident).where(
+        Incident.status.not_in([S.RESOLVED, S.POSTMORTEM])))  # type: ignore[attr-defined]
+    for incident in open_incidents:
+        if labels_match(match, incident.labels):
+            _card(session, incident, now)
 
 
 def active_maintenance(session: Session, config: OncallConfig, labels: dict[str, str],

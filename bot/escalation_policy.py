@@ -21,6 +21,9 @@ __all__ = [
 
 Severity = Literal["P1", "P2", "P3", "P4"]
 _DAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
+# A week: longer waits are typos (hours or seconds written as minutes), and timers that long
+# outlive the incident they guard.
+MAX_MINUTES = 10080
 
 
 class _Strict(BaseModel):
@@ -42,9 +45,25 @@ def labels_match(match: dict[str, str], labels: dict[str, str]) -> bool:
 
 
 class EscalationLevel(_Strict):
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)  # `while` in YAML, `while_` in Python
+
     name: str = Field(min_length=1, max_length=80, description="shown in Slack, e.g. 'L3 engineering lead'")
     after_minutes: int = Field(ge=0, description="minutes after the page at which this level is paged")
     pagerduty_level: int = Field(ge=1, description="the PagerDuty escalation rule (1-based) paged for it")
+
+    @field_validator("after_minutes")
+    @classmethod
+    def _within_a_week(cls, value: int) -> int:
+        if value > MAX_MINUTES:
+            raise ValueError(f"must be 0 to {MAX_MINUTES} minutes (a week)")
+        return value
+    while_: Literal["unacknowledged", "unresolved"] | None = Field(
+        None, alias="while", description="page this level only while the incident is unacknowledged, or "
+        "while it is unresolved (an ack does not stop it); null: the severity's escalate_while")
+
+    def condition(self, rule: "SeverityEscalation") -> Literal["unacknowledged", "unresolved"]:
+        """What must still hold when this level comes due."""
+        return self.while_ or rule.escalate_while
 
 
 class SeverityEscalation(_Strict):
@@ -54,16 +73,24 @@ class SeverityEscalation(_Strict):
         "acknowledged (0: at once), or when the ack deadline passes; null: never page")
     levels: list[EscalationLevel] = Field(default_factory=list, description="paged in order; the first at the page")
     escalate_while: Literal["unacknowledged", "unresolved"] = Field(
-        "unacknowledged", description="climb the levels while the incident is unacknowledged, or until resolved")
+        "unacknowledged", description="climb the levels while the incident is unacknowledged, or until resolved "
+        "(a level's own `while` overrides it)")
     update_minutes: int | None = Field(description="remind the commander to post a status update this often")
     business_hours_only: bool = Field(False, description="a page due outside business hours waits for the next "
                                                          "business day")
 
-    @field_validator("ack_minutes", "page_after_minutes", "update_minutes")
+    @field_validator("ack_minutes", "update_minutes")
     @classmethod
-    def _not_negative(cls, value: int | str | None) -> int | str | None:
-        if isinstance(value, int) and value < 0:
-            raise ValueError("must be >= 0 (or null)")
+    def _within_a_week(cls, value: int | None) -> int | None:
+        if value is not None and not 1 <= value <= MAX_MINUTES:
+            raise ValueError(f"must be 1 to {MAX_MINUTES} minutes (a week), or null for none")
+        return value
+
+    @field_validator("page_after_minutes")
+    @classmethod
+    def _page_within_a_week(cls, value: int | str | None) -> int | str | None:
+        if isinstance(value, int) and not 0 <= value <= MAX_MINUTES:
+            raise ValueError(f"must be 0 (at once) to {MAX_MINUTES} minutes, 'ack_deadline' or null (never page)")
         return value
 
     @model_validator(mode="after")
@@ -90,19 +117,24 @@ class SeverityEscalation(_Strict):
         return value
 
 
-def _levels(*waits: int) -> list[dict[str, Any]]:
+def _levels(*steps: tuple[int, str | None]) -> list[dict[str, Any]]:
     names = ("L2 primary on-call", "L3 engineering lead", "L4 management")
-    return [{"name": names[i], "after_minutes": w, "pagerduty_level": i + 1} for i, w in enumerate(waits)]
+    return [{"name": names[i], "after_minutes": w, "pagerduty_level": i + 1, "while": cond}
+            for i, (w, cond) in enumerate(steps)]
 
 
-# The seeds: P1 respond in 15 min and escalate at once (the page goes out when the deadline
-# passes), L3 if unresolved 30 min later, L4 after 60; updates every 15 min. P2 respond in 30,
-# escalate after an hour. P3 within 4 h, next business day. P4 next business day, no escalation.
+# The seeds (operations-plan-ja.md 4.1): P1 "escalate at once": L2 is paged on open, L3 if still
+# unacknowledged 15 min later (the response deadline), L4 if still unresolved at 60 min (the
+# restore target), whoever acknowledged; status updates every 15 min. P2 "escalate after an
+# hour": paged when unacknowledged at 30 min, L3 at 60 min (30 after the page). P3 within 4 h,
+# in business hours. P4 next business day, never paged.
 SEVERITY_DEFAULTS: dict[str, dict[str, Any]] = {
-    "P1": {"ack_minutes": 15, "page_after_minutes": "ack_deadline", "levels": _levels(0, 30, 60), "update_minutes": 15},
-    "P2": {"ack_minutes": 30, "page_after_minutes": "ack_deadline", "levels": _levels(0, 60), "update_minutes": 30},
-    "P3": {"ack_minutes": 240, "page_after_minutes": "ack_deadline", "levels": _levels(0), "update_minutes": None,
-           "business_hours_only": True},
+    "P1": {"ack_minutes": 15, "page_after_minutes": 0,
+           "levels": _levels((0, None), (15, "unacknowledged"), (60, "unresolved")), "update_minutes": 15},
+    "P2": {"ack_minutes": 30, "page_after_minutes": "ack_deadline", "levels": _levels((0, None), (30, None)),
+           "update_minutes": 30},
+    "P3": {"ack_minutes": 240, "page_after_minutes": "ack_deadline", "levels": _levels((0, None)),
+           "update_minutes": None, "business_hours_only": True},
     "P4": {"ack_minutes": None, "page_after_minutes": None, "levels": [], "update_minutes": None,
            "business_hours_only": True},
 }
@@ -175,10 +207,18 @@ class MaintenanceWindowConfig(_Strict):
 class EscalationPolicy(_Strict):
     """Per severity: the ack deadline, when to page, the levels, the status-update cadence."""
 
-    P1: SeverityEscalation = Field(default_factory=lambda: SeverityEscalation(**SEVERITY_DEFAULTS["P1"]))
-    P2: SeverityEscalation = Field(default_factory=lambda: SeverityEscalation(**SEVERITY_DEFAULTS["P2"]))
-    P3: SeverityEscalation = Field(default_factory=lambda: SeverityEscalation(**SEVERITY_DEFAULTS["P3"]))
-    P4: SeverityEscalation = Field(default_factory=lambda: SeverityEscalation(**SEVERITY_DEFAULTS["P4"]))
+    P1: SeverityEscalation = Field(
+        default_factory=lambda: SeverityEscalation(**SEVERITY_DEFAULTS["P1"]),
+        description="default: pages L2 on open; L3 if unacknowledged at 15 min; L4 if unresolved at 60 min; "
+                    "status updates every 15 min")
+    P2: SeverityEscalation = Field(
+        default_factory=lambda: SeverityEscalation(**SEVERITY_DEFAULTS["P2"]),
+        description="default: pages L2 if unacknowledged at 30 min; L3 at 60 min; status updates every 30 min")
+    P3: SeverityEscalation = Field(
+        default_factory=lambda: SeverityEscalation(**SEVERITY_DEFAULTS["P3"]),
+        description="default: pages L2 if unacknowledged at 4 h, in business hours only")
+    P4: SeverityEscalation = Field(
+        default_factory=lambda: SeverityEscalation(**SEVERITY_DEFAULTS["P4"]), description="default: never pages")
     business_hours: BusinessHours = Field(default_factory=BusinessHours)
     maintenance: list[MaintenanceWindowConfig] = Field(default_factory=list)
 

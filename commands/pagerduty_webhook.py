@@ -2,8 +2,10 @@
 
 The signature (`X-PagerDuty-Signature`, HMAC-SHA256 under PAGERDUTY_WEBHOOK_SECRET) is checked
 on the raw body before anything is parsed; unsigned or badly signed requests get a 401 and
-change nothing. What PagerDuty tells us is applied without echoing it back to PagerDuty, and
-redeliveries are harmless (acknowledging an acknowledged incident does nothing).
+change nothing. What PagerDuty tells us is applied without echoing it back to PagerDuty, once
+and in order (bot.escalation.apply_pagerduty_event): a redelivered event id is a "duplicate", an
+event older than the incident's current episode or its last applied event is "stale"; both are
+answered 200 (a 4xx would only make PagerDuty retry or disable the subscription) and change nothing.
 """
 
 from __future__ import annotations
@@ -57,13 +59,14 @@ class PagerDutyWebhook:
         if not event.is_incident_event or event.incident is None:
             return JSONResponse({"outcome": "ignored", "event_type": event.event_type})
         try:
-            outcome = await asyncio.to_thread(self._apply, event)
+            outcome, why = await asyncio.to_thread(self._apply, event)
         except SQLAlchemyError as exc:  # PagerDuty retries a 5xx
             log.error("PagerDuty webhook not applied; PagerDuty will retry", extra={"error": repr(exc)})
             return JSONResponse({"error": "could not store the change; retry later"}, status_code=503)
         self.on_commit()
-        log.info("PagerDuty webhook applied", extra={"event_type": event.event_type, "outcome": outcome})
-        return JSONResponse({"outcome": outcome, "event_type": event.event_type})
+        log.info("PagerDuty webhook applied", extra={"event_type": event.event_type, "event_id": event.id,
+                                                     "outcome": outcome, "why": why or None})
+        return JSONResponse({"outcome": outcome, "event_type": event.event_type, **({"why": why} if why else {})})
 
     async def _read(self, request: Request) -> bytes:
         body = bytearray()
@@ -73,7 +76,7 @@ class PagerDutyWebhook:
                 raise ValueError(f"body exceeds {self.limit} bytes")
         return bytes(body)
 
-    def _apply(self, event: WebhookEvent) -> str:
+    def _apply(self, event: WebhookEvent) -> tuple[str, str]:
         pd = event.incident
         assert pd is not None
         with self.db.session() as session:
@@ -81,9 +84,14 @@ class PagerDutyWebhook:
                 Paging.dedup_key == (pd.incident_key or ""), Paging.pd_incident_id == pd.id))).first()
             incident = session.get(Incident, found, with_for_update=True) if found is not None else None
             if incident is None:
-                return "not ours"
-            session.get(Paging, found, with_for_update=True, populate_existing=True).pd_incident_id = pd.id  # type: ignore[union-attr]
-            return self._dispatch(session, incident, event)
+                return "not ours", ""
+
+            def apply(paging: Paging) -> str:
+                paging.pd_incident_id = pd.id  # only a current event may name the PagerDuty incident
+                return self._dispatch(session, incident, event)
+
+            return escalation.apply_pagerduty_event(session, incident, event.id, event.event_type,
+                                                    event.occurred_at, self.clock(), apply)
 
     def _dispatch(self, session, incident: Incident, event: WebhookEvent) -> str:  # type: ignore[no-untyped-def]
         pd, now = event.incident, self.clock()

@@ -232,7 +232,9 @@ class PagingService:
                 Timer.incident_id == incident.id, Timer.kind == escalation.PAGE,
                 Timer.status == TimerStatus.PENDING).order_by(Timer.due_at))  # type: ignore[arg-type]
             window = escalation.active_maintenance(session, self.config, incident.labels, self.clock())
-        view.notes += _paging_notes(incident, paging, page_at, window)
+        pages = self.config.escalation.for_severity(incident.severity).page_minutes is not None
+        unconfigured = pages and self.config.pagerduty.route(incident.labels)[0] is None
+        view.notes += _paging_notes(incident, paging, page_at, window, unconfigured)
         if incident.is_open:
             view.actions += _buttons(incident, paging)
 
@@ -299,11 +301,17 @@ def _buttons(incident: Incident, paging: Paging | None) -> list[dict[str, Any]]:
     return buttons
 
 
+NOT_CONFIGURED = (":warning: Nobody will be paged: PagerDuty is not configured (set PAGERDUTY_ROUTING_KEY, "
+                  "or a pagerduty route matching this incident's labels)")
+
+
 def _paging_notes(incident: Incident, paging: Paging | None, page_at: datetime | None,
-                  window: tuple[str, datetime] | None) -> list[str]:
+                  window: tuple[str, datetime] | None, unconfigured: bool) -> list[str]:
     notes: list[str] = []
     if paging is None:
         return notes
+    if incident.is_open and paging.level == 0 and unconfigured:
+        return [NOT_CONFIGURED]  # from the start, not only once the page comes due and fails
     if paging.acked_in_pagerduty_by:
         notes.append(f":white_check_mark: Acknowledged in PagerDuty by {_plain(paging.acked_in_pagerduty_by)}")
     if incident.is_open and window and paging.level == 0:

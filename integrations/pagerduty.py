@@ -36,7 +36,7 @@ from urllib.parse import quote
 import httpx2
 import pagerduty
 import pydantic
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, model_validator
 
 __all__ = [
     "PagerDutyEvents", "PagerDutyRest", "PagerDutyError",
@@ -524,7 +524,7 @@ class WebhookEvent(BaseModel):
     id: str
     event_type: str
     resource_type: str
-    occurred_at: datetime
+    occurred_at: AwareDatetime  # compared with the incident's times: an offset is required
     agent: WebhookReference | None = None
     client: dict[str, Any] | None = None
     data: dict[str, Any] = Field(default_factory=dict)

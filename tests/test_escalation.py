@@ -19,8 +19,8 @@ import pytest
 from sqlalchemy import select
 
 from bot.config import ConfigError, OncallConfig, load_settings
-from bot.escalation import (JOB_PD_EVENT, MaintenanceWindow, Paging, Timer, TimerStatus, add_maintenance,
-                            cancel_maintenance)
+from bot.escalation import (JOB_PD_EVENT, MaintenanceWindow, PagerDutyWebhookEvent, Paging, Timer, TimerStatus,
+                            add_maintenance, cancel_maintenance)
 from bot.escalation_policy import EscalationPolicy
 from bot.models import Incident, IncidentStatus, Job, JobStatus, TimelineEntry
 from commands.paging import ACK, ESCALATE, RESOLVE
@@ -46,8 +46,9 @@ def clock(request: pytest.FixtureRequest) -> FakeClock:
 
 
 @pytest.fixture
-def pagerduty() -> Iterator[FakePagerDuty]:
+def pagerduty(clock: FakeClock) -> Iterator[FakePagerDuty]:
     with FakePagerDuty() as fake:
+        fake.clock = clock  # its webhooks' occurred_at follow the test's clock
         for user_id, name in (("PBOB", "Bob"), ("PCAROL", "Carol"), ("PALICE", "Alice")):
             fake.add_user(user_id, name, f"{name.lower()}@example.com")
         fake.add_user("PBOT", "The bot", BOT_EMAIL)
@@ -165,48 +166,116 @@ def set_clock(clock: FakeClock, when: datetime) -> None:
     clock.advance(seconds=(when - clock()).total_seconds())
 
 
+def p2_group(instance: str = "api-0") -> dict[str, Any]:
+    return group(alert(labels={"severity": "error", "instance": instance}),
+                 group_key=f'{{}}:{{alertname="ServiceDown",severity="error",instance="{instance}"}}')
+
+
+def escalations(bot: RunningBot, incident_id: int) -> list[tuple[str, int | None]]:
+    """The page and escalation timers that fired, in order: (kind, level)."""
+    return [(t.kind, t.payload.get("level")) for t in timers(bot, incident_id)
+            if t.status == TimerStatus.FIRED and t.kind in ("page", "escalate")]
+
+
+def at_minute(bot: RunningBot, clock: FakeClock, opened: datetime, minute: float) -> None:
+    """Move the clock to `minute` minutes after the incident opened (never backwards)."""
+    settle(bot)
+    set_clock(clock, max(clock(), opened + timedelta(minutes=minute)))
+
+
 # -- the timetable -------------------------------------------------------------------------------
 
-def test_p1_unacknowledged_pages_at_the_deadline_then_climbs_to_l3_and_l4(
+def test_p1_pages_on_open_then_l3_unacknowledged_at_15_and_l4_unresolved_at_60(
         pd_bot: RunningBot, slack: FakeSlack, pagerduty: FakePagerDuty, clock: FakeClock) -> None:
     row = open_incident(pd_bot)
+    opened = row.created_at
     key = paging(pd_bot, row.id).dedup_key
-    wait_for(lambda: "Pages on-call at" in card(slack, row), what="the card to say when it pages")
-    advance(pd_bot, clock, minutes=14, seconds=50)
-    settle(pd_bot)
-    assert actions(pagerduty, key) == []
-
-    advance(pd_bot, clock, seconds=15)
-    wait_for(lambda: actions(pagerduty, key) == ["trigger"], what="the page")
+    # "escalate at once": the page goes out on open, the clock never moved
+    wait_for(lambda: actions(pagerduty, key) == ["trigger"], what="the page on open")
+    assert clock() - opened < timedelta(minutes=1)
     trigger = next(e for e in pagerduty.events if e.dedup_key == key)
     assert trigger.payload["severity"] == "critical" and "ServiceDown on api" in trigger.payload["summary"]
     wait_for(lambda: "U0BOB" in slack.channels[row.channel_id].members, what="L2 on-call (Bob) invited")
-    assert said(slack, row.channel_id, "Paging *L2 primary on-call* through PagerDuty: not acknowledged within 15")
+    assert said(slack, row.channel_id, "Paging *L2 primary on-call* through PagerDuty: P1 pages at once")
     wait_for(lambda: said(slack, row.channel_id, ":pager: L2 primary on-call: <@U0BOB> invited"), what="the invite")
     wait_for(lambda: "page delivered" in card(slack, row), what="the card to say the page was delivered")
     pd_id = pd_incident_id(pagerduty, key)
 
-    advance(pd_bot, clock, minutes=30)
-    wait_for(lambda: pagerduty.escalation_level(pd_id) == 2, what="escalation to L3")
+    at_minute(pd_bot, clock, opened, 14.8)
+    settle(pd_bot)
+    assert pagerduty.escalation_level(pd_id) == 1
+    at_minute(pd_bot, clock, opened, 15.1)
+    wait_for(lambda: pagerduty.escalation_level(pd_id) == 2, what="escalation to L3 at 15 min")
     wait_for(lambda: "U0CAROL" in slack.channels[row.channel_id].members, what="L3 (Carol) invited")
     assert incident(pd_bot, row.id).status == IncidentStatus.ESCALATED
     assert pagerduty.requests_to(f"/incidents/{pd_id}", "PUT")[-1].headers["from"] == BOT_EMAIL
 
-    advance(pd_bot, clock, minutes=30)
-    wait_for(lambda: pagerduty.escalation_level(pd_id) == 3, what="escalation to L4")
+    at_minute(pd_bot, clock, opened, 59.8)
+    settle(pd_bot)
+    assert pagerduty.escalation_level(pd_id) == 2
+    at_minute(pd_bot, clock, opened, 60.1)
+    wait_for(lambda: pagerduty.escalation_level(pd_id) == 3, what="escalation to L4 at 60 min")
     wait_for(lambda: "U0ALICE" in slack.channels[row.channel_id].members, what="L4 (Alice) invited")
     settle(pd_bot)
-    fired = [(t.kind, t.payload.get("level")) for t in timers(pd_bot, row.id) if t.status == TimerStatus.FIRED
-             and t.kind in ("page", "escalate")]
-    assert fired == [("page", None), ("escalate", 2), ("escalate", 3)]
+    assert escalations(pd_bot, row.id) == [("page", None), ("escalate", 2), ("escalate", 3)]
     assert actions(pagerduty, key) == ["trigger"]
-    assert len(said(slack, row.channel_id, "Escalating to *L3 engineering lead*")) == 1
-    assert len(said(slack, row.channel_id, "Escalating to *L4 management*")) == 1
+    assert len(said(slack, row.channel_id, "Escalating to *L3 engineering lead*: not acknowledged 15 min")) == 1
+    assert len(said(slack, row.channel_id, "Escalating to *L4 management*: unresolved 60 min")) == 1
+
+
+def test_p1_acknowledged_at_20_minutes_still_reaches_l4_at_60_while_unresolved(
+        pd_bot: RunningBot, slack: FakeSlack, pagerduty: FakePagerDuty, clock: FakeClock) -> None:
+    row = open_incident(pd_bot)
+    opened = row.created_at
+    key = paging(pd_bot, row.id).dedup_key
+    wait_for(lambda: actions(pagerduty, key) == ["trigger"], what="the page on open")
+    at_minute(pd_bot, clock, opened, 15.1)
+    pd_id = pd_incident_id(pagerduty, key)
+    wait_for(lambda: pagerduty.escalation_level(pd_id) == 2, what="L3 at 15 min")
+    at_minute(pd_bot, clock, opened, 20)
+    assert click(pd_bot, slack, ACK, row, "U0CAROL").status_code == 200
+    wait_for(lambda: actions(pagerduty, key) == ["trigger", "acknowledge"], what="the ack in PagerDuty")
+    at_minute(pd_bot, clock, opened, 59.8)
+    settle(pd_bot)
+    assert pagerduty.escalation_level(pd_id) == 2  # acknowledged, but L4 is owed to the unresolved
+    at_minute(pd_bot, clock, opened, 60.1)
+    wait_for(lambda: pagerduty.escalation_level(pd_id) == 3, what="L4 at 60 min although acknowledged")
+    wait_for(lambda: said(slack, row.channel_id, "Escalating to *L4 management*: unresolved 60 min"), what="L4 said")
+    settle(pd_bot)
+    assert escalations(pd_bot, row.id) == [("page", None), ("escalate", 2), ("escalate", 3)]
+    at_minute(pd_bot, clock, opened, 180)
+    settle(pd_bot)
+    assert pagerduty.escalation_level(pd_id) == 3 and actions(pagerduty, key) == ["trigger", "acknowledge"]
+
+
+def test_p2_pages_unacknowledged_at_30_and_reaches_l3_at_60(
+        pd_bot: RunningBot, slack: FakeSlack, pagerduty: FakePagerDuty, clock: FakeClock) -> None:
+    row = open_incident(pd_bot, p2_group())
+    assert row.severity == "P2"
+    opened = row.created_at
+    key = paging(pd_bot, row.id).dedup_key
+    wait_for(lambda: "Pages on-call at" in card(slack, row), what="the card to say when it pages")
+    at_minute(pd_bot, clock, opened, 29.8)
+    settle(pd_bot)
+    assert actions(pagerduty, key) == []
+    at_minute(pd_bot, clock, opened, 30.1)
+    wait_for(lambda: actions(pagerduty, key) == ["trigger"], what="the page at 30 min")
+    assert next(e for e in pagerduty.events if e.dedup_key == key).payload["severity"] == "error"
+    pd_id = pd_incident_id(pagerduty, key)
+    at_minute(pd_bot, clock, opened, 59.8)
+    settle(pd_bot)
+    assert pagerduty.escalation_level(pd_id) == 1
+    at_minute(pd_bot, clock, opened, 60.1)
+    wait_for(lambda: pagerduty.escalation_level(pd_id) == 2, what="L3 at 60 min")
+    at_minute(pd_bot, clock, opened, 240)
+    settle(pd_bot)
+    assert escalations(pd_bot, row.id) == [("page", None), ("escalate", 2)]  # P2 stops at L3
+    assert pagerduty.escalation_level(pd_id) == 2
 
 
 def test_ack_in_slack_before_the_deadline_means_nobody_is_paged(
         pd_bot: RunningBot, slack: FakeSlack, pagerduty: FakePagerDuty, clock: FakeClock) -> None:
-    row = open_incident(pd_bot)
+    row = open_incident(pd_bot, p2_group())  # P2: paged only when unacknowledged at 30 min
     reply = click(pd_bot, slack, ACK, row, "U0CAROL")
     assert reply.status_code == 200
     wait_for(lambda: incident(pd_bot, row.id).acknowledged_by == "U0CAROL", what="the ack")
@@ -226,9 +295,9 @@ def test_ack_in_slack_before_the_deadline_means_nobody_is_paged(
 
 def test_ack_after_the_page_acknowledges_in_pagerduty_and_stops_escalation(
         pd_bot: RunningBot, slack: FakeSlack, pagerduty: FakePagerDuty, clock: FakeClock) -> None:
-    row = open_incident(pd_bot)
+    row = open_incident(pd_bot, p2_group())
     key = paging(pd_bot, row.id).dedup_key
-    advance(pd_bot, clock, minutes=16)
+    advance(pd_bot, clock, minutes=31)
     wait_for(lambda: actions(pagerduty, key) == ["trigger"], what="the page")
     assert click(pd_bot, slack, ACK, row, "U0BOB").status_code == 200
     wait_for(lambda: actions(pagerduty, key) == ["trigger", "acknowledge"], what="the ack in PagerDuty")
@@ -244,11 +313,28 @@ def test_ack_after_the_page_acknowledges_in_pagerduty_and_stops_escalation(
     assert actions(pagerduty, key) == ["trigger", "acknowledge"]
 
 
+def test_p1_acknowledged_before_l3_skips_l3_and_still_reaches_l4_at_60(
+        pd_bot: RunningBot, slack: FakeSlack, pagerduty: FakePagerDuty, clock: FakeClock) -> None:
+    row = open_incident(pd_bot)
+    opened, key = row.created_at, paging(pd_bot, row.id).dedup_key
+    wait_for(lambda: actions(pagerduty, key) == ["trigger"], what="the page on open")
+    at_minute(pd_bot, clock, opened, 5)
+    click(pd_bot, slack, ACK, row, "U0BOB")
+    wait_for(lambda: actions(pagerduty, key) == ["trigger", "acknowledge"], what="the ack in PagerDuty")
+    at_minute(pd_bot, clock, opened, 59.8)
+    settle(pd_bot)
+    pd_id = pd_incident_id(pagerduty, key)
+    assert pagerduty.escalation_level(pd_id) == 1  # L3 climbs only while unacknowledged
+    at_minute(pd_bot, clock, opened, 60.1)
+    wait_for(lambda: pagerduty.escalation_level(pd_id) == 3, what="L4 at 60 min, straight from L2")
+    settle(pd_bot)
+    assert escalations(pd_bot, row.id) == [("page", None), ("escalate", 3)]
+
+
 def test_resolve_button_stops_timers_and_resolves_pagerduty(
         pd_bot: RunningBot, slack: FakeSlack, pagerduty: FakePagerDuty, clock: FakeClock) -> None:
     row = open_incident(pd_bot)
     key = paging(pd_bot, row.id).dedup_key
-    advance(pd_bot, clock, minutes=16)
     wait_for(lambda: actions(pagerduty, key) == ["trigger"], what="the page")
     assert click(pd_bot, slack, RESOLVE, row, "U0ALICE").status_code == 200
     wait_for(lambda: actions(pagerduty, key) == ["trigger", "resolve"], what="the resolve in PagerDuty")
@@ -266,7 +352,6 @@ def test_alertmanager_resolve_resolves_pagerduty_and_a_reopen_rearms(
     payload = group()
     row = open_incident(pd_bot, payload)
     key = paging(pd_bot, row.id).dedup_key
-    advance(pd_bot, clock, minutes=16)
     wait_for(lambda: actions(pagerduty, key) == ["trigger"], what="the page")
     click(pd_bot, slack, ACK, row, "U0BOB")
     assert pd_bot.post_alerts(resolved(payload)).json()["outcome"] == "resolved"
@@ -275,16 +360,15 @@ def test_alertmanager_resolve_resolves_pagerduty_and_a_reopen_rearms(
     advance(pd_bot, clock, minutes=5)
     assert pd_bot.post_alerts(payload).json()["outcome"] == "reopened"
     reopened = incident(pd_bot, row.id)
-    assert reopened.acknowledged_at is None and paging(pd_bot, row.id).level == 0
-    advance(pd_bot, clock, minutes=16)
+    assert reopened.acknowledged_at is None
     wait_for(lambda: actions(pagerduty, key) == ["trigger", "acknowledge", "resolve", "trigger"],
-             what="the reopened incident paged again")
+             what="the reopened P1 paged again at once")
     assert len({i["id"] for i in pagerduty.incidents()}) == 2  # a new PagerDuty incident for the new episode
 
 
 def test_escalate_now_pages_at_once_then_climbs_one_level_per_click(
         pd_bot: RunningBot, slack: FakeSlack, pagerduty: FakePagerDuty, clock: FakeClock) -> None:
-    row = open_incident(pd_bot)
+    row = open_incident(pd_bot, p2_group())  # P2: nobody is paged for 30 minutes
     key = paging(pd_bot, row.id).dedup_key
     wait_for(lambda: "Page now" in card(slack, row), what="the Page now button")
     click(pd_bot, slack, ESCALATE, row, "U0ALICE")
@@ -294,14 +378,28 @@ def test_escalate_now_pages_at_once_then_climbs_one_level_per_click(
     click(pd_bot, slack, ESCALATE, row, "U0ALICE")
     pd_id = pd_incident_id(pagerduty, key)
     wait_for(lambda: pagerduty.escalation_level(pd_id) == 2, what="L3 on request")
-    # the timetable restarts from the click: L4 is 30 minutes after it, not after the deadline
-    advance(pd_bot, clock, minutes=29)
-    settle(pd_bot)
-    assert pagerduty.escalation_level(pd_id) == 2
-    advance(pd_bot, clock, minutes=2)
-    wait_for(lambda: pagerduty.escalation_level(pd_id) == 3, what="L4 on the timetable")
     click(pd_bot, slack, ESCALATE, row, "U0ALICE")
     wait_for(lambda: any("Nothing to escalate" in text for text in answers(slack)), what="top level reached")
+
+
+def test_escalate_now_restarts_the_timetable_from_the_click(
+        pd_bot: RunningBot, slack: FakeSlack, pagerduty: FakePagerDuty, clock: FakeClock) -> None:
+    row = open_incident(pd_bot)
+    key = paging(pd_bot, row.id).dedup_key
+    wait_for(lambda: actions(pagerduty, key) == ["trigger"], what="the page on open")
+    pd_id = pd_incident_id(pagerduty, key)
+    advance(pd_bot, clock, minutes=5)
+    clicked = clock()
+    click(pd_bot, slack, ESCALATE, row, "U0ALICE")
+    wait_for(lambda: pagerduty.escalation_level(pd_id) == 2, what="L3 on request")
+    # L4 comes 45 minutes after the click (60 - 15 on the P1 ladder), not 60 after the page
+    at_minute(pd_bot, clock, clicked, 44.8)
+    settle(pd_bot)
+    assert pagerduty.escalation_level(pd_id) == 2
+    at_minute(pd_bot, clock, clicked, 45.1)
+    wait_for(lambda: pagerduty.escalation_level(pd_id) == 3, what="L4 on the restarted timetable")
+    settle(pd_bot)
+    assert escalations(pd_bot, row.id) == [("page", None), ("escalate", 3)]  # L3 was the click's
 
 
 # -- maintenance, business hours, reminders -----------------------------------------------------
@@ -317,7 +415,8 @@ def test_maintenance_window_pages_nobody_and_the_card_says_why(
     try:
         if declared == "command":
             with running.services.db.session() as session:
-                add_maintenance(session, "db upgrade", {"service": "api"}, window["start"], window["end"], "U0ALICE")
+                add_maintenance(session, "db upgrade", {"service": "api"}, window["start"], window["end"], "U0ALICE",
+                                now=clock())
         row = open_incident(running)
         key = paging(running, row.id).dedup_key
         wait_for(lambda: "Maintenance window *db upgrade*" in card(slack, row), what="the card to say why")
@@ -345,7 +444,7 @@ def test_cancelling_a_window_releases_the_pages_it_held(
         now = clock()
         with running.services.db.session() as session:
             window = add_maintenance(session, "db upgrade", {}, now - timedelta(hours=1), now + timedelta(hours=4),
-                                     "U0ALICE")
+                                     "U0ALICE", now=now)
             session.flush()
             window_id = window.id
         row = open_incident(running)
@@ -358,6 +457,53 @@ def test_cancelling_a_window_releases_the_pages_it_held(
             assert cancel_maintenance(session, session.get(MaintenanceWindow, window_id), clock()) == 1
         # cancelled three and a half hours early: the page goes out now, not at the window's end
         wait_for(lambda: actions(pagerduty, key) == ["trigger"], what="the page once the window is cancelled")
+    finally:
+        running.stop()
+        running.services.db.dispose()
+
+
+def test_adding_or_cancelling_a_window_refreshes_the_cards_it_covers_at_once(
+        pd_bot: RunningBot, slack: FakeSlack, pagerduty: FakePagerDuty, clock: FakeClock) -> None:
+    covered = open_incident(pd_bot, p2_group("api-0"))
+    other = open_incident(pd_bot, group(alert(labels={"severity": "error", "service": "web"}),
+                                        group_key='{}:{service="web",severity="error"}'))
+    for row in (covered, other):
+        wait_for(lambda: "Pages on-call at" in card(slack, row), what="the card to say when it pages")
+    settle(pd_bot)
+    with pd_bot.services.db.session() as session:
+        window = add_maintenance(session, "db upgrade", {"service": "api"}, clock() - timedelta(minutes=1),
+                                 clock() + timedelta(hours=2), "cli:alice", now=clock())
+        session.flush()
+        window_id = window.id
+    # the clock does not move and no timer fires: only the window's change can update the card
+    wait_for(lambda: "Maintenance window *db upgrade*" in card(slack, incident(pd_bot, covered.id)),
+             what="the covered card to show the window")
+    settle(pd_bot)
+    assert "Pages on-call at" not in card(slack, incident(pd_bot, covered.id))
+    assert "Maintenance window" not in card(slack, incident(pd_bot, other.id))
+    with pd_bot.services.db.session() as session:
+        assert cancel_maintenance(session, session.get(MaintenanceWindow, window_id), clock()) == 0
+    wait_for(lambda: "Maintenance window" not in card(slack, incident(pd_bot, covered.id)),
+             what="the window to leave the card")
+    assert "Pages on-call at" in card(slack, incident(pd_bot, covered.id))
+    assert actions(pagerduty, paging(pd_bot, covered.id).dedup_key) == []
+
+
+def test_without_pagerduty_the_card_says_nobody_will_be_paged_from_the_start(
+        database_url: str, slack: FakeSlack, clock: FakeClock) -> None:
+    running = start(make_settings(database_url, slack, OncallConfig.model_validate(POLICY)), clock)
+    try:
+        p2 = open_incident(running, p2_group())
+        p1 = open_incident(running)
+        for row in (p2, p1):
+            wait_for(lambda: "Nobody will be paged: PagerDuty is not configured" in card(slack, incident(running, row.id)),
+                     what=f"the {row.severity} card to say nobody will be paged")
+        settle(running)
+        for row in (p2, p1):
+            text = card(slack, incident(running, row.id))
+            assert "Pages on-call at" not in text and "page pending" not in text
+            assert text.count("Nobody will be paged") == 1 and "Maintenance" not in text
+        assert said(slack, p1.channel_id, "Should page *L2 primary on-call*")  # the P1 page came due at once
     finally:
         running.stop()
         running.services.db.dispose()
@@ -387,11 +533,11 @@ def test_p3_outside_business_hours_waits_for_the_next_business_day(
 
 def test_status_update_reminders_at_the_cadence_name_the_commander(
         pd_bot: RunningBot, slack: FakeSlack, pagerduty: FakePagerDuty, clock: FakeClock) -> None:
-    row = open_incident(pd_bot)
+    row = open_incident(pd_bot, p2_group())  # P2: updates every 30 min
     click(pd_bot, slack, ACK, row, "U0ALICE")
     wait_for(lambda: incident(pd_bot, row.id).commander == "U0ALICE", what="the acker in command")
     for expected in (1, 2, 3):
-        advance(pd_bot, clock, minutes=15)
+        advance(pd_bot, clock, minutes=30)
         wait_for(lambda: len(said(slack, row.channel_id, "Status update due")) == expected,
                  what=f"reminder {expected}")
         settle(pd_bot)
@@ -406,25 +552,25 @@ def test_restart_with_pending_timers_fires_each_once_with_its_lateness(
         database_url: str, slack: FakeSlack, pagerduty: FakePagerDuty, clock: FakeClock) -> None:
     settings = pd_settings(database_url, slack, pagerduty)
     first = start(settings, clock)
-    row = open_incident(first)
+    row = open_incident(first, p2_group())  # P2: the page is 30 min away when the bot goes down
     key = paging(first, row.id).dedup_key
     first.stop()
     first.services.db.dispose()
     assert {t.kind for t in timers(first, row.id) if t.status == TimerStatus.PENDING} == {"page", "reminder"}
 
-    clock.advance(hours=2)  # the bot was down past the deadline and both escalation steps
+    clock.advance(hours=2)  # the bot was down past the deadline and the escalation step
     second = start(settings, clock)
     try:
-        wait_for(lambda: pagerduty.alert(key) and pagerduty.escalation_level(pd_incident_id(pagerduty, key)) == 3,
-                 what="the page and both escalations after the restart")
+        wait_for(lambda: pagerduty.alert(key) and pagerduty.escalation_level(pd_incident_id(pagerduty, key)) == 2,
+                 what="the page and the escalation after the restart")
         settle(second)
         fired = [t for t in timers(second, row.id) if t.status == TimerStatus.FIRED]
         assert sorted((t.kind, t.payload.get("level")) for t in fired if t.kind != "reminder") == \
-            [("escalate", 2), ("escalate", 3), ("page", None)]
+            [("escalate", 2), ("page", None)]
         page = next(t for t in fired if t.kind == "page")
-        assert 104 * 60 < (page.lateness_seconds or 0) < 110 * 60  # due 15 min in, fired 2 h in
+        assert 89 * 60 < (page.lateness_seconds or 0) < 95 * 60  # due 30 min in, fired 2 h in
         assert all(t.lateness_seconds is not None and t.fired_at is not None for t in fired)
-        assert len([t for t in fired if t.kind == "reminder"]) == 1  # one late reminder, not eight
+        assert len([t for t in fired if t.kind == "reminder"]) == 1  # one late reminder, not four
         assert actions(pagerduty, key) == ["trigger"]
     finally:
         second.stop()
@@ -445,7 +591,7 @@ def test_two_replicas_on_postgresql_page_once_per_deadline(
                                                           group_key=f'{{}}:{{instance="api-{n}"}}'))
             with replicas[0].db.session() as session:
                 ids.append(ingest(session, settings.config, message, now=clock()).incident_id)
-        clock.advance(minutes=16)
+        clock.advance(seconds=30)  # P1 pages on open: every page is due, no escalation yet
         for replica in replicas:
             assert replica.paging is not None
             replica.paging.runner.batch = 3  # small batches: the replicas interleave
@@ -482,11 +628,10 @@ async def _drain(services) -> None:  # type: ignore[no-untyped-def]
 
 def test_pagerduty_down_then_back_delivers_every_event_once_in_order(
         pd_bot: RunningBot, slack: FakeSlack, pagerduty: FakePagerDuty, clock: FakeClock) -> None:
-    rows = [open_incident(pd_bot, group(alert(labels={"instance": f"api-{n}"}), group_key=f'{{}}:{{i="{n}"}}'))
-            for n in range(3)]
+    rows = [open_incident(pd_bot, p2_group(f"api-{n}")) for n in range(3)]  # P2: paged at 30 min
     keys = [paging(pd_bot, row.id).dedup_key for row in rows]
     pagerduty.set_down(True)
-    advance(pd_bot, clock, minutes=16)
+    advance(pd_bot, clock, minutes=31)
     wait_for(lambda: all("page pending" in card(slack, incident(pd_bot, r.id)) for r in rows),
              what="every card to say the page is pending")
     wait_for(lambda: "retrying: PagerDuty 503" in card(slack, incident(pd_bot, rows[0].id)), what="the reason")
@@ -536,10 +681,10 @@ def _pd_jobs(bot: RunningBot) -> list[Job]:
 
 def test_pagerduty_429_is_retried_after_retry_after_and_delivered_once(
         pd_bot: RunningBot, slack: FakeSlack, pagerduty: FakePagerDuty, clock: FakeClock) -> None:
-    row = open_incident(pd_bot)
+    row = open_incident(pd_bot, p2_group())
     key = paging(pd_bot, row.id).dedup_key
     pagerduty.fail_next("/v2/enqueue", 429, times=3, retry_after=1)
-    advance(pd_bot, clock, minutes=16)
+    advance(pd_bot, clock, minutes=31)
     started = time.monotonic()
     wait_for(lambda: actions(pagerduty, key) == ["trigger"], what="the page after the rate limit")
     assert time.monotonic() - started >= 1.0  # Retry-After: 1 was honoured between the attempts
@@ -555,8 +700,7 @@ def test_signed_pagerduty_webhooks_are_applied_and_unsigned_ones_change_nothing(
         pd_bot: RunningBot, slack: FakeSlack, pagerduty: FakePagerDuty, clock: FakeClock) -> None:
     row = open_incident(pd_bot)
     key = paging(pd_bot, row.id).dedup_key
-    advance(pd_bot, clock, minutes=16)
-    wait_for(lambda: actions(pagerduty, key) == ["trigger"], what="the page")
+    wait_for(lambda: actions(pagerduty, key) == ["trigger"], what="the page on open")
     pd_id = pd_incident_id(pagerduty, key)
     url = f"{pd_bot.url}/pagerduty"
 
@@ -594,6 +738,80 @@ def test_signed_pagerduty_webhooks_are_applied_and_unsigned_ones_change_nothing(
     assert {"ack", "escalated", "reassigned", "status"} <= set(_timeline(pd_bot, row.id))
 
 
+def replay(url: str, sent: Any) -> httpx.Response:
+    """Deliver a webhook the fake sent once more, byte for byte (a PagerDuty retry or a replay)."""
+    return httpx.post(url, content=sent.body, headers=sent.headers, trust_env=False)
+
+
+def test_a_resolved_webhook_delivered_again_after_a_reopen_changes_nothing(
+        pd_bot: RunningBot, slack: FakeSlack, pagerduty: FakePagerDuty, clock: FakeClock) -> None:
+    payload = group()
+    row = open_incident(pd_bot, payload)
+    key, url = paging(pd_bot, row.id).dedup_key, f"{pd_bot.url}/pagerduty"
+    wait_for(lambda: actions(pagerduty, key) == ["trigger"], what="the page")
+    old_pd_id = pd_incident_id(pagerduty, key)
+    assert pd_bot.post_alerts(resolved(payload)).json()["outcome"] == "resolved"
+    wait_for(lambda: actions(pagerduty, key) == ["trigger", "resolve"], what="PagerDuty resolved")
+    # PagerDuty tells us it resolved: the first delivery is taken (nothing left to change)
+    assert pagerduty.send_webhook(url, PD_SECRET, "incident.resolved", old_pd_id) == 200
+    first = pagerduty.webhooks[-1]
+
+    advance(pd_bot, clock, minutes=5)
+    assert pd_bot.post_alerts(payload).json()["outcome"] == "reopened"
+    wait_for(lambda: actions(pagerduty, key) == ["trigger", "resolve", "trigger"], what="the new episode paged")
+    settle(pd_bot)
+    pending = {t.id for t in timers(pd_bot, row.id) if t.status == TimerStatus.PENDING}
+    assert pending  # L3, L4, the reminder
+
+    # PagerDuty retries the same event (same id): a duplicate, answered 200, nothing changes
+    again = replay(url, first)
+    assert (again.status_code, again.json()["outcome"]) == (200, "duplicate")
+    # the same old event under a new id (a replay from PagerDuty's log): older than this episode
+    stale = pagerduty.send_webhook(url, PD_SECRET, "incident.resolved", old_pd_id, occurred_at=clock() - timedelta(minutes=4))
+    assert stale == 200 and _outcome(pd_bot, pagerduty) == "stale"
+    settle(pd_bot)
+    now_row = incident(pd_bot, row.id)
+    assert now_row.is_open and now_row.status != IncidentStatus.RESOLVED
+    assert pending <= {t.id for t in timers(pd_bot, row.id) if t.status == TimerStatus.PENDING}
+    assert actions(pagerduty, key) == ["trigger", "resolve", "trigger"]
+    assert paging(pd_bot, row.id).pd_incident_id != old_pd_id  # the old incident's id was not taken back
+    # the new episode still climbs on its timetable
+    new_pd_id = pd_incident_id(pagerduty, key)
+    advance(pd_bot, clock, minutes=16)
+    wait_for(lambda: pagerduty.escalation_level(new_pd_id) == 2, what="L3 for the new episode")
+
+
+def test_pagerduty_events_out_of_order_apply_only_the_newest(
+        pd_bot: RunningBot, slack: FakeSlack, pagerduty: FakePagerDuty, clock: FakeClock) -> None:
+    row = open_incident(pd_bot)
+    key, url = paging(pd_bot, row.id).dedup_key, f"{pd_bot.url}/pagerduty"
+    wait_for(lambda: actions(pagerduty, key) == ["trigger"], what="the page")
+    pd_id = pd_incident_id(pagerduty, key)
+    advance(pd_bot, clock, minutes=5)
+    acked_at = clock()
+    # PagerDuty acknowledged at minute 5; the "resolved" of minute 4 arrives after it
+    assert pagerduty.send_webhook(url, PD_SECRET, "incident.acknowledged", pd_id, agent="PBOB", occurred_at=acked_at) == 200
+    assert _outcome(pd_bot, pagerduty) == "applied"
+    assert pagerduty.send_webhook(url, PD_SECRET, "incident.resolved", pd_id, agent="PCAROL",
+                                  occurred_at=acked_at - timedelta(minutes=1)) == 200
+    assert _outcome(pd_bot, pagerduty) == "stale"
+    row_now = incident(pd_bot, row.id)
+    assert row_now.is_open and row_now.acknowledged_at is not None and row_now.resolved_by is None
+    # a newer event still applies
+    assert pagerduty.send_webhook(url, PD_SECRET, "incident.resolved", pd_id, agent="PCAROL",
+                                  occurred_at=acked_at + timedelta(seconds=1)) == 200
+    assert _outcome(pd_bot, pagerduty) == "applied"
+    assert incident(pd_bot, row.id).resolved_by == "pagerduty:Carol"
+
+
+def _outcome(bot: RunningBot, pagerduty: FakePagerDuty) -> str:
+    """What the bot recorded of the fake's newest webhook event."""
+    event_id = json.loads(pagerduty.webhooks[-1].body)["event"]["id"]
+    with bot.services.db.read() as session:
+        row = session.get(PagerDutyWebhookEvent, event_id)
+        return row.outcome if row else "not recorded"
+
+
 def _timeline(bot: RunningBot, incident_id: int) -> list[str]:
     with bot.services.db.read() as session:
         return [e.kind for e in session.scalars(select(TimelineEntry).where(TimelineEntry.incident_id == incident_id))]
@@ -604,10 +822,12 @@ def _timeline(bot: RunningBot, incident_id: int) -> list[str]:
 def test_policy_defaults_follow_the_seeds() -> None:
     policy = EscalationPolicy()
     p1 = policy.P1
-    assert (p1.ack_minutes, p1.page_minutes, p1.update_minutes, p1.escalate_while) == (15, 15, 15, "unacknowledged")
-    assert [(lv.name, lv.after_minutes, lv.pagerduty_level) for lv in p1.levels] == [
-        ("L2 primary on-call", 0, 1), ("L3 engineering lead", 30, 2), ("L4 management", 60, 3)]
-    assert (policy.P2.ack_minutes, [lv.after_minutes for lv in policy.P2.levels]) == (30, [0, 60])
+    assert (p1.ack_minutes, p1.page_minutes, p1.update_minutes) == (15, 0, 15)  # "escalate at once"
+    assert [(lv.name, lv.after_minutes, lv.pagerduty_level, lv.condition(p1)) for lv in p1.levels] == [
+        ("L2 primary on-call", 0, 1, "unacknowledged"), ("L3 engineering lead", 15, 2, "unacknowledged"),
+        ("L4 management", 60, 3, "unresolved")]
+    p2 = policy.P2  # "escalate after an hour": paged at 30, L3 30 min later
+    assert (p2.ack_minutes, p2.page_minutes, [lv.after_minutes for lv in p2.levels]) == (30, 30, [0, 30])
     assert (policy.P3.page_minutes, policy.P3.business_hours_only) == (240, True)
     assert (policy.P4.page_minutes, policy.P4.levels) == (None, [])
 
@@ -616,9 +836,13 @@ def test_policy_overrides_keep_the_other_defaults(tmp_path, clock: FakeClock) ->
     monday = upcoming(clock(), 0, 10)  # 19:00 in Tokyo
     config = OncallConfig.model_validate({"escalation": {
         "P1": {"ack_minutes": 5}, "P2": {"page_after_minutes": 0, "escalate_while": "unresolved"},
+        "P3": {"ack_minutes": 60},
         "business_hours": {"timezone": "Asia/Tokyo", "start": "10:00",
                            "holidays": [(monday + timedelta(days=1)).date().isoformat()]}}})
-    assert (config.escalation.P1.page_minutes, config.escalation.P1.update_minutes) == (5, 15)  # the deadline moved
+    assert (config.escalation.P1.ack_minutes, config.escalation.P1.page_minutes,
+            config.escalation.P1.update_minutes) == (5, 0, 15)  # still pages on open
+    assert config.escalation.P3.page_minutes == 60  # the deadline moved with ack_minutes
+    assert config.escalation.P2.levels[1].condition(config.escalation.P2) == "unresolved"
     assert config.escalation.P2.page_minutes == 0 and len(config.escalation.P2.levels) == 2
     hours = config.escalation.business_hours
     # Monday 19:00 Tokyo is after hours; Tuesday is a holiday; Wednesday 10:00 Tokyo = 01:00 UTC
@@ -630,6 +854,10 @@ def test_policy_overrides_keep_the_other_defaults(tmp_path, clock: FakeClock) ->
         from bot.config import load_config_file
         load_config_file(path)
     assert "escalation.P1.levels" in str(error.value) and "escalation.P4" in str(error.value)
+    path.write_text("escalation:\n  P2:\n    levels:\n      - {name: a, after_minutes: 0, pagerduty_level: 1}\n"
+                    "      - {name: b, after_minutes: 90, pagerduty_level: 2, while: unresolved}\n")
+    p2 = load_config_file(path).escalation.P2
+    assert [lv.condition(p2) for lv in p2.levels] == ["unacknowledged", "unresolved"]
 
 
 def test_pagerduty_routes_and_environment() -> None:

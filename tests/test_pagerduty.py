@@ -480,6 +480,16 @@ def test_webhook_event_tolerates_other_types() -> None:
         WebhookEvent.model_validate_json(b'{"event": {"event_type": "incident.triggered"}}')
 
 
+def test_webhook_event_time_needs_an_offset() -> None:
+    """occurred_at orders events against the incident's episodes: a time without a zone is refused."""
+    body = json.dumps({"event": {"id": "01", "event_type": "incident.resolved", "resource_type": "incident",
+                                 "occurred_at": "2024-05-01T12:00:00", "data": {"id": "PX", "type": "incident"}}})
+    with pytest.raises(pydantic.ValidationError, match="timezone"):
+        WebhookEvent.model_validate_json(body)
+    assert WebhookEvent.model_validate_json(body.replace(":00\"", ":00+09:00\"")).occurred_at.utcoffset() == \
+        timedelta(hours=9)
+
+
 class _Receiver:
     """A tiny bot-side webhook endpoint: verifies, parses, answers 202 (or 401 / 400)."""
 

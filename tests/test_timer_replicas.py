@@ -36,17 +36,17 @@ from tests.fakes.slack import FakeSlack
 ROUTING_KEY = "R0UTINGKEY0FTHEPAYMENTSSERVICE00"
 INCIDENTS = 60
 REPLICAS = 3
-# P1 (severity critical): the page and the first status reminder are due 15 min after opening,
-# the next level (30 min after the page) and the next reminder later. At +16 min exactly
+# P2 (severity error): the page and the first status reminder are due 30 min after opening,
+# the next level (30 min after the page) and the next reminder later. At +31 min exactly
 # those two per incident are due.
-OFFSET = timedelta(minutes=16)
+OFFSET = timedelta(minutes=31)
 CONFIG = {"channels": {"announce": "C0INCIDENTS"}, "pagerduty": {"routing_key": ROUTING_KEY}}
 
 
 def open_incidents(db: Database, config: OncallConfig) -> list[int]:
     ids = []
     for n in range(INCIDENTS):
-        message = WebhookMessage.model_validate(group(alert(labels={"instance": f"api-{n}"}),
+        message = WebhookMessage.model_validate(group(alert(labels={"instance": f"api-{n}", "severity": "error"}),
                                                       group_key=f'{{}}:{{instance="api-{n}"}}'))
         with db.session() as session:
             ids.append(ingest(session, config, message, now=utcnow()).incident_id)
@@ -134,7 +134,8 @@ def test_replica_processes_page_once_per_deadline(postgres_url: str, tmp_path: P
         services = build(make_settings(
             postgres_url, slack, config, pagerduty_api_token=pagerduty.api_token,
             pagerduty_events_url=pagerduty.base_url, pagerduty_api_url=pagerduty.base_url,
-            pagerduty_ca_file=pagerduty.ca_file, pagerduty_from_email="oncall-bot@example.com"))
+            pagerduty_ca_file=pagerduty.ca_file, pagerduty_from_email="oncall-bot@example.com"),
+            clock=lambda: utcnow() + OFFSET)  # the replicas' time: the jobs they wrote are due at it
         try:
             asyncio.run(drain(services))
             with services.db.read() as session:

@@ -50,7 +50,7 @@ import struct
 import tempfile
 import threading
 import uuid
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -255,6 +255,7 @@ class FakePagerDuty:
         self.webhooks: list[SentWebhook] = []
         self.alerts: dict[tuple[str, str], Alert] = {}
         self.lock = threading.RLock()
+        self.clock: Callable[[], datetime] = _now  # when webhooks say their events occurred
         self._users: dict[str, Obj] = {}
         self._policies: dict[str, Obj] = {}
         self._oncall: dict[tuple[str, int], list[Obj]] = {}
@@ -737,17 +738,19 @@ class FakePagerDuty:
 
     def send_webhook(self, url: str, secret: str | Sequence[str], event_type: str, incident: str | Obj, *,
                      agent: str | Obj | None = None, verify: ssl.SSLContext | bool = True,
-                     timeout: float = 5.0) -> int:
+                     timeout: float = 5.0, occurred_at: datetime | None = None,
+                     event_id: str | None = None) -> int:
         """POST a v3 webhook for `incident` (an incident id of this fake, or the `event.data`
         object itself) to `url`; `secret` may be several secrets (a rotation: one signature each).
-        `agent`: a user id of this fake or a reference object. Returns the HTTP status."""
+        `agent`: a user id of this fake or a reference object. `occurred_at` defaults to
+        `self.clock()` (set it to the test's clock), `event_id` to a fresh one. Returns the HTTP status."""
         with self.lock:
             data = self._webhook_incident(incident) if isinstance(incident, str) else copy.deepcopy(incident)
             if isinstance(agent, str):
                 agent = self._user_ref(agent)
-        envelope = {"event": {"id": uuid.uuid4().hex, "event_type": event_type, "resource_type": "incident",
-                              "occurred_at": datetime.now(timezone.utc).isoformat(timespec="milliseconds")
-                              .replace("+00:00", "Z"),
+        when = (occurred_at or self.clock()).astimezone(timezone.utc)
+        envelope = {"event": {"id": event_id or uuid.uuid4().hex, "event_type": event_type, "resource_type": "incident",
+                              "occurred_at": when.isoformat(timespec="milliseconds").replace("+00:00", "Z"),
                               "agent": agent, "client": None, "data": data}}
         body = json.dumps(envelope).encode()
         secrets = [secret] if isinstance(secret, str) else list(secret)
