@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import random
 from collections.abc import Awaitable, Callable
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
@@ -30,11 +29,12 @@ from bot.config import OncallConfig, Settings
 from bot.escalation import JOB_PD_ESCALATE, JOB_PD_EVENT, JOB_PD_INVITE, Paging, Timer, TimerStatus
 from bot.incidents import JOB_CARD
 from bot.models import Incident, Job
-from bot.outbox import PermanentError, RetryLater, enqueue
+from bot.outbox import PermanentError, RetryLater, backoff, enqueue
 from bot.timers import TimerRunner
 from commands.blockkit import button
 from commands.cards import CardView
 from commands.pagerduty_webhook import PagerDutyWebhook
+from commands.slack_sync import incident_thread, message_tag, post_once, slack_failure
 from integrations.pagerduty import PagerDutyError, PagerDutyEvent, PagerDutyEvents, PagerDutyRest
 from integrations.slack import SlackError
 
@@ -58,21 +58,11 @@ def effective_config(settings: Settings) -> OncallConfig:
         update={"routing_key": settings.pagerduty_routing_key})})
 
 
-def _backoff(attempts: int) -> float:
-    return min(60.0, 2.0 ** min(attempts, 6)) * random.uniform(0.5, 1.0)
-
-
 def _retry(exc: PagerDutyError, job: Job) -> Exception:
     """PagerDuty's failure in the outbox's terms: later (honouring Retry-After), or never."""
     if exc.retryable:
-        return RetryLater(str(exc), exc.retry_after if exc.retry_after is not None else _backoff(job.attempts))
+        return RetryLater(str(exc), exc.retry_after if exc.retry_after is not None else backoff(job.attempts))
     return PermanentError(str(exc))
-
-
-def _slack_retry(exc: SlackError) -> Exception:
-    if exc.retry_after is not None:
-        return RetryLater(str(exc), exc.retry_after)
-    return exc if exc.retryable else PermanentError(str(exc))
 
 
 class PagingService:
@@ -175,14 +165,14 @@ class PagingService:
         if incident is None or not incident.is_open:
             return
         if incident.card_ts is None or (incident.severity in self.dedicated_for and not incident.channel_ready):
-            raise RetryLater("the incident's channel is not ready yet", _backoff(job.attempts))
+            raise RetryLater("the incident's channel is not ready yet", backoff(job.attempts))
         try:
             text = await self._invite(incident, job.payload)
         except PagerDutyError as exc:
             raise _retry(exc, job) from exc
         except SlackError as exc:
-            raise _slack_retry(exc) from exc
-        await self._post(incident, text)
+            raise slack_failure(exc) from exc
+        await self._post(incident, text, job)
 
     async def _invite(self, incident: Incident, payload: dict[str, Any]) -> str:
         name, policy = payload.get("level_name", "on-call"), payload.get("policy")
@@ -209,14 +199,15 @@ class PagingService:
         verb = " invited" if found and incident.channel_id else ""
         return f":pager: {name}: {people}{verb}." + (f" Could not invite: {', '.join(unknown)}." if unknown else "")
 
-    async def _post(self, incident: Incident, text: str) -> None:
+    async def _post(self, incident: Incident, text: str, job: Job) -> None:
+        where = incident_thread(incident)
+        if where is None:
+            return
         try:
-            if incident.channel_id:
-                await self.slack.post_message(incident.channel_id, text)
-            elif incident.card_channel_id and incident.card_ts:
-                await self.slack.post_message(incident.card_channel_id, text, thread_ts=incident.card_ts)
+            await post_once(self.slack, where[0], text, thread_ts=where[1], retry=job.attempts > 1,
+                            tag=message_tag(incident, "notice", job=job.id))
         except SlackError as exc:
-            raise _slack_retry(exc) from exc
+            raise slack_failure(exc) from exc
 
     def _incident(self, incident_id: int | None) -> Incident | None:
         with self.db.read() as session:

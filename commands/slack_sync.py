@@ -27,7 +27,7 @@ from commands.cards import CardView, announcement, incident_card
 from integrations.slack import Channel, SlackClient, SlackError
 
 __all__ = ["MESSAGE_EVENT", "SETUP_WAIT", "SlackSync", "channel_name", "incident_thread", "message_tag", "post_once",
-           "slack_job", "slack_text"]
+           "slack_failure", "slack_job", "slack_text"]
 
 log = logging.getLogger(__name__)
 
@@ -58,17 +58,22 @@ def slack_job(handler: Callable[[Any, Job], Awaitable[None]]) -> Callable[[Any, 
         try:
             await handler(self, job)
         except SlackError as exc:
-            if exc.retry_after is not None:
-                raise RetryLater(str(exc), exc.retry_after) from exc
-            if exc.retryable:
-                raise
-            if exc.app_setup or exc.channel_setup:
-                # Never failed: the work waits, and resumes by itself once the app or the
-                # channel is fixed (/readyz and `oncall-bot jobs list` name the fix).
-                raise RetryLater(f"{SETUP_WAIT}{exc}; {exc.fix}", SETUP_RETRY) from exc
-            raise PermanentError(str(exc)) from exc
+            raise slack_failure(exc) from exc
 
     return run
+
+
+def slack_failure(exc: SlackError) -> Exception:
+    """A Slack failure in the outbox's terms: later (Retry-After, backoff), or never."""
+    if exc.retry_after is not None:
+        return RetryLater(str(exc), exc.retry_after)
+    if exc.retryable:
+        return exc  # the outbox backs off
+    if exc.app_setup or exc.channel_setup:
+        # Never failed: the work waits, and resumes by itself once the app or the channel is
+        # fixed (/readyz and `oncall-bot jobs list` name the fix).
+        return RetryLater(f"{SETUP_WAIT}{exc}; {exc.fix}", SETUP_RETRY)
+    return PermanentError(str(exc))
 
 
 class SlackSync:
