@@ -144,6 +144,10 @@ def make_settings(database_url: str, slack: "FakeSlack", config: OncallConfig | 
     values: dict[str, object] = dict(
         slack_bot_token=slack.token, slack_signing_secret=SIGNING_SECRET, slack_api_url=slack.base_url,
         database_url=database_url, alertmanager_webhook_token=WEBHOOK_TOKEN,
+        # Tests jump the clock by minutes or hours; a real job is never "mid-call" for that long,
+        # so a lease longer than any jump keeps a jump from making a running job look abandoned.
+        # (tests/test_crash_safety.py kills real processes with a 1 s lease.)
+        job_lease_seconds=3600.0,
         config=config or OncallConfig.model_validate({
             "channels": {"announce": "C0INCIDENTS"},
             "responders": [{"match": {"team": "payments"}, "invite": ["U0ALICE", "S0SRE", "nobody@example.com"]}],

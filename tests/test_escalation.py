@@ -196,7 +196,8 @@ def test_p1_pages_on_open_then_l3_unacknowledged_at_15_and_l4_unresolved_at_60(
     trigger = next(e for e in pagerduty.events if e.dedup_key == key)
     assert trigger.payload["severity"] == "critical" and "ServiceDown on api" in trigger.payload["summary"]
     wait_for(lambda: "U0BOB" in slack.channels[row.channel_id].members, what="L2 on-call (Bob) invited")
-    assert said(slack, row.channel_id, "Paging *L2 primary on-call* through PagerDuty: P1 pages at once")
+    wait_for(lambda: said(slack, row.channel_id, "Paging *L2 primary on-call* through PagerDuty: P1 pages at once"),
+             what="the page said in Slack (its own lane, beside PagerDuty's)")
     wait_for(lambda: said(slack, row.channel_id, ":pager: L2 primary on-call: <@U0BOB> invited"), what="the invite")
     wait_for(lambda: "page delivered" in card(slack, row), what="the card to say the page was delivered")
     pd_id = pd_incident_id(pagerduty, key)
