@@ -83,6 +83,10 @@ def backoff(attempts: int) -> float:
     return min(MAX_BACKOFF_SECONDS, 2.0 ** min(max(attempts - 1, 0), 10)) * random.uniform(0.5, 1.0)
 
 
+def _still_mine(job: Job) -> tuple[Any, ...]:
+    return (Job.id == job.id, Job.attempts == job.attempts)
+
+
 class WorkerLoop:
     """A background loop that sleeps until it is kicked (new work), stopped, or a timeout passes."""
 
@@ -199,7 +203,7 @@ class Outbox(WorkerLoop):
 
     def _extend(self, job: Job) -> None:
         with self.db.session() as session:
-            session.execute(update(Job).where(Job.id == job.id, Job.status == JobStatus.RUNNING)  # type: ignore[arg-type]
+            session.execute(update(Job).where(*_still_mine(job), Job.status == JobStatus.RUNNING)  # type: ignore[arg-type]
                             .values(lease_until=self.clock() + self.lease))
 
     async def _attempt(self, job: Job) -> tuple[JobStatus, str | None, float]:
@@ -231,5 +235,7 @@ class Outbox(WorkerLoop):
         else:
             values["finished_at"] = now
         with self.db.session() as session:
-            session.execute(update(Job).where(Job.id == job.id).values(**values))  # type: ignore[arg-type]
+            # A run whose lease lapsed (the database away longer than the lease) and whose job was
+            # claimed again must not overwrite the new run's state: the claim count fences it.
+            session.execute(update(Job).where(*_still_mine(job)).values(**values))  # type: ignore[arg-type]
         metrics.JOBS.labels(kind=job.kind, outcome=status.value).inc()

@@ -71,6 +71,7 @@ class PagingService:
         self.db, self.slack, self.clock, self.kick = services.db, services.slack, services.clock, services.outbox.kick
         self.config = effective_config(settings)
         self.dedicated_for = set(settings.config.channels.dedicated_for)
+        self.announce_channel = settings.config.channels.announce
         verify: Any = settings.pagerduty_ca_file or True
         self.events = PagerDutyEvents(base_url=settings.pagerduty_events_url, verify=verify)
         self.rest = PagerDutyRest(settings.pagerduty_api_token, default_from=settings.pagerduty_from_email,
@@ -171,7 +172,7 @@ class PagingService:
         except PagerDutyError as exc:
             raise _retry(exc, job) from exc
         except SlackError as exc:
-            raise slack_failure(exc) from exc
+            raise slack_failure(exc, self.announce_channel) from exc
         await self._post(incident, text, job)
 
     async def _invite(self, incident: Incident, payload: dict[str, Any]) -> str:
@@ -207,7 +208,7 @@ class PagingService:
             await post_once(self.slack, where[0], text, thread_ts=where[1], retry=job.attempts > 1,
                             tag=message_tag(incident, "notice", job=job.id))
         except SlackError as exc:
-            raise slack_failure(exc) from exc
+            raise slack_failure(exc, self.announce_channel) from exc
 
     def _incident(self, incident_id: int | None) -> Incident | None:
         with self.db.read() as session:

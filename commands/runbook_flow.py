@@ -55,6 +55,7 @@ class RunbookFlow:
     def __init__(self, services: "Services", runbooks: RunbookSet, actions: ActionContext) -> None:
         self.db, self.slack, self.clock, self.kick = services.db, services.slack, services.clock, services.outbox.kick
         self.policy: RunbookPolicy = services.settings.config.runbooks
+        self.announce_channel = services.settings.config.channels.announce  # its channel errors wait (slack_failure)
         self.runbooks, self.actions = runbooks, actions
 
     @property

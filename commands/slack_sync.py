@@ -22,7 +22,7 @@ from bot.config import OncallConfig
 from bot.db import Database
 from bot.incidents import JOB_ANNOUNCE, JOB_CARD, JOB_NOTIFY, JOB_OPEN
 from bot.models import Alert, Incident, Job, TimelineEntry, utcnow
-from bot.outbox import PermanentError, RetryLater, enqueue
+from bot.outbox import PermanentError, RetryLater, backoff, enqueue
 from commands.cards import CardView, announcement, incident_card
 from integrations.slack import Channel, SlackClient, SlackError
 
@@ -44,10 +44,23 @@ def channel_name(template: str, incident: Incident) -> str:
         "date": f"{incident.created_at:%Y%m%d}", "seq": str(incident.id), "alertname": incident.alertname,
         "severity": incident.severity, "service": incident.service or "", "namespace": incident.namespace or "",
     }
+    name = _render_name(template, values)
+    # Too long: shorten the label values, never {seq}: the name must stay this incident's alone
+    # (a retry after a crash finds its channel again by this name).
+    while len(name) > 80 and any(values[k] for k in _CUTTABLE):
+        longest = max(_CUTTABLE, key=lambda k: len(values[k]))
+        values[longest] = values[longest][: max(0, len(values[longest]) - max(1, len(name) - 80))]
+        name = _render_name(template, values)
+    return name[:80].rstrip("-_") or f"inc-{incident.id}"
+
+
+_CUTTABLE = ("alertname", "service", "namespace")
+
+
+def _render_name(template: str, values: dict[str, str]) -> str:
     name = re.sub(r"{(\w+)}", lambda m: values[m.group(1)], template).lower()
     name = re.sub(r"[^a-z0-9_-]+", "-", name)
-    name = re.sub(r"-{2,}", "-", name).strip("-_")
-    return name[:80].rstrip("-_") or f"inc-{incident.id}"
+    return re.sub(r"-{2,}", "-", name).strip("-_")
 
 
 def slack_job(handler: Callable[[Any, Job], Awaitable[None]]) -> Callable[[Any, Job], Awaitable[None]]:
@@ -58,18 +71,20 @@ def slack_job(handler: Callable[[Any, Job], Awaitable[None]]) -> Callable[[Any, 
         try:
             await handler(self, job)
         except SlackError as exc:
-            raise slack_failure(exc) from exc
+            raise slack_failure(exc, getattr(self, "announce_channel", None)) from exc
 
     return run
 
 
-def slack_failure(exc: SlackError) -> Exception:
-    """A Slack failure in the outbox's terms: later (Retry-After, backoff), or never."""
+def slack_failure(exc: SlackError, announce: str | None = None) -> Exception:
+    """A Slack failure in the outbox's terms: later (Retry-After, backoff), or never. The
+    configured announce channel missing or without the bot waits for a person; an incident's
+    own channel gone or archived will not come back, so that job fails and frees its lane."""
     if exc.retry_after is not None:
         return RetryLater(str(exc), exc.retry_after)
     if exc.retryable:
         return exc  # the outbox backs off
-    if exc.app_setup or exc.channel_setup:
+    if exc.app_setup or (exc.channel_setup and announce is not None and exc.channel == announce):
         # Never failed: the work waits, and resumes by itself once the app or the channel is
         # fixed (/readyz and `oncall-bot jobs list` name the fix).
         return RetryLater(f"{SETUP_WAIT}{exc}; {exc.fix}", SETUP_RETRY)
@@ -82,6 +97,7 @@ class SlackSync:
         self.db, self.config, self.slack, self.clock = db, config, slack, clock
         self.decorators: list[CardDecorator] = []  # other features add buttons and notes to the card
         self._bot_user_id: str | None = None
+        self.announce_channel = config.channels.announce  # its channel errors wait (slack_failure)
 
     @property
     def handlers(self) -> dict[str, Callable[[Job], Awaitable[None]]]:
@@ -204,8 +220,18 @@ class SlackSync:
             except SlackError as exc:
                 if exc.error != "name_taken":
                     raise
-                log.info("channel name taken; trying the next", extra={"channel": name})
+            # Taken: perhaps by our own call, its answer lost (a dropped connection, a crash).
+            mine = await self.slack.find_channel(name, creator=await self._bot_user(), private=private)
+            if mine is not None and not await asyncio.to_thread(self._channel_in_use, mine.id, incident.id):
+                log.info("found the channel an earlier call created", extra={"incident": incident.id, "channel": name})
+                return mine
+            log.info("channel name taken; trying the next", extra={"channel": name})
         raise PermanentError(f"channel names {base} to {base}-9 are all taken; archive old channels")
+
+    def _channel_in_use(self, channel_id: str, incident_id: int | None) -> bool:
+        with self.db.read() as session:
+            return session.scalars(select(Incident.id).where(  # type: ignore[call-overload]
+                Incident.channel_id == channel_id, Incident.id != incident_id)).first() is not None
 
     async def _bot_user(self) -> str:
         if self._bot_user_id is None:
@@ -277,7 +303,7 @@ class SlackSync:
         incident = await self._load(job.incident_id)
         where = incident_thread(incident)
         if where is None:
-            raise RetryLater("the incident is not in Slack yet", 1.0)
+            raise RetryLater("the incident is not in Slack yet", backoff(job.attempts))
         channel, thread_ts = where
         await post_once(self.slack, channel, str(job.payload.get("text", "")), thread_ts=thread_ts,
                         retry=job.attempts > 1, tag=message_tag(incident, "notice", job=job.id))

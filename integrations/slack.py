@@ -12,11 +12,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from slack_sdk.errors import SlackApiError, SlackClientError
-from slack_sdk.http_retry.builtin_async_handlers import (
-    AsyncConnectionErrorRetryHandler,
-    AsyncRateLimitErrorRetryHandler,
-    AsyncServerErrorRetryHandler,
-)
+from slack_sdk.http_retry.builtin_async_handlers import AsyncRateLimitErrorRetryHandler
 from slack_sdk.web.async_client import AsyncWebClient
 
 __all__ = ["REQUIRED_SCOPES", "Channel", "ChannelInfo", "Identity", "SlackClient", "SlackError", "make_web_client"]
@@ -43,10 +39,11 @@ _HISTORY_PAGES = 5  # pages of 200 searched for a message of our own: the newest
 
 class SlackError(Exception):
     def __init__(self, method: str, error: str, *, status: int | None = None, retry_after: float | None = None,
-                 detail: Any = None) -> None:
+                 detail: Any = None, channel: str | None = None) -> None:
         super().__init__(f"Slack {method} failed: {error}" + (f" (HTTP {status})" if status else ""))
         self.method, self.error, self.status = method, error, status
         self.retry_after, self.detail = retry_after, detail
+        self.channel = channel  # the channel the call named, if any
 
     @property
     def retryable(self) -> bool:
@@ -101,14 +98,13 @@ class Channel:
 
 
 def make_web_client(token: str, base_url: str, *, timeout: int = 15) -> AsyncWebClient:
-    """The client the bot (and Bolt) use: 429 honours Retry-After once, connection
-    resets and 5xx are retried once; what still fails reaches the durable outbox."""
+    """The client the bot (and Bolt) use: 429 honours Retry-After once; whatever else fails
+    reaches the durable outbox."""
     client = AsyncWebClient(token=token, base_url=base_url, timeout=timeout)
-    client.retry_handlers = [
-        AsyncConnectionErrorRetryHandler(max_retry_count=2),
-        AsyncRateLimitErrorRetryHandler(max_retry_count=1),
-        AsyncServerErrorRetryHandler(max_retry_count=1),
-    ]
+    # Only a 429 is retried in place (Slack did nothing). A dropped connection or a 5xx may
+    # come after Slack did the work: the outbox retries those, and the retry looks for its own
+    # earlier result first, which an in-place retry would not.
+    client.retry_handlers = [AsyncRateLimitErrorRetryHandler(max_retry_count=1)]
     return client
 
 
@@ -133,7 +129,7 @@ class SlackClient:
             self._on_call(method, error)
             raise SlackError(method, error, status=status,
                              retry_after=float(retry_after) if retry_after else None,
-                             detail=exc.response.data) from exc
+                             detail=exc.response.data, channel=args.get("channel")) from exc
         except (SlackClientError, OSError, TimeoutError) as exc:
             self._on_call(method, "unreachable")
             raise SlackError(method, f"Slack unreachable at {self.web.base_url} ({exc.__class__.__name__}: {exc}); "

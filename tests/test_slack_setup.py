@@ -165,7 +165,7 @@ def test_after_an_outage_every_retry_is_due_within_the_backoff_cap(
     assert min(j.attempts for j in _jobs(bot, "slack.open_incident")) >= 5
     slack.set_down(False)
     _settle_running(bot)
-    clock.advance(seconds=MAX_BACKOFF_SECONDS + 1)  # the longest any retry waits
+    clock.advance(seconds=15)  # the promise: the backlog drains within 15 s of Slack coming back
     with bot.services.db.read() as session:
         incidents = list(session.scalars(select(Incident)))
     wait_for(lambda: all(_incident(bot, i.id).card_ts for i in incidents), what="the backlog drained")
@@ -195,3 +195,34 @@ def test_every_subscribed_event_and_command_has_a_listener(bot: RunningBot, slac
     for command in manifest["features"]["slash_commands"]:
         answer = post_to_slack_events(bot.url, slash_command(command["command"], "help"))
         assert answer.status_code == 200 and answer.text, command["command"]
+
+
+def test_answers_lost_after_slack_acted_make_nothing_twice(
+        database_url: str, slack: FakeSlack, clock: FakeClock, running: list[RunningBot]) -> None:
+    bot = _bot(database_url, slack, clock)
+    running.append(bot)
+    for method in ("conversations.create", "chat.postMessage"):
+        slack.lose_answer(method, times=2)
+    incident_id = bot.post_alerts(group()).json()["incident_id"]
+    for _ in range(3):  # each retry is due within the backoff cap
+        _settle_running(bot)
+        clock.advance(seconds=15)
+    wait_for(lambda: _incident(bot, incident_id).card_ts and _incident(bot, incident_id).announce_ts,
+             what="the card and the announcement")
+    assert len([c for c in slack.channels.values() if c.name.startswith("inc-")]) == 1
+    assert len(slack.tagged("card")) == 1 and len(slack.tagged("announcement")) == 1
+
+
+def test_an_archived_incident_channel_fails_its_jobs_instead_of_blocking_its_lane(
+        database_url: str, slack: FakeSlack, clock: FakeClock, running: list[RunningBot]) -> None:
+    bot = _bot(database_url, slack, clock)
+    running.append(bot)
+    incident_id = bot.post_alerts(group()).json()["incident_id"]
+    row = wait_for(lambda: (r := _incident(bot, incident_id)).card_ts and r, what="the card")
+    _settle_running(bot)
+    slack.channels[row.channel_id].archived = True
+    assert bot.post_alerts(resolved(group())).json()["outcome"] == "resolved"
+    wait_for(lambda: any(j.status == JobStatus.FAILED and "is_archived" in (j.last_error or "")
+                         for j in _jobs(bot, "slack.notify")), what="the notice failed for good")
+    wait_for(lambda: not [j for j in _jobs(bot) if j.incident_id == incident_id
+                          and j.status in (JobStatus.PENDING, JobStatus.RUNNING)], what="the lane freed")

@@ -141,6 +141,7 @@ class FakeSlack:
         self._pending_files: dict[str, dict[str, Any]] = {}
         self._failures: list[tuple[str, str, int, int | None]] = []
         self._holds: list[Hold] = []
+        self._losses: list[str] = []
         self.scopes: set[str] = set(SCOPES.values()) | {"commands", "app_mentions:read", "groups:write",
                                                          "groups:read", "groups:history", "chat:write.public"}
         self.revoked = False
@@ -246,6 +247,19 @@ class FakeSlack:
                 self._holds.remove(hold)
             return hold
 
+    def lose_answer(self, method: str, *, times: int = 1) -> None:
+        """The next `times` calls of `method` take effect, but their answer is lost: the caller
+        sees HTTP 503, as when a proxy or the network drops a response Slack already acted on."""
+        with self._lock:
+            self._losses += [method] * times
+
+    def _take_loss(self, method: str) -> bool:
+        with self._lock:
+            if method in self._losses:
+                self._losses.remove(method)
+                return True
+            return False
+
     def set_down(self, down: bool) -> None:
         """Down: every call answers HTTP 503 service_unavailable, as Slack does in an outage."""
         self._down = down
@@ -259,6 +273,8 @@ class FakeSlack:
             hold.reached.set()
             hold.wait_released()
         status, body, extra = self._answer(method, args, headers)
+        if self._take_loss(method):
+            status, body, extra = 503, {"ok": False, "error": "service_unavailable"}, {}
         if hold and hold.when == "after":
             hold.reached.set()
             hold.wait_released()
