@@ -18,7 +18,7 @@ from sqlmodel import Session
 
 from bot import metrics
 from bot.config import SEVERITIES, OncallConfig
-from bot.models import Alert, AlertGroup, Incident, IncidentStatus, TimelineEntry, utcnow
+from bot.models import Alert, AlertGroup, Incident, IncidentStatus, TimelineEntry
 from bot.outbox import enqueue
 from integrations.alertmanager import WebhookAlert, WebhookMessage
 

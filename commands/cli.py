@@ -297,7 +297,7 @@ def _maintenance_add(args: argparse.Namespace) -> int:
 def _maintenance_list(_: argparse.Namespace) -> int:
     from sqlalchemy import select
 
-    from bot.escalation import MaintenanceWindow, cancel_maintenance
+    from bot.escalation import MaintenanceWindow
 
     now = datetime.now(timezone.utc)
     with _database() as db, db.read() as session:
