@@ -355,6 +355,8 @@ def test_alertmanager_resolve_resolves_pagerduty_and_a_reopen_rearms(
     key = paging(pd_bot, row.id).dedup_key
     wait_for(lambda: actions(pagerduty, key) == ["trigger"], what="the page")
     click(pd_bot, slack, ACK, row, "U0BOB")
+    # Bolt answers Slack before the listener's transaction: the ack must land before the resolve
+    wait_for(lambda: incident(pd_bot, row.id).acknowledged_at, what="the ack")
     assert pd_bot.post_alerts(resolved(payload)).json()["outcome"] == "resolved"
     wait_for(lambda: actions(pagerduty, key) == ["trigger", "acknowledge", "resolve"], what="PagerDuty resolved")
 
