@@ -40,7 +40,7 @@ from sqlalchemy import func, insert, select
 
 from bot.config import OncallConfig
 from bot.db import Database
-from bot.escalation import Paging, Timer, TimerStatus
+from bot.models import Paging, Timer, TimerStatus
 from bot.models import Incident, utcnow
 from bot.outbox import Outbox
 from bot.timers import TimerRunner
@@ -204,7 +204,7 @@ def pages(kind: str, count: int, pending: int) -> None:
         stack.callback(bot.stop)
         # start_bot polls the outbox every 50 ms, as tests do; the bench uses the production interval
         bot.services.outbox.poll_seconds = inspect.signature(Outbox).parameters["poll_seconds"].default
-        assert bot.services.paging is not None and bot.services.paging.runner.poll_seconds == 1.0
+        assert bot.services.timers.poll_seconds == 1.0
         seed(bot.services.db, pending, 0)  # the table is not empty in production either
         for i in range(count):
             started = time.perf_counter()

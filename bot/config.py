@@ -16,8 +16,8 @@ from typing import Annotated, Literal
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 from pydantic_core import ErrorDetails
 
-from bot import actions
 from bot.escalation_policy import EscalationPolicy, PagerDutyConfig, check_regexes, labels_match
+from bot.param_syntax import DnsLabel, check_url
 from bot.yaml_lines import YamlDocument, YamlSyntaxError, dotted, load_yaml
 
 __all__ = [
@@ -85,7 +85,7 @@ class SeverityPolicy(_Strict):
 _CHANNEL_ID = re.compile(r"[CG][A-Z0-9]{2,}")
 _CHANNEL_NAME = re.compile(r"#?[a-z0-9_-]{1,80}")
 
-# The languages the shipped runbooks and the bot's own texts are written in (bot.runbooks.localized).
+# The languages the shipped runbooks and the bot's own texts are written in (bot.runbook_format.localized).
 LOCALES = ("en", "ja")
 
 
@@ -163,9 +163,9 @@ class IncidentPolicy(_Strict):
 class RunbookPolicy(_Strict):
     """Allow-lists that every runbook gets on top of its own, and the language runbooks are posted in."""
 
-    namespaces: list[actions.DnsLabel] = Field(default_factory=list,
-                                               description="Kubernetes namespaces actions may touch")
-    urls: list[Annotated[str, AfterValidator(actions.check_url)]] = Field(
+    namespaces: list[DnsLabel] = Field(default_factory=list,
+                                       description="Kubernetes namespaces actions may touch")
+    urls: list[Annotated[str, AfterValidator(check_url)]] = Field(
         default_factory=list, description="URL prefixes http.check may GET (http(s)://host/...)")
     locale: Annotated[str, AfterValidator(_known_locale)] = Field(
         "en", json_schema_extra={"enum": list(LOCALES)}, description="language of the posted runbook (en, ja); "

@@ -2,7 +2,7 @@
 
 Every effect is written in the caller's transaction: a timer's effect commits together with
 the timer marked fired (bot.timers claims it), an acknowledgement together with the
-PagerDuty event it owes. Nothing here talks to PagerDuty or Slack; jobs do (commands.paging).
+PagerDuty event it owes. Nothing here talks to PagerDuty or Slack; jobs do (bot.paging).
 
 Conditions are checked when a timer fires, under the incident's row lock, so a timer whose
 condition no longer holds (acknowledged, resolved, already paged) is skipped even if its
@@ -14,134 +14,36 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from datetime import datetime, timedelta
-from enum import Enum
 from typing import Any
 
-from sqlalchemy import JSON, Column, Index, String, Text, select
-from sqlmodel import Field, Session, SQLModel
+from sqlalchemy import select
+from sqlmodel import Session
 
 from bot import metrics
 from bot.config import OncallConfig
 from bot.escalation_policy import EscalationLevel, SeverityEscalation, labels_match
-from bot.incidents import JOB_CARD, JOB_NOTIFY, TRANSITIONS, add_timeline, transition
-from bot.models import Incident, IncidentStatus, UTCDateTime, utcnow
-from bot.outbox import enqueue
+from bot.jobs import JOB_CARD, JOB_NOTIFY, JOB_PD_ESCALATE, JOB_PD_EVENT, JOB_PD_INVITE, enqueue
+from bot.lifecycle import add_timeline, can_become, transition
+from bot.models import Incident, IncidentStatus, MaintenanceWindow, PagerDutyWebhookEvent, Paging, Timer, TimerStatus
 
 __all__ = [
-    "JOB_PD_EVENT", "JOB_PD_ESCALATE", "JOB_PD_INVITE", "MaintenanceWindow", "Paging", "PagerDutyWebhookEvent", "Timer",
-    "TimerStatus", "acknowledge", "active_maintenance", "add_maintenance", "apply_pagerduty_assignment",
+    "ACK_OVERDUE", "ESCALATE", "PAGE", "REMINDER", "acknowledge", "active_maintenance", "add_maintenance", "apply_pagerduty_assignment",
     "apply_pagerduty_event", "cancel_maintenance", "dedup_key",
-    "escalate_now", "fire", "incident_of_lane", "on_incident_opened", "on_incident_reopened", "on_incident_resolved",
-    "on_severity_raised", "pd_lane", "resolve", "status_update_posted",
+    "escalate_now", "fire", "on_incident_opened", "on_incident_reopened", "on_incident_resolved",
+    "on_severity_raised", "resolve", "status_update_posted",
 ]
-
-JOB_PD_EVENT = "pagerduty.event"
-JOB_PD_ESCALATE = "pagerduty.escalate"
-JOB_PD_INVITE = "pagerduty.invite_oncall"  # a Slack job: on-call e-mail → Slack user → channel
 
 PAGE, ESCALATE, ACK_OVERDUE, REMINDER = "page", "escalate", "ack_overdue", "reminder"
 BOT = "oncall-bot"
-PD_SEVERITY = {"P1": "critical", "P2": "error", "P3": "warning", "P4": "info"}
 S = IncidentStatus
 
 
-class TimerStatus(str, Enum):
-    PENDING = "pending"
-    FIRED = "fired"          # its effect was applied
-    SKIPPED = "skipped"      # due, but its condition no longer held
-    CANCELLED = "cancelled"  # called off before it was due (ack, resolve)
-    FAILED = "failed"        # its effect kept raising; kept for the operator
-
-
-class Timer(SQLModel, table=True):
-    __tablename__ = "timer"
-    __table_args__ = (Index("ix_timer_due", "status", "due_at"),)
-
-    id: int | None = Field(default=None, primary_key=True)
-    incident_id: int = Field(foreign_key="incident.id", index=True)
-    kind: str = Field(max_length=32)
-    due_at: datetime = Field(sa_type=UTCDateTime)
-    payload: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
-    status: TimerStatus = Field(default=TimerStatus.PENDING, sa_type=String(16))
-    attempts: int = 0
-    created_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
-    fired_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
-    lateness_seconds: float | None = None
-    outcome: str | None = Field(default=None, sa_type=Text)
-
-
-class Paging(SQLModel, table=True):
-    """The PagerDuty side of one incident: its dedup key, how far it was paged, delivery."""
-
-    __tablename__ = "paging"
-
-    incident_id: int = Field(primary_key=True, foreign_key="incident.id", sa_column_kwargs={"autoincrement": False})
-    dedup_key: str = Field(max_length=255, unique=True)
-    routing_key: str | None = Field(default=None, max_length=64)
-    escalation_policy: str | None = Field(default=None, max_length=64)
-    level: int = 0  # levels paged so far (0: nobody paged)
-    paged_at: datetime | None = Field(default=None, sa_type=UTCDateTime)  # the timetable's anchor
-    page_job_id: int | None = None  # the newest page/escalation job; the card shows its delivery
-    delivery: str = Field(default="", max_length=16)  # pending | delivered | failed
-    delivered_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
-    last_error: str | None = Field(default=None, sa_type=Text)
-    pd_incident_id: str | None = Field(default=None, max_length=64)
-    held: str | None = Field(default=None, sa_type=Text)  # why nobody was paged (mrkdwn we composed)
-    acked_in_pagerduty_by: str | None = Field(default=None, max_length=128)
-    assignees: list[str] = Field(default_factory=list, sa_column=Column(JSON, nullable=False))
-    updated_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
-    # When the current episode began (opened, or last reopened): PagerDuty events that occurred
-    # before it belong to an earlier episode. None on rows from before 0004: incident.created_at.
-    episode_started_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
-    last_event_at: datetime | None = Field(default=None, sa_type=UTCDateTime)  # newest applied webhook event
-
-
-class PagerDutyWebhookEvent(SQLModel, table=True):
-    """A webhook event PagerDuty sent about one of our incidents. PagerDuty redelivers (retries,
-    replays), so an event id is looked at once; the row keeps what was made of it."""
-
-    __tablename__ = "pagerduty_event"
-
-    event_id: str = Field(primary_key=True, sa_type=Text)
-    incident_id: int = Field(foreign_key="incident.id", index=True)
-    event_type: str = Field(sa_type=Text)
-    occurred_at: datetime = Field(sa_type=UTCDateTime)
-    received_at: datetime = Field(sa_type=UTCDateTime)
-    outcome: str = Field(sa_type=Text)
-
-
-class MaintenanceWindow(SQLModel, table=True):
-    """A window declared by command (config windows live in escalation.maintenance)."""
-
-    __tablename__ = "maintenance_window"
-
-    id: int | None = Field(default=None, primary_key=True)
-    name: str = Field(max_length=128)
-    match: dict[str, str] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
-    starts_at: datetime = Field(sa_type=UTCDateTime)
-    ends_at: datetime = Field(sa_type=UTCDateTime, index=True)
-    created_by: str = Field(max_length=64)
-    created_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
-    cancelled_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
-
-
-# -- keys and lanes ----------------------------------------------------------------------------
+# -- keys ----------------------------------------------------------------------------
 
 def dedup_key(incident: Incident) -> str:
     """Stable for the incident's life (reopen included) and unique across database resets."""
     return f"oncall-bot-{incident.id}-{int(incident.created_at.timestamp())}"
 
-
-def pd_lane(incident_id: int) -> int:
-    # The outbox runs one incident's jobs in order, keyed by incident_id. PagerDuty jobs use a
-    # lane of their own (the negated id) so a Slack outage never holds up a page, while
-    # trigger → acknowledge → resolve still reach PagerDuty in order.
-    return -incident_id
-
-
-def incident_of_lane(lane: int | None) -> int:
-    assert lane is not None and lane < 0, "not a PagerDuty lane"
-    return -lane
 
 
 # -- small helpers -----------------------------------------------------------------------------
@@ -156,17 +58,13 @@ def _paging(session: Session, incident: Incident) -> Paging:
     return paging
 
 
-def _say(session: Session, incident: Incident, text: str, now: datetime) -> None:
-    enqueue(session, JOB_NOTIFY, now=now, incident_id=incident.id, payload={"text": text})
+def _say(session: Session, incident: Incident, notice: str, now: datetime, **fields: Any) -> None:
+    """A notice in the incident's channel, as data: commands.notices words and escapes it."""
+    enqueue(session, JOB_NOTIFY, incident.id, now=now, payload={"notice": notice, **fields})
 
 
 def _card(session: Session, incident: Incident, now: datetime) -> None:
-    enqueue(session, JOB_CARD, now=now, incident_id=incident.id, coalesce=True)
-
-
-def _who(incident: Incident) -> str:
-    person = incident.commander or incident.acknowledged_by
-    return f"<@{person}>" if person else "nobody has taken command yet (press *Ack* on the card)"
+    enqueue(session, JOB_CARD, incident.id, now=now, coalesce=True)
 
 
 def schedule(session: Session, incident: Incident, kind: str, due: datetime,
@@ -262,34 +160,18 @@ def status_update_posted(session: Session, incident: Incident, config: OncallCon
 def _pd_event(session: Session, incident: Incident, paging: Paging, action: str, now: datetime) -> None:
     """Acknowledge/resolve what we triggered (PagerDuty drops them for keys it never saw)."""
     if paging.level >= 1 and paging.routing_key:
-        enqueue(session, JOB_PD_EVENT, now=now, incident_id=pd_lane(paging.incident_id),
-                payload={"action": action, "routing_key": paging.routing_key, "dedup_key": paging.dedup_key})
-
-
-def _trigger_payload(incident: Incident, paging: Paging) -> dict[str, Any]:
-    labels = {k[:100]: v[:200] for k, v in list(sorted(incident.labels.items()))[:50]}
-    return {
-        "action": "trigger", "routing_key": paging.routing_key, "dedup_key": paging.dedup_key,
-        "summary": f"[{incident.severity}] {incident.title}"[:1024],
-        "source": (incident.service or incident.alertname or BOT)[:255],
-        "severity": PD_SEVERITY.get(incident.severity, "critical"),
-        "timestamp": incident.created_at.isoformat(), "component": incident.service, "group": incident.namespace,
-        "class": incident.alertname, "custom_details": {"incident": incident.id, "labels": labels,
-                                                        "slack_channel": incident.channel_name},
-    }
+        enqueue(session, JOB_PD_EVENT, paging.incident_id, now=now, payload={"action": action})
 
 
 def _page_job(session: Session, paging: Paging, kind: str, payload: dict[str, Any], now: datetime) -> None:
-    job = enqueue(session, kind, now=now, incident_id=pd_lane(paging.incident_id), payload=payload)
+    job = enqueue(session, kind, paging.incident_id, now=now, payload=payload)
     session.flush()
     assert job is not None
     paging.page_job_id, paging.delivery, paging.delivered_at, paging.last_error = job.id, "pending", None, None
 
 
 def _invite(session: Session, incident: Incident, payload: dict[str, Any], now: datetime) -> None:
-    # In no incident's lane: it needs both PagerDuty (who is on call) and Slack (the channel),
-    # and an outage of either must hold up neither the card nor the PagerDuty events.
-    enqueue(session, JOB_PD_INVITE, now=now, payload={"incident": incident.id, **payload})
+    enqueue(session, JOB_PD_INVITE, incident.id, now=now, payload=payload)  # in no lane (bot.jobs)
 
 
 def _invite_level(session: Session, incident: Incident, paging: Paging, level: EscalationLevel,
@@ -317,7 +199,7 @@ def _schedule_levels(session: Session, incident: Incident, rule: SeverityEscalat
 
 
 def _page(session: Session, incident: Incident, paging: Paging, config: OncallConfig, *, now: datetime,
-          anchor: datetime, why: str, actor: str) -> str:
+          anchor: datetime, why: str, actor: str, by: str | None = None) -> str:
     rule = config.escalation.for_severity(incident.severity)
     level = _levels(rule)[0]
     paging.routing_key, paging.escalation_policy = config.pagerduty.route(incident.labels)
@@ -325,12 +207,12 @@ def _page(session: Session, incident: Incident, paging: Paging, config: OncallCo
     if paging.routing_key is None:
         paging.held = "PagerDuty is not configured (set PAGERDUTY_ROUTING_KEY): nobody was paged"
         add_timeline(session, incident, actor, "page", "not paged: PagerDuty is not configured", at=now)
-        _say(session, incident, f":warning: Should page *{level.name}* ({why}), but {paging.held}.", now)
+        _say(session, incident, "page_not_configured", now, level=level.name, why=why, by=by)
         _card(session, incident, now)
         return "not configured"
     paging.level, paging.paged_at, paging.held = 1, anchor, None
-    _page_job(session, paging, JOB_PD_EVENT, _trigger_payload(incident, paging), now)
-    _say(session, incident, f":rotating_light: Paging *{level.name}* through PagerDuty: {why}.", now)
+    _page_job(session, paging, JOB_PD_EVENT, {"action": "trigger"}, now)  # bot.paging builds the event
+    _say(session, incident, "paging", now, level=level.name, why=why, by=by)
     _invite_level(session, incident, paging, level, now)
     add_timeline(session, incident, actor, "page", f"paged {level.name}: {why}", at=now,
                  data={"level": 1, "dedup_key": paging.dedup_key})
@@ -341,14 +223,14 @@ def _page(session: Session, incident: Incident, paging: Paging, config: OncallCo
 
 
 def _escalate_to(session: Session, incident: Incident, paging: Paging, rule: SeverityEscalation, n: int, *,
-                 now: datetime, why: str, actor: str) -> str:
+                 now: datetime, why: str, actor: str, by: str | None = None) -> str:
     level = _levels(rule)[n - 1]
     paging.level, paging.updated_at = n, now
-    _page_job(session, paging, JOB_PD_ESCALATE, {"dedup_key": paging.dedup_key, "pagerduty_level": level.pagerduty_level}, now)
-    _say(session, incident, f":arrow_double_up: Escalating to *{level.name}*: {why}.", now)
+    _page_job(session, paging, JOB_PD_ESCALATE, {"pagerduty_level": level.pagerduty_level}, now)
+    _say(session, incident, "escalating", now, level=level.name, why=why, by=by)
     _invite_level(session, incident, paging, level, now)
     add_timeline(session, incident, actor, "escalate", f"escalated to {level.name}: {why}", at=now, data={"level": n})
-    if incident.status != S.ESCALATED and S.ESCALATED in TRANSITIONS[S(incident.status)]:
+    if incident.status != S.ESCALATED and can_become(incident, S.ESCALATED):
         transition(session, incident, S.ESCALATED, actor=actor, now=now, reason=f"{level.name} paged")
     _card(session, incident, now)
     metrics.INCIDENTS.labels(event="escalated").inc()
@@ -362,12 +244,11 @@ def _hold(session: Session, incident: Incident, paging: Paging, config: OncallCo
     if window is None:
         return None
     name, ends = window
-    name = name.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")  # `held` is shown as mrkdwn
-    reason = f"maintenance window *{name}* until {ends:%Y-%m-%d %H:%M} UTC: nobody is paged"
+    reason = f"maintenance window {name} until {ends:%Y-%m-%d %H:%M} UTC: nobody is paged"
     if paging.held != reason:
         paging.held = reason
         add_timeline(session, incident, BOT, "page", f"page held: maintenance window {name}", at=now)
-        _say(session, incident, f":construction: Not paging: {reason}.", now)
+        _say(session, incident, "page_held", now, window=name, until=ends.isoformat())
         _card(session, incident, now)
     schedule(session, incident, timer.kind, ends, timer.payload)
     return f"held until {ends.isoformat()} ({name})"
@@ -424,8 +305,7 @@ def _fire_ack_overdue(session: Session, timer: Timer, incident: Incident, paging
                       now: datetime) -> tuple[bool, str]:
     if not incident.is_open or incident.acknowledged_at:
         return False, "resolved" if not incident.is_open else "acknowledged"
-    _say(session, incident, f":alarm_clock: Not acknowledged within {timer.payload.get('minutes')} min. "
-                            "Whoever is on it: press *Ack* on the card.", now)
+    _say(session, incident, "ack_overdue", now, minutes=timer.payload.get("minutes"))
     return True, "reminded"
 
 
@@ -439,8 +319,8 @@ def _fire_reminder(session: Session, timer: Timer, incident: Incident, paging: P
         while following <= now:  # after downtime: one late reminder, not one per missed slot
             following += timedelta(minutes=minutes)
         schedule(session, incident, REMINDER, following, {"minutes": minutes})
-    _say(session, incident, f":memo: Status update due (every {timer.payload.get('minutes')} min): "
-                            f"{_who(incident)}, please post where things stand.", now)
+    _say(session, incident, "update_due", now, minutes=timer.payload.get("minutes"),
+         owner=incident.commander or incident.acknowledged_by)
     return True, "reminded"
 
 
@@ -459,16 +339,16 @@ def acknowledge(session: Session, incident: Incident, actor: str, now: datetime,
     incident.acknowledged_at = incident.updated_at = now
     if source == "pagerduty":
         paging.acked_in_pagerduty_by = actor[:128]
-        text, said = f"acknowledged in PagerDuty by {actor}", f"Acknowledged in PagerDuty by {actor}"
+        text = f"acknowledged in PagerDuty by {actor}"
     else:
         incident.acknowledged_by = actor
         incident.commander = incident.commander or actor
-        text, said = f"acknowledged in {source}", f"<@{actor}> acknowledged"
+        text = f"acknowledged in {source}"
         _pd_event(session, incident, paging, "acknowledge", now)
     cancel(session, incident.id or 0, keep=lambda t: t.kind == REMINDER or (
         t.kind == ESCALATE and t.payload.get("while") == "unresolved"))
     add_timeline(session, incident, _actor(actor, source), "ack", text, at=now, data={"source": source})
-    _say(session, incident, f":eyes: {said}; escalation stopped.", now)
+    _say(session, incident, "acknowledged", now, **_by(actor, source))
     _card(session, incident, now)
     return True
 
@@ -479,8 +359,7 @@ def resolve(session: Session, incident: Incident, actor: str, now: datetime, sou
     transition(session, incident, S.RESOLVED, actor=_actor(actor, source), now=now,
                reason=reason or f"resolved in {source}")
     on_incident_resolved(session, incident, now, source=source)
-    who = f"in PagerDuty by {actor}" if source == "pagerduty" else f"by <@{actor}>"
-    _say(session, incident, f":white_check_mark: Resolved {who}.", now)
+    _say(session, incident, "resolved", now, **_by(actor, source))
     metrics.INCIDENTS.labels(event="resolved").inc()
     return True
 
@@ -493,15 +372,16 @@ def escalate_now(session: Session, incident: Incident, actor: str, now: datetime
         return None
     paging = _paging(session, incident)
     rule = config.escalation.for_severity(incident.severity)
-    who = f"<@{actor}> escalated by hand"
+    why, by = "escalated by hand", actor if source != "pagerduty" else None
     if paging.level == 0:
         cancel(session, incident.id or 0, keep=lambda t: t.kind not in (PAGE, ACK_OVERDUE))
-        return _page(session, incident, paging, config, now=now, anchor=now, why=who, actor=_actor(actor, source))
+        return _page(session, incident, paging, config, now=now, anchor=now, why=why, actor=_actor(actor, source),
+                     by=by)
     if paging.level >= len(_levels(rule)):
         return None
     cancel(session, incident.id or 0, keep=lambda t: t.kind != ESCALATE)
     n = paging.level + 1
-    outcome = _escalate_to(session, incident, paging, rule, n, now=now, why=who, actor=_actor(actor, source))
+    outcome = _escalate_to(session, incident, paging, rule, n, now=now, why=why, actor=_actor(actor, source), by=by)
     _schedule_levels(session, incident, rule, n, now)
     return outcome
 
@@ -514,11 +394,11 @@ def apply_pagerduty_assignment(session: Session, incident: Incident, event_type:
     if not ids or ids == sorted(paging.assignees or []) or not incident.is_open:
         return False
     paging.assignees, paging.updated_at = ids, now
-    names = ", ".join(name for _, name in assignees)
+    names = [name for _, name in assignees]
     verb = "escalated" if event_type == "incident.escalated" else "reassigned"
-    add_timeline(session, incident, "pagerduty", verb, f"{verb} in PagerDuty to {names}", at=now,
+    add_timeline(session, incident, "pagerduty", verb, f"{verb} in PagerDuty to {', '.join(names)}", at=now,
                  data={"assignees": ids})
-    _say(session, incident, f":arrows_counterclockwise: {verb.capitalize()} in PagerDuty: now with {names}.", now)
+    _say(session, incident, "pagerduty_assigned", now, verb=verb, names=names)
     _invite(session, incident, {"policy": paging.escalation_policy, "user_ids": ids, "names": dict(assignees),
                                 "level_name": f"{verb} in PagerDuty"}, now)
     _card(session, incident, now)
@@ -553,6 +433,11 @@ def _staleness(incident: Incident, paging: Paging, occurred_at: datetime) -> tup
         return "stale", f"occurred at {occurred_at.isoformat()}, before the last applied event " \
                         f"({paging.last_event_at.isoformat()})"
     return "", ""
+
+
+def _by(actor: str, source: str) -> dict[str, str]:
+    """Who did it, for a notice: a Slack user, or a PagerDuty user's (untrusted) name."""
+    return {"pagerduty_user": actor} if source == "pagerduty" else {"user": actor}
 
 
 def _actor(actor: str, source: str) -> str:

@@ -9,55 +9,25 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any, Literal
+from typing import Literal
 
 from sqlalchemy import select
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlmodel import Session
 
-from bot import metrics
+from bot import escalation, metrics
 from bot.config import SEVERITIES, OncallConfig
-from bot.models import Alert, AlertGroup, Incident, IncidentStatus, TimelineEntry
-from bot.outbox import enqueue
+from bot.jobs import JOB_CARD, JOB_NOTIFY, JOB_OPEN, JOB_RUNBOOK_POST, enqueue
+from bot.lifecycle import add_timeline, transition
+from bot.models import Alert, AlertGroup, Incident, IncidentStatus
 from integrations.alertmanager import WebhookAlert, WebhookMessage
 
-__all__ = [
-    "IngestResult",
-    "InvalidTransition",
-    "add_timeline",
-    "ingest",
-    "transition",
-    "JOB_OPEN",
-    "JOB_ANNOUNCE",
-    "JOB_RUNBOOK",
-    "JOB_CARD",
-    "JOB_NOTIFY",
-]
+__all__ = ["ALERTMANAGER", "IngestResult", "ingest"]
 
 ALERTMANAGER = "alertmanager"
-JOB_OPEN = "slack.open_incident"
-JOB_ANNOUNCE = "slack.announce"  # outside the incident's lane: an unusable announce channel holds up nothing
-JOB_CARD = "slack.update_card"
-JOB_NOTIFY = "slack.notify"
-JOB_RUNBOOK = "runbook.post"  # bot.steps.JOB_RUNBOOK_POST; named here because opening enqueues it
 
 S = IncidentStatus
-# Forward moves of the seeds' state machine, plus the usual ways back while working.
-TRANSITIONS: dict[IncidentStatus, set[IncidentStatus]] = {
-    S.DETECTED: {S.TRIAGED, S.INVESTIGATING, S.ESCALATED, S.IDENTIFIED, S.MITIGATING, S.RESOLVED},
-    S.TRIAGED: {S.INVESTIGATING, S.ESCALATED, S.IDENTIFIED, S.MITIGATING, S.RESOLVED},
-    S.INVESTIGATING: {S.ESCALATED, S.IDENTIFIED, S.MITIGATING, S.RESOLVED},
-    S.ESCALATED: {S.INVESTIGATING, S.IDENTIFIED, S.MITIGATING, S.RESOLVED},
-    S.IDENTIFIED: {S.INVESTIGATING, S.ESCALATED, S.MITIGATING, S.RESOLVED},
-    S.MITIGATING: {S.IDENTIFIED, S.ESCALATED, S.RESOLVED},
-    S.RESOLVED: {S.DETECTED, S.POSTMORTEM},  # DETECTED = reopened
-    S.POSTMORTEM: set(),
-}
-
-
-class InvalidTransition(ValueError):
-    pass
 
 
 Outcome = Literal["created", "reopened", "resolved", "updated", "unchanged", "ignored"]
@@ -67,33 +37,6 @@ Outcome = Literal["created", "reopened", "resolved", "updated", "unchanged", "ig
 class IngestResult:
     incident_id: int | None
     outcome: Outcome
-
-
-def add_timeline(
-    session: Session, incident: Incident, actor: str, kind: str, text: str, *,
-    at: datetime, data: dict[str, Any] | None = None,
-) -> None:
-    assert incident.id is not None
-    session.add(TimelineEntry(incident_id=incident.id, at=at, actor=actor, kind=kind,
-                              text=text, data=data or {}))
-
-
-def transition(
-    session: Session, incident: Incident, to: IncidentStatus, *, actor: str, now: datetime, reason: str = ""
-) -> None:
-    """Move the incident to a new state, with a timeline entry and a card refresh."""
-    current = IncidentStatus(incident.status)
-    if to not in TRANSITIONS[current]:
-        raise InvalidTransition(f"an incident that is {current.value} cannot become {to.value}")
-    incident.status = to
-    incident.updated_at = now
-    if to == S.RESOLVED:
-        incident.resolved_at, incident.resolved_by = now, actor
-    elif current == S.RESOLVED and to == S.DETECTED:
-        incident.resolved_at, incident.resolved_by = None, None
-    text = f"{current.value} → {to.value}" + (f": {reason}" if reason else "")
-    add_timeline(session, incident, actor, "status", text, at=now, data={"from": current.value, "to": to.value})
-    enqueue(session, JOB_CARD, now=now, incident_id=incident.id, coalesce=True)
 
 
 def ingest(db_session: Session, config: OncallConfig, message: WebhookMessage, *, now: datetime) -> IngestResult:
@@ -111,7 +54,7 @@ def ingest(db_session: Session, config: OncallConfig, message: WebhookMessage, *
     changed |= _refresh_summary(db_session, config, incident, message, now)
     outcome = _follow_group_status(db_session, config, incident, message, now, outcome, changed)
     if outcome in ("updated", "reopened", "resolved"):
-        enqueue(db_session, JOB_CARD, now=now, incident_id=incident.id, coalesce=True)
+        enqueue(db_session, JOB_CARD, incident.id, now=now, coalesce=True)
     return IngestResult(incident.id, outcome)
 
 
@@ -173,10 +116,8 @@ def _open_incident(
     add_timeline(session, incident, ALERTMANAGER, "created",
                  _opened_text(message), at=now,
                  data={"receiver": message.receiver, "group_key": message.group_key})
-    enqueue(session, JOB_OPEN, now=now, incident_id=incident.id, payload={"webhook_at": now.isoformat()})
-    enqueue(session, JOB_RUNBOOK, now=now, incident_id=incident.id)  # same lane: posted once the channel exists
-    from bot import escalation  # imported here: bot.escalation builds on this module
-
+    enqueue(session, JOB_OPEN, incident.id, now=now, payload={"webhook_at": now.isoformat()})
+    enqueue(session, JOB_RUNBOOK_POST, incident.id, now=now)  # same lane: posted once the channel exists
     escalation.on_incident_opened(session, incident, config, now)  # ack deadline, page and reminder timers
     metrics.INCIDENTS.labels(event="created").inc()
     return incident
@@ -224,9 +165,7 @@ def _refresh_summary(
             add_timeline(session, incident, ALERTMANAGER, "severity", f"severity {incident.severity} → {severity}",
                          at=now)
             incident.severity = severity
-            enqueue(session, JOB_OPEN, now=now, incident_id=incident.id)  # it may now get its own channel
-            from bot import escalation
-
+            enqueue(session, JOB_OPEN, incident.id, now=now)  # it may now get its own channel
             escalation.on_severity_raised(session, incident, config, now)
             changed = True
     if message.common_annotations and message.common_annotations != incident.annotations:
@@ -251,20 +190,14 @@ def _follow_group_status(
         return outcome
     if message.status == "resolved" and incident.is_open and config.incidents.auto_resolve:
         transition(session, incident, S.RESOLVED, actor=ALERTMANAGER, now=now, reason="all alerts resolved")
-        from bot import escalation
-
         escalation.on_incident_resolved(session, incident, now, source=ALERTMANAGER)  # timers off, PagerDuty too
-        enqueue(session, JOB_NOTIFY, now=now, incident_id=incident.id,
-                payload={"text": ":white_check_mark: Resolved: every alert in the group stopped firing."})
+        enqueue(session, JOB_NOTIFY, incident.id, now=now, payload={"notice": "alerts_resolved"})
         metrics.INCIDENTS.labels(event="resolved").inc()
         return "resolved"
     if message.status == "firing" and incident.status == S.RESOLVED and _should_reopen(incident, changed):
         transition(session, incident, S.DETECTED, actor=ALERTMANAGER, now=now, reason="the group fired again")
-        from bot import escalation
-
         escalation.on_incident_reopened(session, incident, config, now)  # re-armed: a new owner is needed
-        enqueue(session, JOB_NOTIFY, now=now, incident_id=incident.id,
-                payload={"text": ":rotating_light: Reopened: the alert group is firing again."})
+        enqueue(session, JOB_NOTIFY, incident.id, now=now, payload={"notice": "reopened"})
         metrics.INCIDENTS.labels(event="reopened").inc()
         return "reopened"
     return "updated" if changed else outcome

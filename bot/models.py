@@ -11,7 +11,8 @@ from sqlalchemy.types import TypeDecorator
 from sqlmodel import Field, SQLModel
 
 __all__ = [
-    "AlertGroup", "Alert", "Incident", "IncidentStatus", "Job", "JobStatus", "RunbookStep", "TimelineEntry", "utcnow",
+    "Alert", "AlertGroup", "Incident", "IncidentStatus", "Job", "JobStatus", "MaintenanceWindow", "PagerDutyWebhookEvent",
+    "Paging", "RunbookStep", "TimelineEntry", "Timer", "TimerStatus", "UTCDateTime", "utcnow",
 ]
 
 
@@ -150,11 +151,13 @@ class Job(SQLModel, table=True):
     """The durable outbox: work for Slack (and later PagerDuty) written in the same
     transaction as the change that needs it, and run by the worker after the response."""
 
-    __table_args__ = (Index("ix_job_due", "status", "run_at"),)
+    __table_args__ = (Index("ix_job_due", "status", "run_at"), Index("ix_job_lane", "lane", "status"))
 
     id: int | None = Field(default=None, primary_key=True)
     kind: str = Field(max_length=64)
-    incident_id: int | None = Field(default=None, index=True)
+    incident_id: int | None = Field(default=None, index=True)  # the incident it is about, if any
+    # Jobs of one lane run one at a time, in order (bot.jobs names the lanes); None: no order.
+    lane: str | None = Field(default=None, max_length=64)
     payload: dict[str, Any] = _json(dict)
     status: JobStatus = Field(default=JobStatus.PENDING, sa_type=String(16))
     attempts: int = 0
@@ -190,3 +193,85 @@ class RunbookStep(SQLModel, table=True):
     last_ok: bool | None = Field(default=None)  # the last run's result; None until it first runs
     last_outcome: str | None = Field(default=None, sa_type=Text)  # its summary, or why it failed
     created_at: datetime = _ts(default_factory=utcnow)
+
+
+# -- escalation: timers, the PagerDuty side, maintenance windows ----------------------------
+
+class TimerStatus(str, Enum):
+    PENDING = "pending"
+    FIRED = "fired"          # its effect was applied
+    SKIPPED = "skipped"      # due, but its condition no longer held
+    CANCELLED = "cancelled"  # called off before it was due (ack, resolve)
+    FAILED = "failed"        # its effect kept raising; kept for the operator
+
+
+class Timer(SQLModel, table=True):
+    __tablename__ = "timer"
+    __table_args__ = (Index("ix_timer_due", "status", "due_at"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    incident_id: int = Field(foreign_key="incident.id", index=True)
+    kind: str = Field(max_length=32)
+    due_at: datetime = _ts()
+    payload: dict[str, Any] = _json(dict)
+    status: TimerStatus = Field(default=TimerStatus.PENDING, sa_type=String(16))
+    attempts: int = 0
+    created_at: datetime = _ts(default_factory=utcnow)
+    fired_at: datetime | None = _ts(default=None)
+    lateness_seconds: float | None = None
+    outcome: str | None = Field(default=None, sa_type=Text)
+
+
+class Paging(SQLModel, table=True):
+    """The PagerDuty side of one incident: its dedup key, how far it was paged, delivery."""
+
+    __tablename__ = "paging"
+
+    incident_id: int = Field(primary_key=True, foreign_key="incident.id", sa_column_kwargs={"autoincrement": False})
+    dedup_key: str = Field(max_length=255, unique=True)
+    routing_key: str | None = Field(default=None, max_length=64)
+    escalation_policy: str | None = Field(default=None, max_length=64)
+    level: int = 0  # levels paged so far (0: nobody paged)
+    paged_at: datetime | None = _ts(default=None)  # the timetable's anchor
+    page_job_id: int | None = None  # the newest page/escalation job; the card shows its delivery
+    delivery: str = Field(default="", max_length=16)  # pending | delivered | failed
+    delivered_at: datetime | None = _ts(default=None)
+    last_error: str | None = Field(default=None, sa_type=Text)
+    pd_incident_id: str | None = Field(default=None, max_length=64)
+    held: str | None = Field(default=None, sa_type=Text)  # why nobody was paged (mrkdwn we composed)
+    acked_in_pagerduty_by: str | None = Field(default=None, max_length=128)
+    assignees: list[str] = _json(list)
+    updated_at: datetime = _ts(default_factory=utcnow)
+    # When the current episode began (opened, or last reopened): PagerDuty events that occurred
+    # before it belong to an earlier episode. None on rows from before 0004: incident.created_at.
+    episode_started_at: datetime | None = _ts(default=None)
+    last_event_at: datetime | None = _ts(default=None)  # newest applied webhook event
+
+
+class PagerDutyWebhookEvent(SQLModel, table=True):
+    """A webhook event PagerDuty sent about one of our incidents. PagerDuty redelivers (retries,
+    replays), so an event id is looked at once; the row keeps what was made of it."""
+
+    __tablename__ = "pagerduty_event"
+
+    event_id: str = Field(primary_key=True, sa_type=Text)
+    incident_id: int = Field(foreign_key="incident.id", index=True)
+    event_type: str = Field(sa_type=Text)
+    occurred_at: datetime = _ts()
+    received_at: datetime = _ts()
+    outcome: str = Field(sa_type=Text)
+
+
+class MaintenanceWindow(SQLModel, table=True):
+    """A window declared by command (config windows live in escalation.maintenance)."""
+
+    __tablename__ = "maintenance_window"
+
+    id: int | None = Field(default=None, primary_key=True)
+    name: str = Field(max_length=128)
+    match: dict[str, str] = _json(dict)
+    starts_at: datetime = _ts()
+    ends_at: datetime = _ts(index=True)
+    created_by: str = Field(max_length=64)
+    created_at: datetime = _ts(default_factory=utcnow)
+    cancelled_at: datetime | None = _ts(default=None)

@@ -2,12 +2,14 @@
 transaction as the change that needs them, and run after the HTTP response.
 
 A job that fails with a transient error is rescheduled with backoff, never dropped.
-Jobs of one incident run one at a time, in order; jobs of different incidents run
-concurrently. On PostgreSQL several replicas share the table safely: a job is claimed
+Jobs of one lane (bot.jobs: an incident's Slack work, its PagerDuty events) run one at a
+time, in order; jobs of different lanes run concurrently. On PostgreSQL several replicas share the table safely: a job is claimed
 with `FOR UPDATE SKIP LOCKED` and held by a short lease that the running worker renews,
 so a crashed replica's job is picked up again within seconds, and a slow call is never
 mistaken for a crash. A job can therefore run again after a crash mid-call: handlers find
-their own earlier result before acting (see commands.slack_sync.post_once).
+their own earlier result before acting (see commands.slack_sync.post_once). A handler speaks
+`RetryLater` / `PermanentError`, or lets an integration's `IntegrationError` through: its
+`retry_after` and `retryable` decide the retry here, in one place.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ from sqlmodel import Session
 from bot import metrics
 from bot.db import Database
 from bot.models import Job, JobStatus, utcnow
+from integrations.errors import IntegrationError
 
 __all__ = ["Outbox", "PermanentError", "RetryLater", "WorkerLoop", "backoff", "enqueue"]
 
@@ -57,13 +60,15 @@ def enqueue(
     *,
     now: datetime,
     incident_id: int | None = None,
+    lane: str | None = None,
     payload: dict[str, Any] | None = None,
     coalesce: bool = False,
     run_at: datetime | None = None,
 ) -> Job | None:
     """Add a job to the caller's transaction, due at `run_at` (default `now`, the caller's
-    clock: a wall-clock stamp would make a job written under a test clock due years away). With `coalesce`, a job of the same kind for
-    the same incident that has not started yet already covers this one."""
+    clock: a wall-clock stamp would make a job written under a test clock due years away).
+    Jobs of one `lane` run one at a time, in order (bot.jobs names them). With `coalesce`, a
+    job of the same kind for the same incident that has not started yet already covers this one."""
     if coalesce:
         pending = session.exec(
             select(Job.id).where(  # type: ignore[call-overload]
@@ -72,7 +77,7 @@ def enqueue(
         ).first()
         if pending is not None:
             return None
-    job = Job(kind=kind, incident_id=incident_id, payload=payload or {}, run_at=run_at or now,
+    job = Job(kind=kind, incident_id=incident_id, lane=lane, payload=payload or {}, run_at=run_at or now,
               created_at=now)
     session.add(job)
     return job
@@ -161,7 +166,7 @@ class Outbox(WorkerLoop):
         now = self.clock()
         earlier = aliased(Job)
         blocked = exists().where(
-            earlier.incident_id == Job.incident_id,
+            earlier.lane == Job.lane,
             earlier.id < Job.id,
             earlier.status.in_([JobStatus.PENDING, JobStatus.RUNNING]),  # type: ignore[attr-defined]
         )
@@ -171,7 +176,7 @@ class Outbox(WorkerLoop):
         )
         query = (
             select(Job)
-            .where(due, or_(Job.incident_id.is_(None), ~blocked))  # type: ignore[union-attr]
+            .where(due, or_(Job.lane.is_(None), ~blocked))  # type: ignore[union-attr]
             .order_by(Job.id)  # type: ignore[arg-type]
             .limit(limit)
             .with_for_update(skip_locked=True)
@@ -214,18 +219,30 @@ class Outbox(WorkerLoop):
             await handler(job)
         except RetryLater as exc:
             return JobStatus.PENDING, str(exc), exc.after
+        except IntegrationError as exc:  # the one place an outside system's failure becomes a retry
+            if exc.retry_after is not None:
+                return JobStatus.PENDING, str(exc), exc.retry_after
+            if not exc.retryable:
+                log.error("job %s (%s) failed permanently: %s", job.id, job.kind, exc,
+                          extra={"job": job.id, "kind": job.kind, "error": str(exc)})
+                return JobStatus.FAILED, str(exc), 0.0
+            return self._backing_off(job, exc)
         except PermanentError as exc:
             log.error("job %s (%s) failed permanently: %s", job.id, job.kind, exc,
                       extra={"job": job.id, "kind": job.kind, "error": str(exc)})
             return JobStatus.FAILED, str(exc), 0.0
         except Exception as exc:  # transient by default: retried with backoff
-            delay = backoff(job.attempts)
-            log.warning(
-                "job %s (%s) failed; retry in %.1fs: %r", job.id, job.kind, delay, exc,
-                extra={"job": job.id, "kind": job.kind, "error": repr(exc), "retry_in": round(delay, 1)},
-            )
-            return JobStatus.PENDING, repr(exc), delay
+            return self._backing_off(job, exc)
         return JobStatus.DONE, None, 0.0
+
+    @staticmethod
+    def _backing_off(job: Job, exc: Exception) -> tuple[JobStatus, str | None, float]:
+        delay = backoff(job.attempts)
+        log.warning(
+            "job %s (%s) failed; retry in %.1fs: %r", job.id, job.kind, delay, exc,
+            extra={"job": job.id, "kind": job.kind, "error": repr(exc), "retry_in": round(delay, 1)},
+        )
+        return JobStatus.PENDING, repr(exc), delay
 
     def _finish(self, job: Job, status: JobStatus, error: str | None, retry_in: float = 0.0) -> None:
         now = self.clock()

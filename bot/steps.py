@@ -15,20 +15,16 @@ from sqlalchemy import select
 from sqlmodel import Session
 
 from bot.config import RunbookPolicy
-from bot.incidents import JOB_RUNBOOK, add_timeline
+from bot.jobs import JOB_RUNBOOK_REFRESH, JOB_STEP_REPLY, JOB_STEP_RUN, enqueue
+from bot.lifecycle import add_timeline
 from bot.models import Alert, Incident, RunbookStep
-from bot.outbox import enqueue
-from bot.runbooks import PreparedStep, Runbook, RunbookSet, prepare_steps
+from bot.runbook_format import Runbook
+from bot.runbooks import PreparedStep, RunbookSet, prepare_steps
 
 __all__ = [
-    "JOB_RUNBOOK_POST", "JOB_RUNBOOK_REFRESH", "JOB_STEP_REPLY", "JOB_STEP_RUN", "RunbookPlan", "find_step",
+    "RunbookPlan", "find_step",
     "plan_runbook", "record_run", "request_approval", "request_run", "steps_for", "store_steps",
 ]
-
-JOB_RUNBOOK_POST = JOB_RUNBOOK           # post the matching runbook (incident lane, after the card)
-JOB_STEP_RUN = "runbook.run_step"        # run a clicked diagnostic, answer in its thread (own lane)
-JOB_STEP_REPLY = "runbook.reply"         # a line in a step's thread
-JOB_RUNBOOK_REFRESH = "runbook.refresh"  # re-render the runbook messages ("ran by ...")
 
 
 @dataclass(frozen=True)
@@ -97,8 +93,8 @@ def find_step(session: Session, token: str) -> RunbookStep | None:
 def request_run(session: Session, step: RunbookStep, user: str, now: datetime, *, locale: str | None) -> None:
     """A diagnostic was clicked: the outbox runs it (outside any incident's lane, so a queued
     card update never delays the answer)."""
-    enqueue(session, JOB_STEP_RUN, now=now, payload={"step": step.id, "user": user, "clicked_at": now.isoformat(),
-                                            "locale": locale})
+    enqueue(session, JOB_STEP_RUN, step.incident_id, now=now,
+            payload={"step": step.id, "user": user, "clicked_at": now.isoformat(), "locale": locale})
 
 
 def record_run(session: Session, step: RunbookStep, incident: Incident, user: str, now: datetime,
@@ -109,7 +105,7 @@ def record_run(session: Session, step: RunbookStep, incident: Incident, user: st
     add_timeline(session, incident, user, "diagnostic",
                  f"ran {step.action} ({step.step_id}): {outcome}"[:1000], at=now,
                  data={"step": step.step_id, "action": step.action, "params": step.params, "ok": ok})
-    enqueue(session, JOB_RUNBOOK_REFRESH, now=now, incident_id=incident.id, coalesce=True)
+    enqueue(session, JOB_RUNBOOK_REFRESH, incident.id, now=now, coalesce=True)
 
 
 def request_approval(session: Session, step: RunbookStep, incident: Incident, user: str, now: datetime) -> None:
@@ -118,4 +114,5 @@ def request_approval(session: Session, step: RunbookStep, incident: Incident, us
     add_timeline(session, incident, user, "approval_requested",
                  f"requested approval to run {step.action} ({step.step_id})", at=now,
                  data={"step": step.step_id, "action": step.action, "params": step.params})
-    enqueue(session, JOB_STEP_REPLY, now=now, payload={"step": step.id, "event": "approval_requested", "user": user})
+    enqueue(session, JOB_STEP_REPLY, incident.id, now=now,
+            payload={"step": step.id, "event": "approval_requested", "user": user})

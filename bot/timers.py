@@ -1,6 +1,6 @@
 """The timer runner: fires due timers exactly once, across restarts and replicas.
 
-Timers are rows (bot.escalation.Timer), so they survive restarts; a runner that starts after
+Timers are rows (bot.models.Timer), so they survive restarts; a runner that starts after
 downtime finds the overdue ones and fires each once, recording how late it was. Replicas
 share the table: on PostgreSQL a batch of due timers is claimed with `FOR UPDATE SKIP
 LOCKED`, and each timer's effect is written in the same transaction that marks it fired,
@@ -22,7 +22,7 @@ from sqlmodel import Session
 from bot import escalation, metrics
 from bot.config import OncallConfig
 from bot.db import Database
-from bot.escalation import Timer, TimerStatus
+from bot.models import Timer, TimerStatus
 from bot.models import utcnow
 from bot.outbox import WorkerLoop
 

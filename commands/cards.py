@@ -1,19 +1,22 @@
-"""The incident card: a pure function from the incident to Block Kit, within Slack's limits."""
+"""The incident card and the announcement: pure functions from a `CardView` (bot.card_view, read
+in one go) to Block Kit, within Slack's limits. What paging did, the buttons, the timeline: all
+decided here, in one place."""
 
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
+from bot.card_view import CardView
 from bot.models import Alert, Incident, TimelineEntry
 from commands.blockkit import (
-    LIMITS, clip, context, divider, escape, header, link, mrkdwn, section, trusted_mrkdwn,
+    LIMITS, button, clip, context, divider, escape, header, link, mrkdwn, section, trusted_mrkdwn,
 )
+from commands.ids import CARD_ACK, CARD_ACTIONS_BLOCK, CARD_ESCALATE, CARD_RESOLVE
 from commands.slack_time import duration, slack_time
 
-__all__ = ["CardView", "incident_card", "announcement", "actor_text"]
+__all__ = ["NOT_CONFIGURED", "actor_text", "announcement", "incident_card"]
 
 SEVERITY_ICON = {"P1": ":red_circle:", "P2": ":large_orange_circle:", "P3": ":large_yellow_circle:",
                  "P4": ":large_blue_circle:"}
@@ -23,23 +26,6 @@ DESCRIPTION_KEYS = ("description", "message")
 SLACK_USER = re.compile(r"^[UW][A-Z0-9]{2,}$")
 ACTOR_NAMES = {"alertmanager": "Alertmanager", "oncall-bot": "the bot", "pagerduty": "PagerDuty"}
 TIMELINE_TEXT = 400  # per entry, escaped: five entries, their times and actors fit one context element
-
-
-@dataclass
-class CardView:
-    incident: Incident
-    alerts: list[Alert]
-    timeline: list[TimelineEntry] = field(default_factory=list)  # newest last
-    actions: list[dict[str, Any]] = field(default_factory=list)  # buttons added by other features
-    notes: list[str] = field(default_factory=list)  # trusted mrkdwn lines, e.g. paging state
-    now: datetime | None = None  # when the card is rendered: times of another day show their date
-
-    @property
-    def started_at(self) -> datetime:
-        """When the problem began: the earliest `startsAt` of its alerts (Go's zero time, year 1,
-        means unset), else when the bot heard of it."""
-        starts = [a.starts_at for a in self.alerts if a.starts_at.year > 1]
-        return min(starts, default=self.incident.created_at)
 
 
 def fallback_text(incident: Incident) -> str:
@@ -62,13 +48,13 @@ def incident_card(view: CardView) -> tuple[str, list[dict[str, Any]]]:
     links = _links(view)
     if links:
         blocks.append(context(trusted_mrkdwn(" · ".join(links))))
-    if view.notes:
-        blocks.append(context(*(trusted_mrkdwn(n) for n in view.notes)))
+    notes = _paging_notes(view)
+    if notes:
+        blocks.append(context(*(trusted_mrkdwn(n) for n in notes)))
     if view.timeline:
         blocks.append(context(trusted_mrkdwn(_timeline_text(view.timeline, view.now))))
-    if view.actions:
-        blocks.append({"type": "actions", "block_id": "incident_actions",
-                       "elements": view.actions[: LIMITS["actions"]]})
+    if inc.is_open:
+        blocks.append({"type": "actions", "block_id": CARD_ACTIONS_BLOCK, "elements": _buttons(view)})
     return fallback_text(inc), blocks[: LIMITS["blocks"]]
 
 
@@ -175,3 +161,57 @@ def actor_text(actor: str | None) -> str:
     if source == "pagerduty" and name:
         return f"{escape(clip(name, 64))} (PagerDuty)"
     return escape(ACTOR_NAMES.get(actor, clip(actor, 64)))
+
+
+# -- paging: what it did, and the buttons -------------------------------------------------------
+
+NOT_CONFIGURED = (":warning: Nobody will be paged: PagerDuty is not configured (set PAGERDUTY_ROUTING_KEY, "
+                  "or a pagerduty route matching this incident's labels)")
+_DELIVERY = {"pending": ":hourglass_flowing_sand: page pending", "failed": ":x: page failed",
+             "delivered": ":pager: page delivered"}
+
+
+def _paging_notes(view: CardView) -> list[str]:
+    incident, paging, window = view.incident, view.paging, view.window
+    if paging is None:
+        return []
+    if incident.is_open and paging.level == 0 and view.pagerduty_unconfigured:
+        return [NOT_CONFIGURED]  # from the start, not only once the page comes due and fails
+    notes: list[str] = []
+    if paging.acked_in_pagerduty_by:
+        notes.append(f":white_check_mark: Acknowledged in PagerDuty by {escape(clip(paging.acked_in_pagerduty_by, 100))}")
+    if incident.is_open and window and paging.level == 0:
+        notes.append(f":construction: Maintenance window *{escape(window[0])}* until "
+                     f"{window[1]:%Y-%m-%d %H:%M} UTC: nobody is paged")
+    elif incident.is_open and paging.held:
+        notes.append(f":construction: {escape(paging.held)}")
+    if paging.level > 0:
+        notes.append(_delivery_note(view))
+    elif incident.is_open and view.page_at and not incident.acknowledged_at and not window:
+        notes.append(f":alarm_clock: Pages on-call at {view.page_at:%Y-%m-%d %H:%M} UTC unless acknowledged")
+    return notes
+
+
+def _delivery_note(view: CardView) -> str:
+    paging = view.paging
+    assert paging is not None
+    state = _DELIVERY.get(paging.delivery, escape(paging.delivery))
+    when = f" at {paging.delivered_at:%H:%M} UTC" if paging.delivery == "delivered" and paging.delivered_at else ""
+    error = ""
+    if paging.last_error and paging.delivery in ("pending", "failed"):
+        reason = escape(paging.last_error[:150])
+        error = f" (retrying: {reason})" if paging.delivery == "pending" else f" ({reason})"
+    return f"{state}{when} · PagerDuty level {paging.level}{error}"
+
+
+def _buttons(view: CardView) -> list[dict[str, Any]]:
+    incident, paging = view.incident, view.paging
+    value = str(incident.id)
+    paged = paging is not None and paging.level > 0
+    buttons = [] if incident.acknowledged_at else [button("Ack", CARD_ACK, value, style="primary")]
+    buttons.append(button("Escalate now" if paged else "Page now", CARD_ESCALATE, value))
+    buttons.append(button("Resolve", CARD_RESOLVE, value, style="danger", confirm={
+        "title": {"type": "plain_text", "text": "Resolve the incident?"},
+        "text": {"type": "plain_text", "text": "Timers stop and PagerDuty is resolved too."},
+        "confirm": {"type": "plain_text", "text": "Resolve"}, "deny": {"type": "plain_text", "text": "Cancel"}}))
+    return buttons

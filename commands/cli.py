@@ -17,7 +17,7 @@ from bot.config import ConfigError, OncallConfig, load_settings
 
 if TYPE_CHECKING:
     from bot.db import Database
-    from bot.runbooks import LintProblem
+    from bot.runbook_lint import LintProblem
 
 __all__ = ["main"]
 
@@ -27,7 +27,7 @@ def _serve(args: argparse.Namespace) -> int:
 
     from bot.db import DatabaseUnavailable
     from bot.logs import configure_logging
-    from commands.server import build, create_app
+    from commands.app import build, create_app
 
     configure_logging(os.environ.get("LOG_LEVEL", "INFO"))
     try:
@@ -92,7 +92,8 @@ def _problem_line(problem: LintProblem) -> str:
 
 
 def _runbook_lint(args: argparse.Namespace) -> int:
-    from bot.runbooks import SHIPPED_DIR, lint, load_runbooks
+    from bot.runbook_lint import lint
+    from bot.runbooks import SHIPPED_DIR, load_runbooks
 
     if not args.paths and not args.shipped:
         print("oncall-bot: name runbook files or directories, or --shipped", file=sys.stderr)
@@ -115,7 +116,7 @@ def _runbook_lint(args: argparse.Namespace) -> int:
 
 
 def _runbook_schema(_: argparse.Namespace) -> int:
-    from bot.runbooks import runbook_schema
+    from bot.runbook_format import runbook_schema
 
     print(json.dumps(runbook_schema(), indent=2, ensure_ascii=False))
     return 0
@@ -267,8 +268,8 @@ def _utc(moment: datetime) -> str:
 
 
 def _maintenance_add(args: argparse.Namespace) -> int:
-    from bot.actions import parse_duration
     from bot.escalation import add_maintenance
+    from bot.param_syntax import parse_duration
 
     now = datetime.now(timezone.utc)
     try:
@@ -297,7 +298,7 @@ def _maintenance_add(args: argparse.Namespace) -> int:
 def _maintenance_list(_: argparse.Namespace) -> int:
     from sqlalchemy import select
 
-    from bot.escalation import MaintenanceWindow
+    from bot.models import MaintenanceWindow
 
     now = datetime.now(timezone.utc)
     with _database() as db, db.read() as session:
@@ -318,7 +319,8 @@ def _maintenance_list(_: argparse.Namespace) -> int:
 
 
 def _maintenance_cancel(args: argparse.Namespace) -> int:
-    from bot.escalation import MaintenanceWindow, cancel_maintenance
+    from bot.escalation import cancel_maintenance
+    from bot.models import MaintenanceWindow
 
     now = datetime.now(timezone.utc)
     with _database() as db, db.session() as session:

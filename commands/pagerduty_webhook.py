@@ -24,8 +24,7 @@ from starlette.responses import JSONResponse
 from bot import escalation
 from bot.config import OncallConfig, Settings
 from bot.db import Database
-from bot.escalation import Paging
-from bot.models import Incident, utcnow
+from bot.models import Incident, Paging, utcnow
 from integrations.pagerduty import WebhookEvent, verify_webhook_signature
 
 __all__ = ["PagerDutyWebhook"]

@@ -13,13 +13,14 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from bot.actions import get_action
-from bot.runbooks import PreparedStep, Runbook, localized
+from bot.runbook_format import Runbook, localized
+from bot.runbooks import PreparedStep
 from commands.blockkit import LIMITS, MARK, button, context, escape, header, plain, safe_url, section, trusted_mrkdwn
+from commands.ids import runbook_step_action, runbook_step_block
 
-__all__ = ["ACTION_PREFIX", "markdown_to_mrkdwn", "no_runbook_blocks", "runbook_fallback_text", "runbook_messages",
-           "step_action_id"]
+__all__ = ["markdown_to_mrkdwn", "no_runbook_blocks", "runbook_fallback_text", "runbook_message_parts",
+           "runbook_messages"]
 
-ACTION_PREFIX = "runbook_step:"
 _CONTEXT_TEXT = 2000
 _PARAM_VALUE = 80
 
@@ -50,10 +51,6 @@ _ICONS = {"diagnostic": ":mag:", "remediation": ":wrench:", "info": ":memo:"}
 
 def _t(key: str, locale: str | None) -> str:
     return localized(_STRINGS[key], locale)
-
-
-def step_action_id(index: int) -> str:
-    return f"{ACTION_PREFIX}{index}"
 
 
 # -- text -------------------------------------------------------------------------------------------
@@ -137,9 +134,9 @@ def _button(prepared: PreparedStep, locale: str | None, value: str) -> dict[str,
     if len(value) > LIMITS["button_value"]:
         raise ValueError("button_id returned more than 2000 characters; it must be a short opaque id")
     if prepared.kind == "diagnostic":
-        return button(_t("run", locale), step_action_id(prepared.index), value)
+        return button(_t("run", locale), runbook_step_action(prepared.index), value)
     style = "danger" if prepared.risk == "high" else None
-    return button(_t("request", locale), step_action_id(prepared.index), value, style=style,
+    return button(_t("request", locale), runbook_step_action(prepared.index), value, style=style,
                   confirm=_confirm(prepared, locale))
 
 
@@ -147,7 +144,7 @@ def _step_blocks(prepared: PreparedStep, locale: str | None, button_id: Callable
                  note: str | None) -> list[dict[str, Any]]:
     """One section, plus one context for a step with an action (always, so a re-render with notes
     keeps every step in the same message)."""
-    block_id = f"runbook_step_{prepared.index}"
+    block_id = runbook_step_block(prepared.index)
     accessory = _button(prepared, locale, button_id(prepared.index)) if prepared.enabled else None
     blocks = [section(trusted_mrkdwn(_section_text(prepared, locale)), accessory=accessory, block_id=block_id)]
     if prepared.action is not None:
@@ -176,21 +173,33 @@ def _intro(runbook: Runbook, steps: int, locale: str | None, runbook_url: str | 
 def runbook_messages(runbook: Runbook, prepared_steps: Sequence[PreparedStep], *, locale: str | None,
                      button_id: Callable[[int], str], runbook_url: str | None = None,
                      notes: Mapping[int, str] | None = None) -> list[list[dict[str, Any]]]:
-    """The runbook as one or more messages (lists of blocks), in posting order.
+    """The runbook as one or more messages (lists of blocks), in posting order."""
+    return [blocks for blocks, _ in runbook_message_parts(runbook, prepared_steps, locale=locale, button_id=button_id,
+                                                          runbook_url=runbook_url, notes=notes)]
+
+
+def runbook_message_parts(runbook: Runbook, prepared_steps: Sequence[PreparedStep], *, locale: str | None,
+                          button_id: Callable[[int], str], runbook_url: str | None = None,
+                          notes: Mapping[int, str] | None = None) -> list[tuple[list[dict[str, Any]], list[int]]]:
+    """The runbook as one or more messages, in posting order: each its blocks and the indices
+    of the steps it holds (so a re-render updates each step in the message it is in).
 
     `button_id(step_index)` gives the opaque value of that step's button. `notes` are trusted
     mrkdwn lines per step index composed by the caller (e.g. "ran by <@U1> at 12:03")."""
     messages = [_intro(runbook, len(prepared_steps), locale, runbook_url)]
+    indices: list[list[int]] = [[]]
     for prepared in prepared_steps:
         blocks = _step_blocks(prepared, locale, button_id, (notes or {}).get(prepared.index))
         if len(messages[-1]) + len(blocks) > LIMITS["blocks"]:
             messages.append([{}])  # room for the continuation line, filled in below
+            indices.append([])
         messages[-1].extend(blocks)
+        indices[-1].append(prepared.index)
     title = escape(localized(runbook.title, locale))
     for number, blocks in enumerate(messages[1:], start=2):
         line = _clip_mrkdwn(f"*{title}* · {_t('continued', locale)} ({number}/{len(messages)})", _CONTEXT_TEXT)
         blocks[0] = context(trusted_mrkdwn(line))
-    return messages
+    return list(zip(messages, indices))
 
 
 def runbook_fallback_text(runbook: Runbook, locale: str | None) -> str:

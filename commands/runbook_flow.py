@@ -14,34 +14,36 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import re
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from dataclasses import replace
 from datetime import datetime
-from typing import TYPE_CHECKING, Any
-
-from slack_bolt.async_app import AsyncApp
+from typing import Any
 
 from bot import steps
-from bot.actions import ActionContext, ActionError, ActionOutput, ParamError, get_action, run_action, validate_params
-from bot.config import RunbookPolicy
+from bot.action_params import ParamError
+from bot.action_runner import run_action, validate_params
+from bot.actions import ActionContext, ActionError, ActionOutput, get_action
+from bot.config import OncallConfig, RunbookPolicy
+from bot.db import Database
+from bot.jobs import JOB_RUNBOOK_POST, JOB_RUNBOOK_REFRESH, JOB_STEP_REPLY, JOB_STEP_RUN
 from bot.models import Incident, Job, RunbookStep
+from bot.policy import Act, Policy
 from bot.outbox import PermanentError, RetryLater
-from bot.runbooks import RunbookSet, localized, param_context
+from bot.runbook_format import localized
+from bot.runbooks import RunbookSet, param_context
 from commands.blockkit import LIMITS, clip, escape, section, trusted_mrkdwn
-from commands.runbook_blocks import ACTION_PREFIX, no_runbook_blocks, runbook_fallback_text, runbook_messages
-from commands.slack_sync import message_tag, post_once, slack_job
+from commands.feature import Action, Feature
+from commands.ids import COMMAND_RUNBOOK, RUNBOOK_STEP
+from commands.middleware import authorize, incident_of_step_button, tell
+from commands.runbook_blocks import no_runbook_blocks, runbook_fallback_text, runbook_message_parts
+from commands.slack_sync import message_tag, post_once, waiting_for_setup
 from commands.slack_time import slack_time
-from integrations.slack import SlackError
+from integrations.slack import SlackClient, SlackError
 
-if TYPE_CHECKING:
-    from commands.server import Services
-
-__all__ = ["RunbookFlow", "register"]
+__all__ = ["RunbookFlow"]
 
 log = logging.getLogger(__name__)
 
-_STEP_BLOCK = re.compile(r"runbook_step_(\d+)$")
 _CODE_ROOM = LIMITS["section"] - 8  # the ``` fences and newlines
 _REASON = 500  # a failed step's reason on the runbook message; the whole output is in its thread
 
@@ -52,24 +54,23 @@ def _language(locale: str | None) -> str:
 
 
 class RunbookFlow:
-    def __init__(self, services: "Services", runbooks: RunbookSet, actions: ActionContext) -> None:
-        self.db, self.slack, self.clock, self.kick = services.db, services.slack, services.clock, services.outbox.kick
-        self.policy: RunbookPolicy = services.settings.config.runbooks
-        self.announce_channel = services.settings.config.channels.announce  # its channel errors wait (slack_failure)
-        self.runbooks, self.actions = runbooks, actions
+    def __init__(self, db: Database, slack: SlackClient, config: OncallConfig, runbooks: RunbookSet,
+                 actions: ActionContext, access: Policy, *, clock: Callable[[], datetime],
+                 on_commit: Callable[[], None]) -> None:
+        self.db, self.slack, self.clock, self.kick = db, slack, clock, on_commit
+        self.policy: RunbookPolicy = config.runbooks
+        self.announce = config.channels.announce
+        self.runbooks, self.actions, self.access = runbooks, actions, access
 
-    @property
-    def handlers(self) -> dict[str, Callable[[Job], Awaitable[None]]]:
-        return {steps.JOB_RUNBOOK_POST: self.post_runbook, steps.JOB_STEP_RUN: self.run_step,
-                steps.JOB_STEP_REPLY: self.reply, steps.JOB_RUNBOOK_REFRESH: self.refresh}
-
-    def register(self, app: AsyncApp) -> None:
-        app.action(re.compile(f"^{re.escape(ACTION_PREFIX)}\\d+$"))(self.on_click)
-        app.command("/runbook")(self.on_command)
+    def feature(self) -> Feature:
+        handlers = waiting_for_setup({JOB_RUNBOOK_POST: self.post_runbook, JOB_STEP_RUN: self.run_step,
+                                      JOB_STEP_REPLY: self.reply, JOB_RUNBOOK_REFRESH: self.refresh}, self.announce)
+        click = Action(RUNBOOK_STEP, self.on_click, (incident_of_step_button(self.db),
+                                                     authorize(_act, self.access, self.slack)))
+        return Feature(handlers=handlers, actions=[click], commands={COMMAND_RUNBOOK: self.on_command})
 
     # -- posting ------------------------------------------------------------------------------
 
-    @slack_job
     async def post_runbook(self, job: Job) -> None:
         incident, plan, rows = await asyncio.to_thread(self._plan, job.incident_id)
         if incident.card_ts is None or incident.card_channel_id is None:
@@ -111,10 +112,9 @@ class RunbookFlow:
         assert plan.runbook is not None
         now = self.clock()
         notes = {i: _ran_note(row, now) for i, row in rows.items() if row.runs}
-        messages = runbook_messages(plan.runbook, plan.steps, locale=self.policy.locale,
-                                    button_id=lambda i: rows[i].token, notes=notes,
-                                    runbook_url=plan.annotations.get("runbook_url"))
-        return [(blocks, _step_indices(blocks)) for blocks in messages]
+        return runbook_message_parts(plan.runbook, plan.steps, locale=self.policy.locale,
+                                     button_id=lambda i: rows[i].token, notes=notes,
+                                     runbook_url=plan.annotations.get("runbook_url"))
 
     def _save_message(self, row_ids: list[int | None], channel: str, ts: str) -> None:
         with self.db.session() as session:
@@ -123,7 +123,6 @@ class RunbookFlow:
                 if row is not None:
                     row.message_channel, row.message_ts = channel, ts
 
-    @slack_job
     async def refresh(self, job: Job) -> None:
         incident, plan, rows = await asyncio.to_thread(lambda: self._plan(job.incident_id, store=False))
         if plan.runbook is None or not rows:
@@ -137,40 +136,24 @@ class RunbookFlow:
 
     # -- clicks -------------------------------------------------------------------------------
 
-    async def on_click(self, ack: Any, body: dict[str, Any], action: dict[str, Any], respond: Any) -> None:
+    async def on_click(self, ack: Any, body: dict[str, Any], context: dict[str, Any], respond: Any) -> None:
+        """The middleware found the step (context["step"]) and let the clicker through."""
         await ack()  # within Slack's 3 s; everything below may take longer
-        user = body["user"]["id"]
-        refusal = await self._click(str(action.get("value", "")), user, body.get("user", {}).get("locale"))
+        user, step = body["user"]["id"], context["step"]
+        refusal = self._refusal(step)
         if refusal:
-            # Through response_url: chat.postEphemeral fails for someone not in the channel,
-            # which is exactly who gets most refusals.
-            try:
-                await respond(text=refusal, response_type="ephemeral", replace_original=False)
-            except Exception as exc:  # noqa: BLE001 - the refusal is a courtesy; the click is already refused
-                log.warning("could not tell %s why a runbook click was refused: %s (%r)", user, refusal, exc)
+            await tell(respond, user, refusal)
+            return
+        await asyncio.to_thread(self._record_click, step.id, user, body.get("user", {}).get("locale"))
+        self.kick()
 
-    async def _click(self, token: str, user: str, locale: str | None) -> str | None:
-        """None when the click was taken; else what to tell the user."""
-        step = await asyncio.to_thread(self._find, token)
-        if step is None or step.message_channel is None:
-            return "This runbook step is no longer available."
-        try:
-            members = await self.slack.channel_members(step.message_channel)
-        except SlackError as exc:
-            return f"Could not check that you are in <#{step.message_channel}> ({exc.error}); try again."
-        if user not in members:
-            return f"Only members of <#{step.message_channel}> can run its runbook steps; join the channel first."
+    @staticmethod
+    def _refusal(step: RunbookStep) -> str | None:
         if step.disabled_reason:
             return f"This step is disabled: {escape(step.disabled_reason)}"
         if step.kind not in ("diagnostic", "remediation"):
             return "This step has nothing to run."
-        await asyncio.to_thread(self._record_click, step.id, user, locale)
-        self.kick()
         return None
-
-    def _find(self, token: str) -> RunbookStep | None:
-        with self.db.read() as session:
-            return steps.find_step(session, token)
 
     def _record_click(self, step_id: int | None, user: str, locale: str | None) -> None:
         with self.db.session() as session:
@@ -185,7 +168,6 @@ class RunbookFlow:
 
     # -- running ------------------------------------------------------------------------------
 
-    @slack_job
     async def run_step(self, job: Job) -> None:
         step, incident = await asyncio.to_thread(self._load, job.payload.get("step"))
         user = str(job.payload["user"])
@@ -249,7 +231,6 @@ class RunbookFlow:
         except (SlackError, TimeoutError):
             return self.policy.locale  # the answer matters more than its language
 
-    @slack_job
     async def reply(self, job: Job) -> None:
         step, incident = await asyncio.to_thread(self._load, job.payload.get("step"))
         channel, thread = _thread_of(step, incident)
@@ -299,10 +280,6 @@ def _thread_of(step: RunbookStep, incident: Incident) -> tuple[str, str | None]:
     return step.message_channel or incident.card_channel_id or "", incident.card_ts
 
 
-def _step_indices(blocks: list[dict[str, Any]]) -> list[int]:
-    return [int(m.group(1)) for block in blocks if (m := _STEP_BLOCK.match(str(block.get("block_id", ""))))]
-
-
 def _ran_note(row: RunbookStep, now: datetime) -> str:
     """The step's last run as trusted mrkdwn: ok, failed and why, or (runs recorded before
     results were kept) that its result is not known."""
@@ -321,8 +298,5 @@ def _params_text(params: dict[str, Any]) -> str:
     return ", ".join(f"{k}={v}" for k, v in params.items())[:500]
 
 
-def register(services: "Services", runbooks: RunbookSet, actions: ActionContext) -> RunbookFlow:
-    flow = RunbookFlow(services, runbooks, actions)
-    services.handlers.update(flow.handlers)
-    flow.register(services.bolt)
-    return flow
+def _act(context: dict[str, Any]) -> Act:
+    return Act.RUN_DIAGNOSTIC if context["step"].kind == "diagnostic" else Act.REQUEST_REMEDIATION

@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from datetime import datetime
 from functools import wraps
 from typing import Any
@@ -18,16 +18,20 @@ from typing import Any
 from sqlalchemy import select
 
 from bot import metrics
+from bot.card_view import CardView, load_card_view
 from bot.config import OncallConfig
 from bot.db import Database
-from bot.incidents import JOB_ANNOUNCE, JOB_CARD, JOB_NOTIFY, JOB_OPEN
-from bot.models import Alert, Incident, Job, TimelineEntry, utcnow
-from bot.outbox import PermanentError, RetryLater, backoff, enqueue
-from commands.cards import CardView, announcement, incident_card
+from bot.jobs import JOB_ANNOUNCE, JOB_CARD, JOB_NOTIFY, JOB_OPEN, JOB_PD_INVITE, enqueue
+from bot.models import Incident, Job
+from bot.outbox import PermanentError, RetryLater, backoff
+from bot.paging import PagingService
+from commands.cards import announcement, incident_card
+from commands.feature import Feature
+from commands.notices import mention, notice_text, plain_text
 from integrations.slack import Channel, SlackClient, SlackError
 
 __all__ = ["MESSAGE_EVENT", "SETUP_WAIT", "SlackSync", "channel_name", "incident_thread", "message_tag", "post_once",
-           "slack_failure", "slack_job", "slack_text"]
+           "slack_failure", "slack_text", "waiting_for_setup"]
 
 log = logging.getLogger(__name__)
 
@@ -35,7 +39,7 @@ CARD_MIN_INTERVAL = 1.0  # seconds between chat.update calls for one card (Slack
 SETUP_RETRY = 30.0  # seconds between tries while Slack refuses for a reason a person must fix
 SETUP_WAIT = "waiting for Slack setup: "  # how such a job's last_error starts (/readyz counts them)
 MESSAGE_EVENT = "oncall_bot_message"  # the metadata event type on every message the bot posts
-CardDecorator = Callable[[Incident, CardView], None]
+Handler = Callable[[Job], Awaitable[None]]
 
 
 def channel_name(template: str, incident: Incident) -> str:
@@ -63,46 +67,45 @@ def _render_name(template: str, values: dict[str, str]) -> str:
     return re.sub(r"-{2,}", "-", name).strip("-_")
 
 
-def slack_job(handler: Callable[[Any, Job], Awaitable[None]]) -> Callable[[Any, Job], Awaitable[None]]:
-    """Translate Slack failures into the outbox's retry language."""
+def waiting_for_setup(handlers: Mapping[str, Handler], announce: str) -> dict[str, Handler]:
+    """The Slack job handlers, with Slack refusals that a person must fix made to wait."""
+    return {kind: _waiting(handler, announce) for kind, handler in handlers.items()}
 
+
+def _waiting(handler: Handler, announce: str) -> Handler:
     @wraps(handler)
-    async def run(self: Any, job: Job) -> None:
+    async def run(job: Job) -> None:
         try:
-            await handler(self, job)
+            await handler(job)
         except SlackError as exc:
-            raise slack_failure(exc, getattr(self, "announce_channel", None)) from exc
+            raise slack_failure(exc, announce) from exc
 
     return run
 
 
 def slack_failure(exc: SlackError, announce: str | None = None) -> Exception:
-    """A Slack failure in the outbox's terms: later (Retry-After, backoff), or never. The
-    configured announce channel missing or without the bot waits for a person; an incident's
-    own channel gone or archived will not come back, so that job fails and frees its lane."""
-    if exc.retry_after is not None:
-        return RetryLater(str(exc), exc.retry_after)
-    if exc.retryable:
-        return exc  # the outbox backs off
-    if exc.app_setup or (exc.channel_setup and announce is not None and exc.channel == announce):
+    """A Slack refusal that a person must fix waits for them: a wrong token or scope, or the
+    configured announce channel missing or without the bot. Anything else goes to the outbox
+    as it is (its `retry_after` / `retryable` decide): an incident's own channel gone or
+    archived will not come back, so that job fails and frees its lane."""
+    if not exc.retryable and (exc.app_setup or (exc.channel_setup and announce is not None
+                                                and exc.channel == announce)):
         # Never failed: the work waits, and resumes by itself once the app or the channel is
         # fixed (/readyz and `oncall-bot jobs list` name the fix).
         return RetryLater(f"{SETUP_WAIT}{exc}; {exc.fix}", SETUP_RETRY)
-    return PermanentError(str(exc))
+    return exc
 
 
 class SlackSync:
-    def __init__(self, db: Database, config: OncallConfig, slack: SlackClient, *,
-                 clock: Callable[[], datetime] = utcnow) -> None:
-        self.db, self.config, self.slack, self.clock = db, config, slack, clock
-        self.decorators: list[CardDecorator] = []  # other features add buttons and notes to the card
+    def __init__(self, db: Database, config: OncallConfig, slack: SlackClient, paging: PagingService, *,
+                 clock: Callable[[], datetime]) -> None:
+        self.db, self.config, self.slack, self.paging, self.clock = db, config, slack, paging, clock
         self._bot_user_id: str | None = None
-        self.announce_channel = config.channels.announce  # its channel errors wait (slack_failure)
 
-    @property
-    def handlers(self) -> dict[str, Callable[[Job], Awaitable[None]]]:
-        return {JOB_OPEN: self.open_incident, JOB_ANNOUNCE: self.announce, JOB_CARD: self.update_card,
-                JOB_NOTIFY: self.notify}
+    def feature(self) -> Feature:
+        return Feature(handlers=waiting_for_setup({
+            JOB_OPEN: self.open_incident, JOB_ANNOUNCE: self.announce, JOB_CARD: self.update_card,
+            JOB_NOTIFY: self.notify, JOB_PD_INVITE: self.invite_oncall}, self.config.channels.announce))
 
     # -- storage -------------------------------------------------------------------------
 
@@ -131,23 +134,13 @@ class SlackSync:
 
     def _card_view(self, incident: Incident) -> CardView:
         with self.db.read() as session:
-            alerts = list(session.scalars(select(Alert).where(Alert.incident_id == incident.id)))
-            timeline = list(session.scalars(
-                select(TimelineEntry).where(TimelineEntry.incident_id == incident.id)
-                .order_by(TimelineEntry.at.desc(), TimelineEntry.id.desc()).limit(5)  # type: ignore[attr-defined,union-attr]
-            ))
-        # `now` lets the card leave out the date of today's times; started = earliest startsAt (CardView).
-        view = CardView(incident=incident, alerts=alerts, timeline=timeline[::-1], now=self.clock())
-        for decorate in self.decorators:
-            decorate(incident, view)
-        return view
+            return load_card_view(session, incident, self.config, self.clock())
 
     # -- handlers ------------------------------------------------------------------------
     # A job that runs again (attempts > 1) may have done its work before a crash or a lost
     # answer: each step first looks for its own earlier result (the channel by its recorded
     # name, a message by its metadata) and only then acts.
 
-    @slack_job
     async def open_incident(self, job: Job) -> None:
         incident = await self._load(job.incident_id)
         retry = job.attempts > 1
@@ -156,11 +149,10 @@ class SlackSync:
         if incident.card_ts is None:
             await self._post_card(incident, job, retry=retry)
 
-    @slack_job
     async def announce(self, job: Job) -> None:
         """The incident's line in the announce channel: its own job, outside the incident's lane,
         so an announce channel that is missing or misconfigured never holds up the card."""
-        incident = await self._load(job.payload.get("incident"))
+        incident = await self._load(job.incident_id)
         announce = self.config.channels.announce
         text, blocks = announcement(incident, incident.channel_id)
         try:
@@ -198,7 +190,7 @@ class SlackSync:
             if moved:
                 row.announce_ts, row.card_ts = row.card_ts, None
             if row.announce_ts is None or moved:
-                enqueue(session, JOB_ANNOUNCE, now=self.clock(), payload={"incident": incident.id})
+                enqueue(session, JOB_ANNOUNCE, incident.id, now=self.clock())
             incident.channel_id, incident.channel_name = row.channel_id, row.channel_name
             incident.announce_ts, incident.card_ts = row.announce_ts, row.card_ts
 
@@ -285,7 +277,6 @@ class SlackSync:
             metrics.WEBHOOK_TO_CARD.observe(elapsed)
         log.info("incident card posted", extra={"incident": incident.id, "channel": channel})
 
-    @slack_job
     async def update_card(self, job: Job) -> None:
         incident = await self._load(job.incident_id)
         if incident.card_ts is None or incident.card_channel_id is None:
@@ -298,15 +289,56 @@ class SlackSync:
         await self.slack.update_message(incident.card_channel_id, incident.card_ts, text, blocks=blocks)
         await self._save(incident, card_updated_at=self.clock())
 
-    @slack_job
     async def notify(self, job: Job) -> None:
         incident = await self._load(job.incident_id)
         where = incident_thread(incident)
         if where is None:
             raise RetryLater("the incident is not in Slack yet", backoff(job.attempts))
         channel, thread_ts = where
-        await post_once(self.slack, channel, str(job.payload.get("text", "")), thread_ts=thread_ts,
+        try:
+            text = notice_text(job.payload)
+        except ValueError as exc:
+            raise PermanentError(str(exc)) from exc
+        await post_once(self.slack, channel, text, thread_ts=thread_ts,
                         retry=job.attempts > 1, tag=message_tag(incident, "notice", job=job.id))
+
+
+    async def invite_oncall(self, job: Job) -> None:
+        """Whoever PagerDuty has on call (or was assigned) joins the incident channel, and the
+        channel is told who, or why not."""
+        incident = await self._load(job.incident_id)
+        if not incident.is_open:
+            return
+        if incident.card_ts is None or (incident.severity in self.config.channels.dedicated_for
+                                        and not incident.channel_ready):
+            raise RetryLater("the incident's channel is not ready yet", backoff(job.attempts))
+        text = await self._invite(incident, job.payload)  # PagerDuty's failures: the outbox retries
+        where = incident_thread(incident)
+        if where is not None:
+            await post_once(self.slack, where[0], text, thread_ts=where[1], retry=job.attempts > 1,
+                            tag=message_tag(incident, "notice", job=job.id))
+
+    async def _invite(self, incident: Incident, payload: dict[str, Any]) -> str:
+        name = plain_text(payload.get("level_name", "on-call"), 100)
+        on_call = await self.paging.on_call(payload)
+        if on_call.missing:
+            return f":pager: {name}: {on_call.missing}, so the bot cannot tell who is on call."
+        found: list[str] = []
+        unknown = [f"{plain_text(who, 100)} (not on call in PagerDuty: invite them by hand)"
+                   for who in on_call.not_on_call]
+        for who, email in on_call.people:
+            slack_id = await self.slack.user_id_by_email(email) if email else None
+            if slack_id:
+                found.append(slack_id)
+            else:
+                unknown.append(f"{plain_text(who, 100)} (no Slack user for {plain_text(email or 'no e-mail', 200)})")
+        found = list(dict.fromkeys(found))
+        if found and incident.channel_id:
+            refused = await self.slack.invite(incident.channel_id, found)
+            unknown += [f"{mention(user)} ({plain_text(error, 100)})" for user, error in refused]
+        people = ", ".join(mention(u) for u in found) or "nobody found on call"
+        verb = " invited" if found and incident.channel_id else ""
+        return f":pager: {name}: {people}{verb}." + (f" Could not invite: {', '.join(unknown)}." if unknown else "")
 
 
 def incident_thread(incident: Incident) -> tuple[str, str | None] | None:

@@ -2,19 +2,17 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from slack_bolt.async_app import AsyncApp
+from commands.feature import Feature
+from commands.ids import COMMAND_INCIDENT, COMMAND_ONCALL
 
-if TYPE_CHECKING:
-    from commands.server import Services
-
-__all__ = ["register"]
+__all__ = ["feature"]
 
 # /runbook lives in commands.runbook_flow.
 HELP = {
-    "/incident": "`/incident status` shows this channel's incident.",
-    "/oncall": "`/oncall` shows who is on call.",
+    COMMAND_INCIDENT: "`/incident status` shows this channel's incident.",
+    COMMAND_ONCALL: "`/oncall` shows who is on call.",
 }
 
 
@@ -22,10 +20,8 @@ MENTION_HELP = ("I open a channel and a live card for each Alertmanager alert gr
                 "page through PagerDuty. Try `/incident status`, `/oncall` or `/runbook list`.")
 
 
-def register(app: AsyncApp, services: "Services") -> None:
-    for command in HELP:
-        app.command(command)(_help(command))
-    app.event("app_mention")(_mention_help)
+def feature() -> Feature:
+    return Feature(commands={command: _help(command) for command in HELP}, events={"app_mention": _mention_help})
 
 
 async def _mention_help(event: dict[str, Any], say: Any) -> None:

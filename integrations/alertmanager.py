@@ -24,8 +24,17 @@ from datetime import datetime, timezone
 from typing import Annotated, Any, Literal
 
 import httpx
-from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, field_validator, \
-    model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    field_validator,
+    model_validator,
+)
+
+from integrations.errors import IntegrationError
 
 __all__ = ["AlertmanagerClient", "AlertmanagerError", "CUT_MARKER", "MAX_ALERTS", "MAX_ANNOTATION_CHARS",
            "MAX_COUNT", "MAX_ENTRIES", "MAX_KEY_CHARS", "MAX_LABEL_CHARS", "WebhookAlert", "WebhookMessage",
@@ -168,7 +177,7 @@ class WebhookMessage(_Model):
 
 # -- API v2: silences ------------------------------------------------------------------------------
 
-class AlertmanagerError(Exception):
+class AlertmanagerError(IntegrationError):
     """A silence call that failed; the message names the cause and the fix."""
 
 

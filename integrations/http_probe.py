@@ -12,12 +12,14 @@ from dataclasses import dataclass
 
 import httpx
 
+from integrations.errors import IntegrationError
+
 __all__ = ["BODY_LIMIT", "ProbeError", "ProbeResult", "check"]
 
 BODY_LIMIT = 64 * 1024
 
 
-class ProbeError(ValueError):
+class ProbeError(IntegrationError, ValueError):
     """The probe was asked for something it does not do (a non-http(s) URL, a timeout <= 0)."""
 
 

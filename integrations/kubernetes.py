@@ -26,6 +26,8 @@ from kubernetes.client.exceptions import ApiException, OpenApiException
 from kubernetes.config.config_exception import ConfigException
 from pydantic import BaseModel, ConfigDict
 
+from integrations.errors import IntegrationError
+
 __all__ = [
     "KubernetesClient",
     "KubernetesError", "BadRequestError", "UnauthorizedError", "ForbiddenError", "NotFoundError",
@@ -53,7 +55,7 @@ _LIST_CHUNK = 500
 
 # -- errors -----------------------------------------------------------------------------------
 
-class KubernetesError(Exception):
+class KubernetesError(IntegrationError):
     """A failed Kubernetes operation. `status` is the HTTP status and `reason` the API's
     `Status.reason` (NotFound, Forbidden, Invalid, ...), `message` its message. Status 0 means no
     usable response: reason ConnectionError (retryable), ValidationError (a response missing
@@ -62,11 +64,8 @@ class KubernetesError(Exception):
     def __init__(self, status: int, reason: str, message: str) -> None:
         super().__init__(f"{status} {reason}: {message}" if status else f"{reason}: {message}")
         self.status, self.reason, self.message = status, reason, message
-
-    @property
-    def retryable(self) -> bool:
-        """True when the same request may succeed later (no response, throttled, server trouble)."""
-        return (self.status, self.reason) == (0, "ConnectionError") or self.status in (429, 500, 502, 503, 504)
+        # the same request may succeed later: no response, throttled, server trouble
+        self.retryable = (status, reason) == (0, "ConnectionError") or status in (429, 500, 502, 503, 504)
 
 
 class BadRequestError(KubernetesError):

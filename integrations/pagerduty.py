@@ -38,6 +38,8 @@ import pagerduty
 import pydantic
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, model_validator
 
+from integrations.errors import IntegrationError
+
 __all__ = [
     "PagerDutyEvents", "PagerDutyRest", "PagerDutyError",
     "PagerDutyEvent", "EventLink", "EventAction", "Severity", "IncidentStatus",
@@ -67,7 +69,7 @@ _REST_RETRIED = (429,)
 
 # -- errors -------------------------------------------------------------------------------------
 
-class PagerDutyError(Exception):
+class PagerDutyError(IntegrationError):
     """A failed PagerDuty call. `status` is the HTTP status (None: no response: network, TLS,
     configuration), `message` PagerDuty's own error message when it sent one, `retryable` whether
     the same call may succeed later (429, 5xx, no response), `retry_after` seconds to wait when the

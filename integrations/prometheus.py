@@ -18,6 +18,8 @@ from typing import Any
 
 import httpx
 
+from integrations.errors import IntegrationError
+
 __all__ = ["PrometheusClient", "PrometheusError", "Sample", "Series", "from_environment"]
 
 MAX_POINTS = 11_000  # Prometheus refuses a range query with more points per series
@@ -25,7 +27,7 @@ LEGEND_ENTRIES = 10
 TITLE_COLUMNS = 100  # what fits over a 10-inch graph at 10 pt; CJK characters count twice
 
 
-class PrometheusError(Exception):
+class PrometheusError(IntegrationError):
     """A query that did not produce data: unreachable, refused, or malformed."""
 
 
@@ -170,7 +172,9 @@ class PrometheusClient:
     def render_png(series: list[Series], title: str) -> bytes:
         """A line graph, one line per series (UTC time axis), as PNG bytes."""
         from matplotlib import dates as mdates
-        from matplotlib.backends.backend_agg import FigureCanvasAgg  # Agg, without switching pyplot's backend
+        from matplotlib.backends.backend_agg import (
+            FigureCanvasAgg,  # Agg, without switching pyplot's backend
+        )
         from matplotlib.figure import Figure
 
         # DejaVu has no CJK glyphs: fall back to any CJK font installed (the Docker image ships Noto CJK).

@@ -15,6 +15,8 @@ from slack_sdk.errors import SlackApiError, SlackClientError
 from slack_sdk.http_retry.builtin_async_handlers import AsyncRateLimitErrorRetryHandler
 from slack_sdk.web.async_client import AsyncWebClient
 
+from integrations.errors import IntegrationError
+
 __all__ = ["REQUIRED_SCOPES", "Channel", "ChannelInfo", "Identity", "SlackClient", "SlackError", "make_web_client"]
 
 log = logging.getLogger(__name__)
@@ -37,17 +39,14 @@ _INVITE_CHUNK = 100  # conversations.invite takes at most 100 users per call
 _HISTORY_PAGES = 5  # pages of 200 searched for a message of our own: the newest 1,000
 
 
-class SlackError(Exception):
+class SlackError(IntegrationError):
     def __init__(self, method: str, error: str, *, status: int | None = None, retry_after: float | None = None,
                  detail: Any = None, channel: str | None = None) -> None:
         super().__init__(f"Slack {method} failed: {error}" + (f" (HTTP {status})" if status else ""))
         self.method, self.error, self.status = method, error, status
         self.retry_after, self.detail = retry_after, detail
         self.channel = channel  # the channel the call named, if any
-
-    @property
-    def retryable(self) -> bool:
-        return self.error in _TRANSIENT or self.status is None or self.status == 429 or self.status >= 500
+        self.retryable = error in _TRANSIENT or status is None or status == 429 or status >= 500
 
     @property
     def app_setup(self) -> bool:

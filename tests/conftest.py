@@ -18,7 +18,7 @@ import pytest
 import uvicorn
 
 from bot.config import OncallConfig, Settings
-from commands.server import Services, build, create_app
+from commands.app import Bot, build, create_app
 
 if TYPE_CHECKING:
     from tests.fakes.slack import FakeSlack
@@ -160,7 +160,7 @@ def make_settings(database_url: str, slack: "FakeSlack", config: OncallConfig | 
 @dataclass
 class RunningBot:
     url: str
-    services: Services
+    services: Bot
     server: uvicorn.Server
     thread: threading.Thread
 

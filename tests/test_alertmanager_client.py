@@ -14,7 +14,9 @@ from typing import Any
 import httpx
 import pytest
 
-from bot.actions import ActionContext, ActionError, ActionOutput, ParamContext, run_action, validate_params
+from bot.action_params import ParamContext
+from bot.action_runner import run_action, validate_params
+from bot.actions import ActionContext, ActionError, ActionOutput
 from integrations.alertmanager import AlertmanagerClient, AlertmanagerError, from_environment
 from tests.fakes.processes import RunningProcess, free_port, start_alertmanager
 

@@ -14,7 +14,8 @@ from typing import Any
 from sqlalchemy import select
 
 from bot.models import Alert, Incident, IncidentStatus, TimelineEntry
-from commands.cards import CardView, incident_card
+from bot.card_view import CardView
+from commands.cards import incident_card
 from commands.slack_time import duration, slack_time
 from tests.alerts import alert, group, resolved
 from tests.conftest import FakeClock, RunningBot, wait_for

@@ -19,12 +19,15 @@ import pytest
 from sqlalchemy import select
 
 from bot.config import ConfigError, OncallConfig, load_settings
-from bot.escalation import (JOB_PD_EVENT, MaintenanceWindow, PagerDutyWebhookEvent, Paging, Timer, TimerStatus,
-                            add_maintenance, cancel_maintenance)
+from bot.escalation import add_maintenance, cancel_maintenance
+from bot.jobs import JOB_PD_EVENT
 from bot.escalation_policy import EscalationPolicy
-from bot.models import Incident, IncidentStatus, Job, JobStatus, TimelineEntry
-from commands.paging import ACK, ESCALATE, RESOLVE
-from commands.server import build
+from bot.models import (Incident, IncidentStatus, Job, JobStatus, MaintenanceWindow, PagerDutyWebhookEvent, Paging,
+                        TimelineEntry, Timer, TimerStatus)
+from commands.app import build
+from commands.ids import CARD_ACK as ACK
+from commands.ids import CARD_ESCALATE as ESCALATE
+from commands.ids import CARD_RESOLVE as RESOLVE
 from integrations.pagerduty import PagerDutyRest
 from tests.alerts import alert, group, resolved
 from tests.conftest import FakeClock, RunningBot, make_settings, start_bot, upcoming, wait_for
@@ -67,8 +70,7 @@ def pd_settings(database_url: str, slack: FakeSlack, pagerduty: FakePagerDuty, c
 
 def start(settings, clock: FakeClock) -> RunningBot:  # type: ignore[no-untyped-def]
     running = start_bot(settings, clock=clock)
-    assert running.services.paging is not None
-    running.services.paging.runner.poll_seconds = 0.05
+    running.services.timers.poll_seconds = 0.05
     return running
 
 
@@ -133,8 +135,7 @@ def idle(bot: RunningBot) -> bool:
 
 def settle(bot: RunningBot) -> None:
     """Fire whatever is due and let the outbox drain: "nothing else happens" becomes checkable."""
-    assert bot.services.paging is not None
-    wait_for(lambda: bot.services.paging.runner.fire_due() == 0 and idle(bot), what="timers and jobs to settle")
+    wait_for(lambda: bot.services.timers.fire_due() == 0 and idle(bot), what="timers and jobs to settle")
 
 
 def advance(bot: RunningBot, clock: FakeClock, **delta: float) -> None:
@@ -149,7 +150,13 @@ def answers(slack: FakeSlack) -> list[str]:
     return [m["text"] for _, m in slack.responses if m["response_type"] == "ephemeral" and not m["replace_original"]]
 
 
-def click(bot: RunningBot, slack: FakeSlack, action_id: str, row: Incident, user: str) -> httpx.Response:
+def click(bot: RunningBot, slack: FakeSlack, action_id: str, row: Incident, user: str, *,
+          member: bool = True) -> httpx.Response:
+    """`user` clicks a card button; by default as a member of the channel the card is in (only
+    members may act on an incident: bot.policy)."""
+    channel = slack.channels.get(row.channel_id or row.card_channel_id or "C0INCIDENTS")
+    if member and channel is not None:
+        channel.members.add(user)
     body = block_actions(action_id, str(row.id), user=user, channel=row.card_channel_id or "C0INCIDENTS",
                          response_url=slack.response_url(),
                          message={"type": "message", "ts": row.card_ts, "text": "", "blocks": []})
@@ -272,6 +279,18 @@ def test_p2_pages_unacknowledged_at_30_and_reaches_l3_at_60(
     settle(pd_bot)
     assert escalations(pd_bot, row.id) == [("page", None), ("escalate", 2)]  # P2 stops at L3
     assert pagerduty.escalation_level(pd_id) == 2
+
+
+@pytest.mark.parametrize("action_id", [ACK, RESOLVE, ESCALATE])
+def test_card_buttons_refuse_anyone_outside_the_incident_and_change_nothing(
+        pd_bot: RunningBot, slack: FakeSlack, pagerduty: FakePagerDuty, clock: FakeClock, action_id: str) -> None:
+    row = open_incident(pd_bot, p2_group())
+    assert click(pd_bot, slack, action_id, row, "U0MALLORY", member=False).status_code == 200
+    wait_for(lambda: any("Only members of" in text for text in answers(slack)), what="the private refusal")
+    settle(pd_bot)
+    after = incident(pd_bot, row.id)
+    assert (after.status, after.acknowledged_by, after.commander) == (IncidentStatus.DETECTED, None, None)
+    assert pagerduty.events == [] and paging(pd_bot, row.id).level == 0
 
 
 def test_ack_in_slack_before_the_deadline_means_nobody_is_paged(
@@ -596,13 +615,12 @@ def test_two_replicas_on_postgresql_page_once_per_deadline(
                 ids.append(ingest(session, settings.config, message, now=clock()).incident_id)
         clock.advance(seconds=30)  # P1 pages on open: every page is due, no escalation yet
         for replica in replicas:
-            assert replica.paging is not None
-            replica.paging.runner.batch = 3  # small batches: the replicas interleave
+            replica.timers.batch = 3  # small batches: the replicas interleave
         barrier = threading.Barrier(4)
 
         def race(replica) -> None:  # type: ignore[no-untyped-def]
             barrier.wait()
-            while replica.paging.runner.fire_due():
+            while replica.timers.fire_due():
                 pass
 
         threads = [threading.Thread(target=race, args=(r,)) for r in replicas * 2]
@@ -613,7 +631,7 @@ def test_two_replicas_on_postgresql_page_once_per_deadline(
         with replicas[1].db.read() as session:
             triggers = [j for j in session.scalars(select(Job).where(Job.kind == JOB_PD_EVENT))]
             pages = list(session.scalars(select(Timer).where(Timer.kind == "page")))
-        assert sorted(-j.incident_id for j in triggers) == sorted(ids)  # type: ignore[operator]
+        assert sorted(j.incident_id for j in triggers) == sorted(ids)  # type: ignore[type-var]
         assert all(t.status == TimerStatus.FIRED for t in pages) and len(pages) == 20
         asyncio.run(_drain(replicas[1]))
         with pagerduty.lock:
@@ -880,5 +898,5 @@ def test_pagerduty_routes_and_environment() -> None:
     settings = load_settings({**env, "PAGERDUTY_ROUTING_KEY": ROUTING_KEY, "PAGERDUTY_API_TOKEN": "tok",
                               "PAGERDUTY_FROM_EMAIL": BOT_EMAIL, "PAGERDUTY_WEBHOOK_SECRET": PD_SECRET})
     assert (settings.pagerduty_routing_key, settings.pagerduty_events_url) == (ROUTING_KEY, "https://events.pagerduty.com")
-    from commands.paging import effective_config
+    from bot.paging import effective_config
     assert effective_config(settings).pagerduty.route({}) == (ROUTING_KEY, None)  # the env key is the default

@@ -14,7 +14,9 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import pytest
 import trustme
 
-from bot.actions import ActionContext, ActionOutput, ParamContext, run_action, validate_params
+from bot.action_params import ParamContext
+from bot.action_runner import run_action, validate_params
+from bot.actions import ActionContext, ActionOutput
 from integrations.http_probe import BODY_LIMIT, ProbeError, ProbeResult, check
 from tests.fakes.processes import free_port
 

@@ -126,7 +126,7 @@ def test_manual_resolution_is_not_reopened_by_repeats(bot: RunningBot, slack: Fa
     payload = group()
     bot.post_alerts(payload)
     incident = _card_posted(slack, bot)
-    from bot.incidents import transition
+    from bot.lifecycle import transition
 
     with bot.services.db.session() as session:
         row = session.get(Incident, incident.id)

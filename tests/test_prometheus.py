@@ -16,7 +16,9 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import httpx
 import pytest
 
-from bot.actions import ActionContext, ActionError, ActionOutput, ParamContext, run_action, validate_params
+from bot.action_params import ParamContext
+from bot.action_runner import run_action, validate_params
+from bot.actions import ActionContext, ActionError, ActionOutput
 from integrations.prometheus import PrometheusClient, PrometheusError, Sample, Series, from_environment
 from tests.fakes.processes import RunningProcess, free_port, start_prometheus
 

@@ -13,12 +13,14 @@ from types import SimpleNamespace
 import pytest
 from pydantic import ValidationError
 
-from bot import actions
-from bot.actions import ActionContext, ActionError, ParamContext, ParamError, run_action, validate_params
-from bot.runbooks import (
-    SHIPPED_DIR, Runbook, RunbookError, lint, load_runbooks, localized, paths_from_env, prepare_steps,
-    render_params, runbook_schema,
-)
+from bot import action_params, actions, param_syntax
+from bot.action_params import ParamContext, ParamError
+from bot.action_runner import run_action, validate_params
+from bot.actions import ActionContext, ActionError
+from bot.runbook_format import Runbook, localized, runbook_schema
+from bot.runbook_lint import lint
+from bot.runbook_templates import render_params
+from bot.runbooks import SHIPPED_DIR, RunbookError, load_runbooks, paths_from_env, prepare_steps
 from commands.blockkit import LIMITS
 from commands.runbook_blocks import markdown_to_mrkdwn, no_runbook_blocks, runbook_messages
 from tests.fakes.slack_blocks import validate_blocks
@@ -274,7 +276,7 @@ def test_config_allow_lists_extend_the_runbooks(good):
 
 def test_validation_without_a_context_fails_closed():
     with pytest.raises(ValidationError, match="not in the allow-list"):
-        actions.PodsParams.model_validate({"namespace": "production"})
+        action_params.PodsParams.model_validate({"namespace": "production"})
 
 
 CTX = ParamContext(namespaces=frozenset({"production"}), urls=("https://api.example.com/",), scale=(1, 10))
@@ -308,18 +310,18 @@ def test_parameter_models_refuse(action, params, error):
     ("app.kubernetes.io/name=web", "app.kubernetes.io/name=web"), ("x notin (a)", "x notin (a)"),
 ])
 def test_label_selectors_are_parsed_into_canonical_form(text, canonical):
-    assert actions.parse_label_selector(text) == canonical
+    assert param_syntax.parse_label_selector(text) == canonical
 
 
 @pytest.mark.parametrize("text", ["app=web;ls", "app=$(id)", "app=web,", "app in (a", "app=web extra", "=web",
                                   "app=" + "x" * 64, "!app=web", "app>1", "a b"])
 def test_bad_label_selectors_are_refused(text):
     with pytest.raises(ValueError):
-        actions.parse_label_selector(text)
+        param_syntax.parse_label_selector(text)
 
 
 def test_silence_matchers_in_the_api_shape():
-    matchers = actions.parse_silence_matchers('{alertname="Disk \\"Low\\"", instance!~"10\\\\..*"}')
+    matchers = param_syntax.parse_silence_matchers('{alertname="Disk \\"Low\\"", instance!~"10\\\\..*"}')
     assert [m.api() for m in matchers] == [
         {"name": "alertname", "value": 'Disk "Low"', "isRegex": False, "isEqual": True},
         {"name": "instance", "value": "10\\..*", "isRegex": True, "isEqual": False},
@@ -329,10 +331,10 @@ def test_silence_matchers_in_the_api_shape():
 
 
 def test_durations():
-    assert actions.parse_duration("1h30m").total_seconds() == 5400
-    assert actions.parse_duration("2d").days == 2
+    assert param_syntax.parse_duration("1h30m").total_seconds() == 5400
+    assert param_syntax.parse_duration("2d").days == 2
     with pytest.raises(ValueError):
-        actions.parse_duration("1.5h")
+        param_syntax.parse_duration("1.5h")
 
 
 def test_params_round_trip_through_json():
@@ -366,7 +368,7 @@ def test_an_unconfigured_client_is_a_clear_error():
 def test_unvalidated_parameters_never_reach_an_executor():
     calls: list[tuple[str, str]] = []
     kube = SimpleNamespace(list_pods=lambda ns, sel: calls.append((ns, sel)) or [])
-    for params in ({"namespace": "kube-system"}, actions.LogsParams.model_construct(namespace="x", pod="y")):
+    for params in ({"namespace": "kube-system"}, action_params.LogsParams.model_construct(namespace="x", pod="y")):
         with pytest.raises(ActionError, match="parameters of the wrong kind"):
             asyncio.run(run_action("k8s.pods", params, ActionContext(kubernetes=kube)))  # type: ignore[arg-type]
     assert calls == []

@@ -14,7 +14,9 @@ from sqlmodel import SQLModel
 
 from bot.config import OncallConfig
 from bot.db import Database
-from bot.incidents import JOB_CARD, JOB_OPEN, JOB_RUNBOOK, InvalidTransition, ingest, transition
+from bot.incidents import ingest
+from bot.jobs import JOB_CARD, JOB_OPEN, JOB_RUNBOOK_POST
+from bot.lifecycle import InvalidTransition, transition
 from bot.models import Alert, AlertGroup, Incident, IncidentStatus, Job, TimelineEntry
 from integrations.alertmanager import WebhookMessage
 from tests.alerts import alert, group, resolved
@@ -49,7 +51,7 @@ def test_ingest_writes_incident_alerts_timeline_and_jobs_in_one_transaction(db: 
         assert incident.severity == "P1" and incident.status == IncidentStatus.DETECTED
         assert incident.created_at == NOW  # timezone-aware on both databases
         assert len(session.scalars(select(Alert)).all()) == 2
-        assert [j.kind for j in session.scalars(select(Job))] == [JOB_OPEN, JOB_RUNBOOK]
+        assert [j.kind for j in session.scalars(select(Job))] == [JOB_OPEN, JOB_RUNBOOK_POST]
         assert len(session.scalars(select(TimelineEntry)).all()) == 3  # created + two alerts
 
 

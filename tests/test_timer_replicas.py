@@ -23,10 +23,12 @@ from sqlalchemy import select
 
 from bot.config import OncallConfig
 from bot.db import Database
-from bot.escalation import JOB_PD_EVENT, PAGE, REMINDER, Timer, TimerStatus, pd_lane
+from bot.escalation import PAGE, REMINDER
+from bot.jobs import JOB_PD_EVENT
+from bot.models import Timer, TimerStatus
 from bot.incidents import ingest
 from bot.models import Job, JobStatus, utcnow
-from commands.server import build
+from commands.app import build
 from integrations.alertmanager import WebhookMessage
 from tests.alerts import alert, group
 from tests.conftest import make_settings
@@ -113,7 +115,7 @@ def test_replica_processes_page_once_per_deadline(postgres_url: str, tmp_path: P
         assert len(pages) == INCIDENTS and Counter(t.status for t in pages) == {TimerStatus.FIRED: INCIDENTS}
         assert len(reminders) == INCIDENTS and all(t.status == TimerStatus.FIRED for t in reminders)
         # One trigger per incident, each in the incident's PagerDuty lane (the negated id).
-        assert Counter(j.incident_id for j in triggers) == Counter(pd_lane(i) for i in ids)
+        assert Counter(j.lane for j in triggers) == Counter(f"pagerduty:{i}" for i in ids)
         # Nothing due at the replicas' time is left, and nothing fired twice: the processes'
         # counts add up to exactly the timers that were due (page + first reminder each).
         assert not [t for t in timers if t.status == TimerStatus.PENDING and t.due_at <= utcnow() + OFFSET]

@@ -1,0 +1,59 @@
+"""What an incident card shows, read in one go: the data every card builder renders.
+
+The card is composed once: `load_card_view` reads the incident, its alerts, its recent
+timeline and its paging state in one read transaction, and commands.cards turns the result
+into Block Kit with no further I/O.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+
+from sqlalchemy import select
+from sqlmodel import Session
+
+from bot.config import OncallConfig
+from bot.escalation import PAGE, active_maintenance
+from bot.models import Alert, Incident, Paging, TimelineEntry, Timer, TimerStatus
+
+__all__ = ["TIMELINE_SHOWN", "CardView", "load_card_view"]
+
+TIMELINE_SHOWN = 5  # the newest entries the card shows
+
+
+@dataclass
+class CardView:
+    incident: Incident
+    alerts: list[Alert]
+    timeline: list[TimelineEntry] = field(default_factory=list)  # newest last
+    now: datetime | None = None  # when the card is rendered: times of another day show their date
+    paging: Paging | None = None  # None: no paging row (never armed)
+    page_at: datetime | None = None  # when the pending page timer is due
+    window: tuple[str, datetime] | None = None  # the maintenance window holding pages: (name, end)
+    pagerduty_unconfigured: bool = False  # this severity pages, but no routing key matches
+
+    @property
+    def started_at(self) -> datetime:
+        """When the problem began: the earliest `startsAt` of its alerts (Go's zero time, year 1,
+        means unset), else when the bot heard of it."""
+        starts = [a.starts_at for a in self.alerts if a.starts_at.year > 1]
+        return min(starts, default=self.incident.created_at)
+
+
+def load_card_view(session: Session, incident: Incident, config: OncallConfig, now: datetime) -> CardView:
+    alerts = list(session.scalars(select(Alert).where(Alert.incident_id == incident.id)))
+    timeline = list(session.scalars(
+        select(TimelineEntry).where(TimelineEntry.incident_id == incident.id)
+        .order_by(TimelineEntry.at.desc(), TimelineEntry.id.desc()).limit(TIMELINE_SHOWN)  # type: ignore[attr-defined,union-attr]
+    ))
+    page_at = session.scalar(select(Timer.due_at).where(
+        Timer.incident_id == incident.id, Timer.kind == PAGE,
+        Timer.status == TimerStatus.PENDING).order_by(Timer.due_at))  # type: ignore[arg-type]
+    pages = config.escalation.for_severity(incident.severity).page_minutes is not None
+    return CardView(
+        incident=incident, alerts=alerts, timeline=timeline[::-1], now=now,
+        paging=session.get(Paging, incident.id), page_at=page_at,
+        window=active_maintenance(session, config, incident.labels, now),
+        pagerduty_unconfigured=pages and config.pagerduty.route(incident.labels)[0] is None,
+    )

@@ -1,0 +1,61 @@
+"""Every kind of outbox job, and the lane each runs in.
+
+A lane is the outbox's unit of order: jobs of one lane run one at a time, oldest first. An
+incident's Slack work (channel, card, notices, runbook) shares one lane, so the card is
+posted before a notice about it; its PagerDuty events have a lane of their own, so a Slack
+outage never holds up a page while trigger → acknowledge → resolve still arrive in order.
+Jobs that must wait on neither (the announcement, a clicked step) run in no lane.
+`Job.incident_id` is always the incident the job is about.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, Literal
+
+from sqlmodel import Session
+
+from bot import outbox
+from bot.models import Job
+
+__all__ = [
+    "JOB_ANNOUNCE", "JOB_CARD", "JOB_NOTIFY", "JOB_OPEN", "JOB_PD_ESCALATE", "JOB_PD_EVENT", "JOB_PD_INVITE",
+    "JOB_RUNBOOK_POST", "JOB_RUNBOOK_REFRESH", "JOB_STEP_REPLY", "JOB_STEP_RUN", "enqueue", "lane_of",
+]
+
+JOB_OPEN = "slack.open_incident"            # the incident's channel (if it gets one), responders, card
+JOB_ANNOUNCE = "slack.announce"             # its line in the announce channel
+JOB_CARD = "slack.update_card"              # refresh the card (coalesced)
+JOB_NOTIFY = "slack.notify"                 # a notice in the incident's channel or card thread
+JOB_RUNBOOK_POST = "runbook.post"           # the matching runbook's steps, after the card
+JOB_RUNBOOK_REFRESH = "runbook.refresh"     # re-render the runbook messages ("ran by ...")
+JOB_STEP_RUN = "runbook.run_step"           # run a clicked diagnostic, answer in its thread
+JOB_STEP_REPLY = "runbook.reply"            # a line in a step's thread
+JOB_PD_EVENT = "pagerduty.event"            # Events API v2: trigger, acknowledge, resolve
+JOB_PD_ESCALATE = "pagerduty.escalate"      # REST: raise the PagerDuty incident's level
+JOB_PD_INVITE = "pagerduty.invite_oncall"   # who is on call (PagerDuty) joins the channel (Slack)
+
+LaneName = Literal["slack", "pagerduty"]
+_LANES: dict[str, LaneName | None] = {
+    JOB_OPEN: "slack", JOB_CARD: "slack", JOB_NOTIFY: "slack", JOB_RUNBOOK_POST: "slack",
+    JOB_RUNBOOK_REFRESH: "slack",
+    JOB_PD_EVENT: "pagerduty", JOB_PD_ESCALATE: "pagerduty",
+    # No lane: an unusable announce channel holds up nothing; a slow diagnostic holds up no
+    # card; inviting the on-call needs both PagerDuty and Slack, so an outage of either
+    # must hold up neither lane.
+    JOB_ANNOUNCE: None, JOB_STEP_RUN: None, JOB_STEP_REPLY: None, JOB_PD_INVITE: None,
+}
+
+
+def lane_of(kind: str, incident_id: int | None) -> str | None:
+    """The lane a job of `kind` about `incident_id` runs in ("slack:12", "pagerduty:12")."""
+    name = _LANES[kind]
+    return f"{name}:{incident_id}" if name and incident_id is not None else None
+
+
+def enqueue(session: Session, kind: str, incident_id: int | None, *, now: datetime,
+            payload: dict[str, Any] | None = None, coalesce: bool = False,
+            run_at: datetime | None = None) -> Job | None:
+    """Queue a job of a known kind in the caller's transaction, in its kind's lane."""
+    return outbox.enqueue(session, kind, now=now, incident_id=incident_id, lane=lane_of(kind, incident_id),
+                          payload=payload, coalesce=coalesce, run_at=run_at)
