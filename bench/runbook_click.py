@@ -77,8 +77,8 @@ def run(clicks: int, database: str, lines: int) -> dict[str, float]:
             reply = http.post("/slack/events", content=body, headers=signed_headers(body))
             ack_ms.append((time.perf_counter() - started) * 1000)
             assert reply.status_code == 200, reply.text
-            _wait(lambda: any(m.thread_ts == step.message_ts and "crash" in json.dumps(m.blocks)
-                              for m in channel.messages[before:]), "the output")
+            _wait(lambda before=before: any(m.thread_ts == step.message_ts and "crash" in json.dumps(m.blocks)
+                                            for m in channel.messages[before:]), "the output")
             output_ms.append((time.perf_counter() - started) * 1000)
             if n % 25 == 24:
                 print(f"  {n + 1}/{clicks} clicks", file=sys.stderr)

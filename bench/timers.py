@@ -31,17 +31,17 @@ import random
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 from sqlalchemy import func, insert, select
 
 from bot.config import OncallConfig
 from bot.db import Database
-from bot.models import Paging, Timer, TimerStatus
-from bot.models import Incident, utcnow
+from bot.models import Incident, Paging, Timer, TimerStatus, utcnow
 from bot.outbox import Outbox
 from bot.timers import TimerRunner
 from tests.alerts import alert, group
@@ -61,7 +61,8 @@ def summary(values: list[float]) -> str:
     if not values:
         return "no values (n=0)"
     ms = [v * 1000 for v in values]
-    return f"p50 {percentile(ms, 50):7.1f} ms   p99 {percentile(ms, 99):7.1f} ms   max {max(ms):7.1f} ms   (n={len(ms)})"
+    return (f"p50 {percentile(ms, 50):7.1f} ms   p99 {percentile(ms, 99):7.1f} ms   max {max(ms):7.1f} ms"
+            f"   (n={len(ms)})")
 
 
 @contextmanager
@@ -111,8 +112,8 @@ def seed(db: Database, pending: int, due: int, incidents: int = 1000, *, burst: 
             when = now - timedelta(seconds=5) if burst else now + timedelta(seconds=2 + 18 * n / due)
         else:
             when = now + timedelta(hours=1 + 23 * random.random())
-        timers.append({"incident_id": ids[n % incidents], "kind": "reminder", "due_at": when, "payload": {"minutes": 15},
-                       "status": TimerStatus.PENDING, "attempts": 0, "created_at": now})
+        timers.append({"incident_id": ids[n % incidents], "kind": "reminder", "due_at": when,
+                       "payload": {"minutes": 15}, "status": TimerStatus.PENDING, "attempts": 0, "created_at": now})
     with db.session() as session:
         for start in range(0, len(timers), 1000):
             session.execute(insert(Timer), timers[start:start + 1000])

@@ -1,20 +1,34 @@
 """What a runbook action accepts: one pydantic model per action, validated with a `ParamContext`.
 
 The models combine the value syntax of bot.param_syntax with what only the context knows: the
-allow-listed namespaces and URLs (the runbook's plus the configuration's) and the runbook's
-scale bounds. A value that fails validation never reaches an executor (bot.actions).
+allow-listed namespaces and URLs (the runbook's plus the configuration's), the nodes the
+configuration lets cordon/uncordon touch, and the runbook's scale bounds. A value that fails
+validation never reaches an executor (bot.actions). A URL is validated in its normalised form,
+which is also the value the model keeps and `http.check` fetches.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from fnmatch import fnmatchcase
 from typing import Annotated
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationInfo
 
 from bot.param_syntax import (
-    Comment, DnsLabel, DnsSubdomain, LabelSelector, ObjectKind, PromQL, QueryRange, QueryStep, SilenceDuration,
-    SilenceMatchers, check_url, short_repr, url_allowed,
+    Comment,
+    DnsLabel,
+    DnsSubdomain,
+    LabelSelector,
+    ObjectKind,
+    PromQL,
+    QueryRange,
+    QueryStep,
+    SilenceDuration,
+    SilenceMatchers,
+    normalize_url,
+    short_repr,
+    url_allowed,
 )
 
 __all__ = [
@@ -30,10 +44,11 @@ class ParamError(ValueError):
 @dataclass(frozen=True)
 class ParamContext:
     """What parameter validation checks against. `check_allow_lists=False` is for lint, which
-    cannot know the namespaces and URLs that the bot's configuration adds."""
+    cannot know the namespaces, URLs and nodes that the bot's configuration adds."""
 
     namespaces: frozenset[str] = frozenset()
     urls: tuple[str, ...] = ()
+    nodes: tuple[str, ...] = ()  # glob patterns (the configuration's runbooks.nodes); empty: no node
     scale: tuple[int, int] | None = None  # the runbook's (min, max) replicas; None: k8s.scale refused
     check_allow_lists: bool = True
 
@@ -55,11 +70,24 @@ def _allowed_namespace(value: str, info: ValidationInfo) -> str:
 
 
 def _allowed_url(value: str, info: ValidationInfo) -> str:
-    check_url(value)
+    value = normalize_url(value)  # dot segments resolved: what is checked below is what http.check fetches
     ctx = _context(info)
     if ctx.check_allow_lists and not any(url_allowed(value, entry) for entry in ctx.urls):
         raise ValueError(f"URL {short_repr(value)} is not in the allow-list; add its prefix to the runbook's "
                          "`urls` or to the bot's configuration")
+    return value
+
+
+def _allowed_node(value: str, info: ValidationInfo) -> str:
+    ctx = _context(info)
+    if not ctx.check_allow_lists:
+        return value
+    if not ctx.nodes:
+        raise ValueError("cordon/uncordon is disabled: no node allow-list; set `runbooks.nodes` (glob patterns "
+                         "like worker-*) in the bot's configuration (ONCALL_CONFIG) to allow it")
+    if not any(fnmatchcase(value, pattern) for pattern in ctx.nodes):
+        raise ValueError(f"node {value!r} is not in the node allow-list (allowed: {', '.join(ctx.nodes)}); "
+                         "add a pattern to `runbooks.nodes` in the bot's configuration")
     return value
 
 
@@ -74,6 +102,7 @@ def _within_scale(value: int, info: ValidationInfo) -> int:
 
 Namespace = Annotated[DnsLabel, AfterValidator(_allowed_namespace)]
 AllowedUrl = Annotated[str, AfterValidator(_allowed_url)]
+AllowedNode = Annotated[DnsSubdomain, AfterValidator(_allowed_node)]
 
 
 # -- parameter models --------------------------------------------------------------------------------
@@ -135,7 +164,7 @@ class DeletePodParams(_Params):
 
 
 class NodeParams(_Params):
-    node: DnsSubdomain
+    node: AllowedNode
 
 
 class SilenceParams(_Params):

@@ -10,7 +10,7 @@ only a model that `validate_params` made, and turns every failure of an integrat
 from __future__ import annotations
 
 from collections.abc import Mapping
-from functools import lru_cache
+from functools import cache
 from typing import Annotated, Any
 
 from pydantic import BaseModel, TypeAdapter, ValidationError
@@ -46,7 +46,7 @@ def validate_params(name: str, raw: Mapping[str, Any], ctx: ParamContext) -> Bas
         raise ParamError(_error_text(exc)) from None
 
 
-@lru_cache(maxsize=None)
+@cache
 def _field_adapter(name: str, param: str) -> TypeAdapter[Any]:
     spec = get_action(name)
     if spec is None:

@@ -17,16 +17,26 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
 from pydantic import BaseModel
 
 from bot.action_params import (
-    DeletePodParams, DeploymentParams, EventsParams, HttpCheckParams, LogsParams, NodeParams, PodsParams,
-    QueryParams, ScaleParams, SilenceParams, UndoParams,
+    DeletePodParams,
+    DeploymentParams,
+    EventsParams,
+    HttpCheckParams,
+    LogsParams,
+    NodeParams,
+    PodsParams,
+    QueryParams,
+    ScaleParams,
+    SilenceParams,
+    UndoParams,
 )
 from bot.param_syntax import parse_duration, parse_silence_matchers
+from integrations import http_probe
 
 if TYPE_CHECKING:
     from integrations.alertmanager import AlertmanagerClient
@@ -52,7 +62,7 @@ class ActionError(Exception):
 # -- what executors get and return ----------------------------------------------------------------
 
 def _utcnow() -> datetime:
-    return datetime.now(timezone.utc)
+    return datetime.now(UTC)
 
 
 @dataclass(frozen=True)
@@ -89,7 +99,8 @@ def _output(text: str, filename: str, summary: str, *, keep: Literal["head", "ta
 
 def _table(headers: tuple[str, ...], rows: Sequence[tuple[str, ...]]) -> str:
     widths = [max(len(str(r[i])) for r in [headers, *rows]) for i in range(len(headers))]
-    return "\n".join("   ".join(str(c).ljust(w) for c, w in zip(row, widths)).rstrip() for row in [headers, *rows])
+    return "\n".join("   ".join(str(c).ljust(w) for c, w in zip(row, widths, strict=False)).rstrip()
+                     for row in [headers, *rows])
 
 
 def _age(seconds: float) -> str:
@@ -201,13 +212,8 @@ async def _query(ctx: ActionContext, p: QueryParams) -> ActionOutput:
                         filename="graph.png", summary=f"graph of {len(series)} series over {p.range}")
 
 
-def _default_probe() -> Callable[[str, float], ProbeResult]:
-    from integrations.http_probe import check  # lazily, like the clients (see above)
-    return check
-
-
 async def _http_check(ctx: ActionContext, p: HttpCheckParams) -> ActionOutput:
-    probe = ctx.http_check or _default_probe()
+    probe = ctx.http_check or http_probe.check
     result = await asyncio.to_thread(probe, p.url, p.timeout_seconds)
     ok = result.error is None and result.status is not None and (
         result.status == p.expect_status if p.expect_status else result.status < 400)

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 
 from sqlalchemy import select
-from sqlmodel import Session
+from sqlmodel import Session, col
 
 from bot.config import OncallConfig
 from bot.escalation import PAGE, active_maintenance
@@ -42,14 +42,14 @@ class CardView:
 
 
 def load_card_view(session: Session, incident: Incident, config: OncallConfig, now: datetime) -> CardView:
-    alerts = list(session.scalars(select(Alert).where(Alert.incident_id == incident.id)))
+    alerts = list(session.scalars(select(Alert).where(col(Alert.incident_id) == incident.id)))
     timeline = list(session.scalars(
-        select(TimelineEntry).where(TimelineEntry.incident_id == incident.id)
-        .order_by(TimelineEntry.at.desc(), TimelineEntry.id.desc()).limit(TIMELINE_SHOWN)  # type: ignore[attr-defined,union-attr]
+        select(TimelineEntry).where(col(TimelineEntry.incident_id) == incident.id)
+        .order_by(col(TimelineEntry.at).desc(), col(TimelineEntry.id).desc()).limit(TIMELINE_SHOWN)
     ))
-    page_at = session.scalar(select(Timer.due_at).where(
-        Timer.incident_id == incident.id, Timer.kind == PAGE,
-        Timer.status == TimerStatus.PENDING).order_by(Timer.due_at))  # type: ignore[arg-type]
+    page_at = session.scalar(select(col(Timer.due_at)).where(
+        col(Timer.incident_id) == incident.id, col(Timer.kind) == PAGE,
+        col(Timer.status) == TimerStatus.PENDING).order_by(col(Timer.due_at)))
     pages = config.escalation.for_severity(incident.severity).page_minutes is not None
     return CardView(
         incident=incident, alerts=alerts, timeline=timeline[::-1], now=now,

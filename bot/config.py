@@ -17,10 +17,11 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationErr
 from pydantic_core import ErrorDetails
 
 from bot.escalation_policy import EscalationPolicy, PagerDutyConfig, check_regexes, labels_match
-from bot.param_syntax import DnsLabel, check_url
+from bot.param_syntax import DnsLabel, check_node_pattern, check_url
 from bot.yaml_lines import YamlDocument, YamlSyntaxError, dotted, load_yaml
 
 __all__ = [
+    "SEVERITIES",
     "ConfigError",
     "RunbookPolicy",
     "OncallConfig",
@@ -64,10 +65,14 @@ class SeverityOverride(_Strict):
         return labels_match(self.match, labels)
 
 
+def _default_severity_map() -> dict[str, Severity]:
+    return {"critical": "P1", "error": "P2", "warning": "P3", "info": "P4"}
+
+
 class SeverityPolicy(_Strict):
     label: str = Field("severity", description="the alert label that carries the severity")
     map: dict[str, Severity] = Field(
-        default_factory=lambda: {"critical": "P1", "error": "P2", "warning": "P3", "info": "P4"},
+        default_factory=_default_severity_map,
         description="label value (case-insensitive) -> incident severity",
     )
     default: Severity = Field("P3", description="severity when the label is missing or unknown")
@@ -96,6 +101,10 @@ def _known_locale(value: str) -> str:
     return value
 
 
+def _default_dedicated_for() -> list[Severity]:
+    return ["P1", "P2"]
+
+
 class ChannelPolicy(_Strict):
     announce: str = Field(
         "incidents",
@@ -103,7 +112,7 @@ class ChannelPolicy(_Strict):
         "where incidents without their own channel get a thread",
     )
     dedicated_for: list[Severity] = Field(
-        default_factory=lambda: ["P1", "P2"], description="severities that get their own channel"
+        default_factory=_default_dedicated_for, description="severities that get their own channel"
     )
     name_template: str = Field(
         "inc-{date}-{seq}-{alertname}",
@@ -167,6 +176,9 @@ class RunbookPolicy(_Strict):
                                        description="Kubernetes namespaces actions may touch")
     urls: list[Annotated[str, AfterValidator(check_url)]] = Field(
         default_factory=list, description="URL prefixes http.check may GET (http(s)://host/...)")
+    nodes: list[Annotated[str, AfterValidator(check_node_pattern)]] = Field(
+        default_factory=list, description="node names or globs (worker-*) k8s.cordon/k8s.uncordon may touch; "
+        "empty: those steps are disabled")
     locale: Annotated[str, AfterValidator(_known_locale)] = Field(
         "en", json_schema_extra={"enum": list(LOCALES)}, description="language of the posted runbook (en, ja); "
         "a step's output answers in the clicking user's Slack locale")
@@ -218,7 +230,7 @@ class Settings(BaseModel):
     config: OncallConfig = Field(default_factory=OncallConfig)
 
     @model_validator(mode="after")
-    def _normalise(self) -> "Settings":
+    def _normalise(self) -> Settings:
         if not self.slack_api_url.endswith("/"):
             object.__setattr__(self, "slack_api_url", self.slack_api_url + "/")
         return self

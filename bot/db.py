@@ -16,10 +16,10 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError, DBAPIError
 from sqlmodel import Session, create_engine
 
-__all__ = ["Database", "DatabaseUnavailable", "normalise_url", "shown_url"]
+__all__ = ["MIGRATIONS", "Database", "DatabaseUnavailable", "normalise_url", "shown_url", "sqlite_path"]
 
 log = logging.getLogger(__name__)
-_MIGRATIONS = Path(__file__).parent / "migrations"
+MIGRATIONS = Path(__file__).parent / "migrations"
 
 
 def normalise_url(url: str) -> str:
@@ -59,7 +59,7 @@ def _cause(exc: DBAPIError) -> str:
 
 def _migrations() -> Config:
     cfg = Config()
-    cfg.set_main_option("script_location", str(_MIGRATIONS))
+    cfg.set_main_option("script_location", str(MIGRATIONS))
     return cfg
 
 
@@ -145,16 +145,14 @@ class Database:
     @contextmanager
     def session(self) -> Iterator[Session]:
         """A transaction: committed when the block ends, rolled back on any error."""
-        with Session(self.engine, expire_on_commit=False) as session:
-            with session.begin():
-                yield session
+        with Session(self.engine, expire_on_commit=False) as session, session.begin():
+            yield session
 
     @contextmanager
     def read(self) -> Iterator[Session]:
         """A read-only transaction (on SQLite it does not wait for writers)."""
-        with Session(self._read_engine, expire_on_commit=False) as session:
-            with session.begin():
-                yield session
+        with Session(self._read_engine, expire_on_commit=False) as session, session.begin():
+            yield session
 
     def migrate(self) -> None:
         """Bring the schema to the newest migration (idempotent)."""

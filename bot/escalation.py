@@ -17,7 +17,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import select
-from sqlmodel import Session
+from sqlmodel import Session, col
 
 from bot import metrics
 from bot.config import OncallConfig
@@ -27,8 +27,8 @@ from bot.lifecycle import add_timeline, can_become, transition
 from bot.models import Incident, IncidentStatus, MaintenanceWindow, PagerDutyWebhookEvent, Paging, Timer, TimerStatus
 
 __all__ = [
-    "ACK_OVERDUE", "ESCALATE", "PAGE", "REMINDER", "acknowledge", "active_maintenance", "add_maintenance", "apply_pagerduty_assignment",
-    "apply_pagerduty_event", "cancel_maintenance", "dedup_key",
+    "ACK_OVERDUE", "ESCALATE", "PAGE", "REMINDER", "AlreadyEscalated", "acknowledge", "active_maintenance",
+    "add_maintenance", "apply_pagerduty_assignment", "apply_pagerduty_event", "cancel_maintenance", "dedup_key",
     "escalate_now", "fire", "on_incident_opened", "on_incident_reopened", "on_incident_resolved",
     "on_severity_raised", "resolve", "status_update_posted",
 ]
@@ -78,7 +78,7 @@ def schedule(session: Session, incident: Incident, kind: str, due: datetime,
 def cancel(session: Session, incident_id: int, keep: Callable[[Timer], bool] = lambda t: False) -> int:
     """Call off the incident's pending timers (except those `keep` names). A timer being fired
     right now is locked and skipped here; it re-checks its condition and skips itself."""
-    query = (select(Timer).where(Timer.incident_id == incident_id, Timer.status == TimerStatus.PENDING)
+    query = (select(Timer).where(col(Timer.incident_id) == incident_id, col(Timer.status) == TimerStatus.PENDING)
              .with_for_update(skip_locked=True))
     count = 0
     for timer in session.scalars(query):
@@ -364,13 +364,26 @@ def resolve(session: Session, incident: Incident, actor: str, now: datetime, sou
     return True
 
 
+class AlreadyEscalated(Exception):
+    """Someone (or a timer) escalated since the requester looked: asking again must not climb
+    a second level. `level` is where paging stands now."""
+
+    def __init__(self, level: int) -> None:
+        super().__init__(f"already at level {level}")
+        self.level = level
+
+
 def escalate_now(session: Session, incident: Incident, actor: str, now: datetime, source: str,
-                 config: OncallConfig) -> str | None:
+                 config: OncallConfig, *, seen_level: int | None = None) -> str | None:
     """Page at once if nobody was paged, else the next level; the timetable restarts from now.
-    A person asking overrides a maintenance window. None when there is no higher level."""
+    A person asking overrides a maintenance window. None when there is no higher level.
+    `seen_level`: the level the requester saw (on the card); a request made from an older view
+    raises AlreadyEscalated, so two clicks, or one delivered twice, climb one level."""
     if not incident.is_open:
         return None
     paging = _paging(session, incident)
+    if seen_level is not None and paging.level != seen_level:
+        raise AlreadyEscalated(paging.level)
     rule = config.escalation.for_severity(incident.severity)
     why, by = "escalated by hand", actor if source != "pagerduty" else None
     if paging.level == 0:
@@ -420,6 +433,7 @@ def apply_pagerduty_event(session: Session, incident: Incident, event_id: str, e
         outcome = apply(paging)
         if outcome == "applied":
             paging.last_event_at = occurred_at
+    assert incident.id is not None, "webhook events are applied to stored incidents"
     session.add(PagerDutyWebhookEvent(event_id=event_id, incident_id=incident.id, event_type=event_type,
                                       occurred_at=occurred_at, received_at=now, outcome=outcome))
     return outcome, why
@@ -428,7 +442,8 @@ def apply_pagerduty_event(session: Session, incident: Incident, event_id: str, e
 def _staleness(incident: Incident, paging: Paging, occurred_at: datetime) -> tuple[str, str]:
     episode = paging.episode_started_at or incident.created_at
     if occurred_at < episode:
-        return "stale", f"occurred at {occurred_at.isoformat()}, before the current episode began ({episode.isoformat()})"
+        return "stale", (f"occurred at {occurred_at.isoformat()}, before the current episode began "
+                         f"({episode.isoformat()})")
     if paging.last_event_at is not None and occurred_at < paging.last_event_at:
         return "stale", f"occurred at {occurred_at.isoformat()}, before the last applied event " \
                         f"({paging.last_event_at.isoformat()})"
@@ -463,8 +478,8 @@ def cancel_maintenance(session: Session, window: MaintenanceWindow, now: datetim
     (each re-checks every window when it fires). Returns how many were released."""
     window.cancelled_at = now
     held = session.scalars(select(Timer).where(
-        Timer.status == TimerStatus.PENDING, Timer.kind.in_([PAGE, ESCALATE]),  # type: ignore[attr-defined]
-        Timer.due_at == window.ends_at).with_for_update(skip_locked=True))
+        col(Timer.status) == TimerStatus.PENDING, col(Timer.kind).in_([PAGE, ESCALATE]),
+        col(Timer.due_at) == window.ends_at).with_for_update(skip_locked=True))
     released = 0
     for timer in held:
         timer.due_at = now

@@ -8,7 +8,7 @@ next business day; L2 primary on-call, then L3 engineering lead, then L4 managem
 from __future__ import annotations
 
 import re
-from datetime import date, datetime, time, timedelta, timezone
+from datetime import UTC, date, datetime, time, timedelta
 from typing import Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
@@ -61,7 +61,7 @@ class EscalationLevel(_Strict):
         None, alias="while", description="page this level only while the incident is unacknowledged, or "
         "while it is unresolved (an ack does not stop it); null: the severity's escalate_while")
 
-    def condition(self, rule: "SeverityEscalation") -> Literal["unacknowledged", "unresolved"]:
+    def condition(self, rule: SeverityEscalation) -> Literal["unacknowledged", "unresolved"]:
         """What must still hold when this level comes due."""
         return self.while_ or rule.escalate_while
 
@@ -94,7 +94,7 @@ class SeverityEscalation(_Strict):
         return value
 
     @model_validator(mode="after")
-    def _deadline_known(self) -> "SeverityEscalation":
+    def _deadline_known(self) -> SeverityEscalation:
         if self.page_after_minutes == "ack_deadline" and self.ack_minutes is None:
             raise ValueError("page_after_minutes is 'ack_deadline' but ack_minutes is null; give minutes")
         return self
@@ -140,10 +140,16 @@ SEVERITY_DEFAULTS: dict[str, dict[str, Any]] = {
 }
 
 
+Weekday = Literal["mon", "tue", "wed", "thu", "fri", "sat", "sun"]
+
+
+def _weekdays() -> list[Weekday]:
+    return ["mon", "tue", "wed", "thu", "fri"]
+
+
 class BusinessHours(_Strict):
     timezone: str = Field("UTC", description="IANA time zone, e.g. Asia/Tokyo")
-    days: list[Literal["mon", "tue", "wed", "thu", "fri", "sat", "sun"]] = Field(
-        default_factory=lambda: ["mon", "tue", "wed", "thu", "fri"])
+    days: list[Weekday] = Field(default_factory=_weekdays)
     start: time = Field(time(9, 0), description="opening time, local")
     end: time = Field(time(18, 0), description="closing time, local")
     holidays: list[date] = Field(default_factory=list, description="local dates that are not business days")
@@ -158,7 +164,7 @@ class BusinessHours(_Strict):
         return value
 
     @model_validator(mode="after")
-    def _sane(self) -> "BusinessHours":
+    def _sane(self) -> BusinessHours:
         if self.start >= self.end:
             raise ValueError("business hours must start before they end")
         if not self.days:
@@ -178,7 +184,7 @@ class BusinessHours(_Strict):
             if offset == 0 and opens <= local < closes:
                 return at
             if local < opens:
-                return opens.astimezone(timezone.utc)
+                return opens.astimezone(UTC)
         raise ValueError("no business day within a year; check escalation.business_hours")
 
 
@@ -196,7 +202,7 @@ class MaintenanceWindowConfig(_Strict):
         return check_regexes(value)
 
     @model_validator(mode="after")
-    def _ordered(self) -> "MaintenanceWindowConfig":
+    def _ordered(self) -> MaintenanceWindowConfig:
         if self.start.tzinfo is None or self.end.tzinfo is None:
             raise ValueError("start and end need a time zone, e.g. 2026-12-01T02:00:00Z")
         if self.end <= self.start:

@@ -14,7 +14,7 @@ from typing import Literal
 from sqlalchemy import select
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
-from sqlmodel import Session
+from sqlmodel import Session, col
 
 from bot import escalation, metrics
 from bot.config import SEVERITIES, OncallConfig
@@ -68,7 +68,7 @@ def _lock_group(session: Session, receiver: str, group_key: str, now: datetime) 
         .values(receiver=receiver, group_key=group_key, created_at=now)
         .on_conflict_do_nothing(index_elements=["receiver", "group_key"])
     )
-    query = select(AlertGroup).where(AlertGroup.receiver == receiver, AlertGroup.group_key == group_key)
+    query = select(AlertGroup).where(col(AlertGroup.receiver) == receiver, col(AlertGroup.group_key) == group_key)
     return session.scalars(query.with_for_update()).one()
 
 
@@ -124,7 +124,7 @@ def _open_incident(
 
 
 def _apply_alerts(session: Session, incident: Incident, message: WebhookMessage, now: datetime) -> bool:
-    known = {a.fingerprint: a for a in session.scalars(select(Alert).where(Alert.incident_id == incident.id))}
+    known = {a.fingerprint: a for a in session.scalars(select(Alert).where(col(Alert.incident_id) == incident.id))}
     changed = False
     for alert in message.alerts:
         row = known.get(alert.fingerprint)

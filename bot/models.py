@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+import secrets
+from datetime import UTC, datetime
 from enum import Enum
 from typing import Any
 
@@ -11,13 +12,19 @@ from sqlalchemy.types import TypeDecorator
 from sqlmodel import Field, SQLModel
 
 __all__ = [
-    "Alert", "AlertGroup", "Incident", "IncidentStatus", "Job", "JobStatus", "MaintenanceWindow", "PagerDutyWebhookEvent",
-    "Paging", "RunbookStep", "TimelineEntry", "Timer", "TimerStatus", "UTCDateTime", "utcnow",
+    "Alert", "AlertGroup", "Incident", "IncidentStatus", "Job", "JobStatus", "MaintenanceWindow",
+    "PagerDutyWebhookEvent", "Paging", "RunbookStep", "SlackDelivery", "TimelineEntry", "Timer", "TimerStatus",
+    "UTCDateTime", "new_token", "utcnow",
 ]
 
 
 def utcnow() -> datetime:
-    return datetime.now(timezone.utc)
+    return datetime.now(UTC)
+
+
+def new_token() -> str:
+    """An opaque, unguessable id for something a Slack button points at."""
+    return secrets.token_urlsafe(16)
 
 
 class UTCDateTime(TypeDecorator[datetime]):
@@ -31,12 +38,12 @@ class UTCDateTime(TypeDecorator[datetime]):
             return None
         if value.tzinfo is None:
             raise ValueError("naive datetime given to a UTC column; use bot.models.utcnow()")
-        return value.astimezone(timezone.utc)
+        return value.astimezone(UTC)
 
     def process_result_value(self, value: datetime | None, dialect: Any) -> datetime | None:
         if value is None:
             return None
-        return value.replace(tzinfo=timezone.utc) if value.tzinfo is None else value.astimezone(timezone.utc)
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
 
 
 def _ts(**kw: Any) -> Any:
@@ -85,7 +92,8 @@ class Incident(SQLModel, table=True):
     title: str = Field(sa_type=Text)
     alertname: str = Field(sa_type=Text)
     severity: str = Field(max_length=2)
-    status: IncidentStatus = Field(default=IncidentStatus.DETECTED, sa_type=String(16))  # plain text: new states need no enum migration
+    # plain text: new states need no enum migration
+    status: IncidentStatus = Field(default=IncidentStatus.DETECTED, sa_type=String(16))
     service: str | None = Field(default=None, sa_type=Text)
     namespace: str | None = Field(default=None, sa_type=Text)
     labels: dict[str, str] = _json(dict)
@@ -107,6 +115,9 @@ class Incident(SQLModel, table=True):
     card_ts: str | None = Field(default=None, max_length=32)
     card_updated_at: datetime | None = _ts(default=None)
     announce_ts: str | None = Field(default=None, max_length=32)
+    # What the card's buttons carry instead of the incident's id: unguessable, so a click can
+    # only act on the incident whose card it was made for (commands.middleware checks both).
+    card_token: str = Field(default_factory=new_token, max_length=32, unique=True)
 
     @property
     def is_open(self) -> bool:
@@ -275,3 +286,16 @@ class MaintenanceWindow(SQLModel, table=True):
     created_by: str = Field(max_length=64)
     created_at: datetime = _ts(default_factory=utcnow)
     cancelled_at: datetime | None = _ts(default=None)
+
+
+# -- Slack requests seen -----------------------------------------------------------------------
+
+class SlackDelivery(SQLModel, table=True):
+    """A Slack request (a click's trigger id, an event's id) that was acted on. Slack delivers
+    again when it got no answer in 3 s (and a replayed signed request stays valid for 5 min), so
+    each is acted on once; rows older than the replay window are pruned."""
+
+    __tablename__ = "slack_delivery"
+
+    key: str = Field(primary_key=True, max_length=255)
+    received_at: datetime = _ts(index=True)

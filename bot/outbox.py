@@ -2,19 +2,20 @@
 transaction as the change that needs them, and run after the HTTP response.
 
 A job that fails with a transient error is rescheduled with backoff, never dropped.
-Jobs of one lane (bot.jobs: an incident's Slack work, its PagerDuty events) run one at a
-time, in order; jobs of different lanes run concurrently. On PostgreSQL several replicas share the table safely: a job is claimed
-with `FOR UPDATE SKIP LOCKED` and held by a short lease that the running worker renews,
-so a crashed replica's job is picked up again within seconds, and a slow call is never
-mistaken for a crash. A job can therefore run again after a crash mid-call: handlers find
-their own earlier result before acting (see commands.slack_sync.post_once). A handler speaks
-`RetryLater` / `PermanentError`, or lets an integration's `IntegrationError` through: its
-`retry_after` and `retryable` decide the retry here, in one place.
+Jobs of one lane (bot.jobs: an incident's Slack work, its PagerDuty events) run one at a time,
+in order; jobs of different lanes run concurrently. On PostgreSQL several replicas share the
+table safely: a job is claimed with `FOR UPDATE SKIP LOCKED` and held by a short lease that the
+running worker renews, so a crashed replica's job is picked up again within seconds, and a slow
+call is never mistaken for a crash. A job can therefore run again after a crash mid-call:
+handlers find their own earlier result before acting (see commands.slack_sync.post_once). A
+handler speaks `RetryLater` / `PermanentError`, or lets an integration's `IntegrationError`
+through: its `retry_after` and `retryable` decide the retry here, in one place.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import random
 from collections.abc import Awaitable, Callable
@@ -23,14 +24,15 @@ from typing import Any
 
 from sqlalchemy import and_, exists, or_, select, update
 from sqlalchemy.orm import aliased
-from sqlmodel import Session
+from sqlmodel import Session, col
 
 from bot import metrics
 from bot.db import Database
 from bot.models import Job, JobStatus, utcnow
 from integrations.errors import IntegrationError
 
-__all__ = ["Outbox", "PermanentError", "RetryLater", "WorkerLoop", "backoff", "enqueue"]
+__all__ = ["MAX_BACKOFF_SECONDS", "Handler", "Outbox", "PermanentError", "RetryLater", "WorkerLoop", "backoff",
+           "enqueue"]
 
 log = logging.getLogger(__name__)
 
@@ -108,10 +110,8 @@ class WorkerLoop:
         self._wake.set()
 
     async def _sleep(self, seconds: float) -> None:
-        try:
+        with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._wake.wait(), timeout=seconds)
-        except TimeoutError:
-            pass
         self._wake.clear()
 
 
@@ -139,6 +139,11 @@ class Outbox(WorkerLoop):
         jobs already running: a slow Slack call never holds up an unrelated incident."""
         log.info("outbox worker started")
         running: set[asyncio.Task[None]] = set()
+
+        def finished(task: asyncio.Task[None]) -> None:
+            running.discard(task)
+            self._wake.set()
+
         while not self._stopping:
             room = self.concurrency - len(running)
             try:
@@ -149,7 +154,7 @@ class Outbox(WorkerLoop):
             for job in jobs:
                 task = asyncio.create_task(self._run(job))
                 running.add(task)
-                task.add_done_callback(lambda t: (running.discard(t), self._wake.set()))
+                task.add_done_callback(finished)
             if not jobs:
                 await self._sleep(self.poll_seconds)
         if running:
@@ -166,18 +171,18 @@ class Outbox(WorkerLoop):
         now = self.clock()
         earlier = aliased(Job)
         blocked = exists().where(
-            earlier.lane == Job.lane,
-            earlier.id < Job.id,
-            earlier.status.in_([JobStatus.PENDING, JobStatus.RUNNING]),  # type: ignore[attr-defined]
+            col(earlier.lane) == col(Job.lane),
+            col(earlier.id) < col(Job.id),
+            col(earlier.status).in_([JobStatus.PENDING, JobStatus.RUNNING]),
         )
         due = or_(
-            and_(Job.status == JobStatus.PENDING, Job.run_at <= now),
-            and_(Job.status == JobStatus.RUNNING, Job.lease_until < now),  # type: ignore[operator]
+            and_(col(Job.status) == JobStatus.PENDING, col(Job.run_at) <= now),
+            and_(col(Job.status) == JobStatus.RUNNING, col(Job.lease_until) < now),
         )
         query = (
             select(Job)
-            .where(due, or_(Job.lane.is_(None), ~blocked))  # type: ignore[union-attr]
-            .order_by(Job.id)  # type: ignore[arg-type]
+            .where(due, or_(col(Job.lane).is_(None), ~blocked))
+            .order_by(col(Job.id))
             .limit(limit)
             .with_for_update(skip_locked=True)
         )
@@ -254,5 +259,5 @@ class Outbox(WorkerLoop):
         with self.db.session() as session:
             # A run whose lease lapsed (the database away longer than the lease) and whose job was
             # claimed again must not overwrite the new run's state: the claim count fences it.
-            session.execute(update(Job).where(*_still_mine(job)).values(**values))  # type: ignore[arg-type]
+            session.execute(update(Job).where(*_still_mine(job)).values(**values))
         metrics.JOBS.labels(kind=job.kind, outcome=status.value).inc()

@@ -69,7 +69,8 @@ def trigger_event(incident: Incident, paging: Paging) -> PagerDutyEvent:
     return PagerDutyEvent.model_validate({
         "action": "trigger", "routing_key": paging.routing_key, "dedup_key": paging.dedup_key,
         "summary": f"[{incident.severity}] {incident.title}"[:1024],
-        "source": (incident.service or incident.alertname or BOT)[:255],
+        # PagerDuty refuses a blank source (400, for good): a label of spaces must not lose the page
+        "source": next((v.strip() for v in (incident.service, incident.alertname) if v and v.strip()), BOT)[:255],
         "severity": PD_SEVERITY.get(incident.severity, "critical"),
         "timestamp": incident.created_at, "component": incident.service, "group": incident.namespace,
         "class": incident.alertname, "custom_details": {"incident": incident.id, "labels": labels,

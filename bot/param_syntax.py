@@ -5,6 +5,11 @@ matchers and PromQL.
 Each is a plain parser or a pydantic `Annotated` type. What a value may also have to be allowed
 by (namespace and URL allow-lists, a runbook's scale bounds) is checked in bot.action_params.
 The configuration's allow-list entries use these too (bot.config).
+
+`TemplateTarget` in a type's metadata says what a template renders into (PromQL, silence
+matchers, a label selector), so bot.runbook_templates escapes each templated value for it.
+URLs are normalised (`normalize_url`) before an allow-list prefix is compared, and the
+normalised URL is the one fetched.
 """
 
 from __future__ import annotations
@@ -14,15 +19,25 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Annotated, Any, Literal
-from urllib.parse import urlsplit
+from urllib.parse import quote, urlsplit
 
 from pydantic import AfterValidator, Field
 
 __all__ = [
     "Comment", "DnsLabel", "DnsSubdomain", "LabelSelector", "ObjectKind", "PromQL", "QueryRange", "QueryStep",
-    "SilenceDuration", "SilenceMatchers", "check_url", "parse_duration", "parse_label_selector",
-    "parse_silence_matchers", "short_repr", "url_allowed",
+    "SilenceDuration", "SilenceMatchers", "TemplateTarget", "check_node_pattern", "check_url", "is_selector_word",
+    "normalize_url", "parse_duration", "parse_label_selector", "parse_silence_matchers", "short_repr",
+    "url_allowed",
 ]
+
+
+@dataclass(frozen=True)
+class TemplateTarget:
+    """Metadata of a parameter type: the language a templated value lands in, which decides how
+    bot.runbook_templates escapes it (promql: PromQL string literals; matchers: Alertmanager
+    matcher values; selector: Kubernetes label selector values)."""
+
+    language: Literal["promql", "matchers", "selector"]
 
 
 def short_repr(value: str) -> str:
@@ -51,6 +66,14 @@ def _dns_subdomain(value: str) -> str:
 
 DnsLabel = Annotated[str, AfterValidator(_dns_label)]
 DnsSubdomain = Annotated[str, AfterValidator(_dns_subdomain)]
+
+
+def check_node_pattern(value: str) -> str:
+    """A node allow-list entry: a node name, or a glob of one (`worker-*`, `gpu-node-?`)."""
+    if not re.fullmatch(r"[-a-z0-9.*?\[\]!]{1,253}", value):
+        raise ValueError(f"{short_repr(value)} is not a node name or a glob of one (lowercase letters, digits, "
+                         "'-', '.', and the wildcards * ? [...])")
+    return value
 
 
 # -- label selectors -------------------------------------------------------------------------------
@@ -86,7 +109,7 @@ def _split_outside_parens(text: str) -> list[str]:
         if char == "," and depth == 0:
             parts.append(text[start:i])
             start = i + 1
-    return parts + [text[start:]]
+    return [*parts, text[start:]]
 
 
 def parse_label_selector(text: str) -> str:
@@ -115,7 +138,18 @@ def parse_label_selector(text: str) -> str:
     return ",".join(canonical)
 
 
-LabelSelector = Annotated[str, AfterValidator(parse_label_selector)]
+def is_selector_word(value: str) -> bool:
+    """A label value or key: what a template may put into a selector, which has no quoting."""
+    if _LABEL_VALUE.fullmatch(value):
+        return True
+    try:
+        _label_key(value)
+    except ValueError:
+        return False
+    return True
+
+
+LabelSelector = Annotated[str, AfterValidator(parse_label_selector), TemplateTarget("selector")]
 
 
 # -- durations -------------------------------------------------------------------------------------
@@ -154,8 +188,57 @@ QueryStep = Annotated[str, AfterValidator(_duration_between(timedelta(seconds=1)
 
 
 # -- URLs ------------------------------------------------------------------------------------------
+#
+# An allow-list prefix is compared with the normalised URL (RFC 3986 section 6), and that URL is
+# the one fetched, so what was checked is what is requested. Anything a server might read as a
+# different path than the prefix check did is refused instead: ';' path parameters (`..;/` on
+# Tomcat-style servers), encoded '/', '\\', '%' (double encoding), ';' and control characters, and
+# encoded '.' or '..' segments.
 
-def _url_parts(url: str) -> tuple[str, str, int, str]:
+_UNRESERVED = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-._~")
+_PATH_SAFE = frozenset("!$&'()*+,=:@")  # pchar's sub-delims, ':' and '@'; not ';' (refused)
+_HOST = re.compile(r"[a-z0-9_]([-a-z0-9_]*[a-z0-9_])?(\.[a-z0-9_]([-a-z0-9_]*[a-z0-9_])?)*\.?"  # DNS, IPv4
+                   r"|[0-9a-f:.]*:[0-9a-f:.]*")                                          # IPv6
+
+
+def _segment(url: str, raw: str) -> str:
+    """One path segment with unreserved characters decoded and every other escape upper-cased."""
+    if ";" in raw:
+        raise ValueError(f"{short_repr(url)} has a ';' path parameter")
+    if re.search(r"%(?![0-9A-Fa-f]{2})", raw):
+        raise ValueError(f"{short_repr(url)} has an invalid percent-encoding")
+    out = []
+    for piece in re.split(r"(%[0-9A-Fa-f]{2})", raw):
+        if piece.startswith("%"):
+            char = chr(int(piece[1:], 16))
+            if char in "/\\%;" or char < " " or char == "\x7f":
+                raise ValueError(f"{short_repr(url)} has an encoded {char!r} in its path")
+            out.append(char if char in _UNRESERVED else piece.upper())
+        else:
+            out += [c if c in _UNRESERVED or c in _PATH_SAFE else quote(c, safe="") for c in piece]
+    segment = "".join(out)
+    if segment in (".", "..") and raw not in (".", ".."):
+        raise ValueError(f"{short_repr(url)} has an encoded '.' or '..' path segment")
+    return segment
+
+
+def _remove_dot_segments(segments: list[str]) -> str:
+    """RFC 3986 section 5.2.4 on a path split at '/' (it starts with '/')."""
+    out: list[str] = []
+    for i, segment in enumerate(segments):
+        last = i == len(segments) - 1
+        if segment in (".", ".."):
+            if segment == ".." and out:
+                out.pop()
+            if last:
+                out.append("")
+        else:
+            out.append(segment)
+    return "/" + "/".join(out)
+
+
+def _normalise(url: str) -> tuple[str, str, int, str, str]:
+    """(scheme, host, port, path, query), normalised; ValueError if not a plain http(s) URL."""
     if len(url) > 2048 or re.search(r"[\s\\\x00-\x1f\x7f]", url):
         raise ValueError(f"{short_repr(url)} is not a plain http(s) URL")
     try:
@@ -163,26 +246,42 @@ def _url_parts(url: str) -> tuple[str, str, int, str]:
         port = parts.port
     except ValueError as exc:
         raise ValueError(f"{short_repr(url)} is not a valid URL: {exc}") from exc
-    if parts.scheme not in ("http", "https") or not parts.hostname or "@" in parts.netloc:
+    scheme = parts.scheme.lower()
+    if scheme not in ("http", "https") or not parts.hostname or "@" in parts.netloc:
         raise ValueError(f"{short_repr(url)} must be http(s)://host/... without user information")
-    path = parts.path or "/"
-    if re.search(r"(^|/)(\.|%2e){1,2}(/|$)", path, flags=re.IGNORECASE):
-        raise ValueError(f"{short_repr(url)} has '.' or '..' path segments")
-    return parts.scheme, parts.hostname.lower(), port or (443 if parts.scheme == "https" else 80), path
+    host = parts.hostname.lower()
+    if not _HOST.fullmatch(host) or ("[" in parts.netloc) != (":" in host):
+        raise ValueError(f"{short_repr(url)}: the host must be a DNS name (xn-- for non-ASCII) or an IP address")
+    path = _remove_dot_segments([_segment(url, raw) for raw in (parts.path or "/").split("/")[1:]])
+    return scheme, host, port or (443 if scheme == "https" else 80), path, parts.query
+
+
+def normalize_url(url: str) -> str:
+    """The URL as fetched: lowercase scheme and host, no default port, unreserved characters
+    decoded, dot segments resolved, no fragment (it is never sent). ValueError for a URL that
+    would not mean the same to every server (see above)."""
+    scheme, host, port, path, query = _normalise(url)
+    netloc = f"[{host}]" if ":" in host else host
+    if port != (443 if scheme == "https" else 80):
+        netloc += f":{port}"
+    return f"{scheme}://{netloc}{path}" + (f"?{query}" if query else "")
 
 
 def url_allowed(url: str, allowed: str) -> bool:
-    """Same scheme, host and port; the path equal to the allowed one or below it."""
-    scheme, host, port, path = _url_parts(url)
-    a_scheme, a_host, a_port, a_path = _url_parts(allowed)
+    """Same scheme, host and port; the normalised path equal to the allowed one or below it."""
+    scheme, host, port, path, _ = _normalise(url)
+    a_scheme, a_host, a_port, a_path, _ = _normalise(allowed)
     prefix = a_path.rstrip("/")
     return (scheme, host, port) == (a_scheme, a_host, a_port) and (
         path == a_path or not prefix or path.startswith(prefix + "/"))
 
 
 def check_url(value: str) -> str:
-    """A valid URL allow-list entry (a runbook's or the configuration's `urls`)."""
-    _url_parts(value)
+    """A valid URL allow-list entry (a runbook's or the configuration's `urls`): a prefix is
+    written without '.' or '..' segments."""
+    _normalise(value)
+    if re.search(r"(^|/)\.{1,2}(/|$)", urlsplit(value).path):
+        raise ValueError(f"{short_repr(value)} has '.' or '..' path segments")
     return value
 
 
@@ -232,7 +331,8 @@ def parse_silence_matchers(text: str) -> list[SilenceMatcher]:
     return matchers
 
 
-SilenceMatchers = Annotated[str, AfterValidator(lambda v: ", ".join(map(str, parse_silence_matchers(v))))]
+SilenceMatchers = Annotated[str, AfterValidator(lambda v: ", ".join(map(str, parse_silence_matchers(v)))),
+                           TemplateTarget("matchers")]
 
 
 # -- PromQL: read-only, but still bounded and lexically sound ---------------------------------------
@@ -260,7 +360,7 @@ def _promql(value: str) -> str:
     return value
 
 
-PromQL = Annotated[str, AfterValidator(_promql)]
+PromQL = Annotated[str, AfterValidator(_promql), TemplateTarget("promql")]
 Comment = Annotated[str, Field(max_length=500, pattern=r"^[^\x00-\x1f\x7f]*$")]
 ObjectKind = Literal["Pod", "Deployment", "ReplicaSet", "StatefulSet", "DaemonSet", "Job", "CronJob", "Node",
                      "Service", "PersistentVolumeClaim", "HorizontalPodAutoscaler"]

@@ -3,8 +3,9 @@
 `lint` is what `oncall-bot runbook lint` prints; the loader (bot.runbooks) runs the same checks
 through `check_files`, so a runbook the linter rejects is never served. Beyond the format
 (bot.runbook_format): duplicate YAML keys, step ids and runbook ids, each action's parameters
-(literal values validated, templates parsed for what they read), and runbooks whose matches may
-select the same alerts at the same rank.
+(literal values validated, templates parsed for what they read and, in PromQL queries and silence
+matchers, for a `{{ … }}` outside a string literal, where its value cannot be escaped), and
+runbooks whose matches may select the same alerts at the same rank.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from bot.action_params import ParamContext
 from bot.action_runner import check_param
 from bot.actions import RISK_ORDER, get_action
 from bot.runbook_format import Match, RegexMatcher, Runbook, Step, is_label_name, value_matches
-from bot.runbook_templates import template_refs
+from bot.runbook_templates import misplaced_templates, template_refs, template_targets
 from bot.yaml_lines import dotted
 
 __all__ = ["LintProblem", "RunbookSource", "check_files", "lint"]
@@ -83,8 +84,8 @@ def _construct_seq(loader: _Loader, node: yaml.SequenceNode) -> _Seq:
     return result
 
 
-_Loader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_map)  # type: ignore[arg-type]
-_Loader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_SEQUENCE_TAG, _construct_seq)  # type: ignore[arg-type]
+_Loader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_map)
+_Loader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_SEQUENCE_TAG, _construct_seq)
 
 
 def _line_at(raw: Any, loc: Sequence[Any], default: int) -> int:
@@ -150,7 +151,7 @@ def _read(path: Path, shipped: bool) -> tuple[list[RunbookSource], list[LintProb
     docs = []
     for item in data:
         if isinstance(item, _Seq):
-            docs += [RunbookSource(name, line, raw, shipped) for raw, line in zip(item, item.item_lines)]
+            docs += [RunbookSource(name, line, raw, shipped) for raw, line in zip(item, item.item_lines, strict=True)]
         elif item is not None:
             docs.append(RunbookSource(name, getattr(item, "line", 1), item, shipped))
     for doc in docs:
@@ -188,14 +189,26 @@ def _validate(doc: RunbookSource) -> list[LintProblem]:
 
 # -- checks -----------------------------------------------------------------------------------------
 
-def _check_template(doc: RunbookSource, guaranteed: set[str], loc: tuple[Any, ...], value: str) -> list[LintProblem]:
+_OUTSIDE = {
+    "promql": "is outside a string literal of the PromQL query, so its value is not escaped and only a plain name, "
+              "number or duration works there; put it inside \"…\" if it is a label value",
+    "matchers": "is outside the quotes of a matcher, so its value is not escaped and only a label name works there; "
+                "write name=\"{{ … }}\"",
+}
+
+
+def _check_template(doc: RunbookSource, guaranteed: set[str], loc: tuple[Any, ...], value: str,
+                    language: str | None = None) -> list[LintProblem]:
     where = f"steps[{loc[1]}].action.params.{loc[-1]}"
     try:
         refs = template_refs(value)
+        misplaced = misplaced_templates(value, language) if language else []
     except TemplateSyntaxError as exc:
         return [doc.problem(f"{where}: template syntax error: {exc.message}", *loc)]
     problems = [doc.problem(f"{where}: unknown variable {name!r}; templates see only labels, annotations and "
                             "alertname", *loc) for name in sorted(refs.unknown)]
+    problems += [doc.problem(f"{where}: {expression} {_OUTSIDE[language]}", *loc, severity="warning")
+                 for expression in misplaced if language]
     for kind, key, optional in refs.uses:
         if not is_label_name(key):
             problems.append(doc.problem(f"{where}: {kind}.{key} is not a name an alert can carry", *loc))
@@ -229,7 +242,7 @@ def _check_action(doc: RunbookSource, index: int, step: Step, runbook: Runbook) 
             problems.append(doc.problem(f"steps[{index}].action.params: {spec.name} has no parameter {name!r} "
                                         f"(it takes {', '.join(fields)})", *ploc))
         elif isinstance(value, str) and ("{{" in value or "{%" in value):
-            problems += _check_template(doc, guaranteed, (*ploc,), value)
+            problems += _check_template(doc, guaranteed, (*ploc,), value, template_targets(spec.params).get(name))
         elif reason := check_param(spec.name, name, value, lint_ctx):
             problems.append(doc.problem(f"steps[{index}].action.params.{name}: {reason}", *ploc))
     return problems

@@ -3,9 +3,10 @@
 Runbooks are YAML files (bot.runbook_format) under bot/runbooks/ (shipped) and RUNBOOKS_PATH.
 The loader runs the same checks as `lint` (bot.runbook_lint), so a runbook the linter rejects is
 never served. For an alert, each step's action parameters are rendered in a sandbox over
-`labels`, `annotations` and `alertname` only (bot.runbook_templates), then validated by the
-action's model; a step whose parameters fail is shown disabled with the reason. No I/O beyond
-reading the runbook files.
+`labels`, `annotations` and `alertname` only (bot.runbook_templates), each templated value
+escaped for the language of its parameter (PromQL, silence matchers, label selectors), then
+validated by the action's model; a step whose parameters fail is shown disabled with the reason.
+No I/O beyond reading the runbook files.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from bot.action_runner import validate_params
 from bot.actions import RISK_ORDER, ActionSpec, Risk, get_action
 from bot.runbook_format import Runbook, Step
 from bot.runbook_lint import LintProblem, RunbookSource, check_files
-from bot.runbook_templates import render_params
+from bot.runbook_templates import render_params, template_targets
 
 __all__ = [
     "PreparedStep", "RunbookError", "RunbookSet", "SHIPPED_DIR", "load_runbooks", "param_context", "paths_from_env",
@@ -61,10 +62,11 @@ class PreparedStep:
 
 
 def param_context(runbook: Runbook, allowed_namespaces: Iterable[str] = (),
-                  allowed_urls: Iterable[str] = ()) -> ParamContext:
-    """The allow-lists are the runbook's plus the configuration's."""
+                  allowed_urls: Iterable[str] = (), allowed_nodes: Iterable[str] = ()) -> ParamContext:
+    """The allow-lists are the runbook's plus the configuration's; nodes come from the
+    configuration only (a runbook cannot widen what cordon/uncordon may touch)."""
     return ParamContext(namespaces=frozenset(runbook.namespaces) | frozenset(allowed_namespaces),
-                        urls=(*runbook.urls, *allowed_urls),
+                        urls=(*runbook.urls, *allowed_urls), nodes=tuple(allowed_nodes),
                         scale=(runbook.scale.min, runbook.scale.max) if runbook.scale else None)
 
 
@@ -81,8 +83,9 @@ def _without_empty_optionals(spec: ActionSpec, rendered: dict[str, Any]) -> dict
 
 
 def prepare_steps(runbook: Runbook, alert_labels: Mapping[str, str], alert_annotations: Mapping[str, str],
-                  allowed_namespaces: Iterable[str] = (), *, allowed_urls: Iterable[str] = ()) -> list[PreparedStep]:
-    ctx = param_context(runbook, allowed_namespaces, allowed_urls)
+                  allowed_namespaces: Iterable[str] = (), *, allowed_urls: Iterable[str] = (),
+                  allowed_nodes: Iterable[str] = ()) -> list[PreparedStep]:
+    ctx = param_context(runbook, allowed_namespaces, allowed_urls, allowed_nodes)
     prepared = []
     for index, step in enumerate(runbook.steps):
         spec = get_action(step.action.type) if step.action else None
@@ -91,7 +94,7 @@ def prepare_steps(runbook: Runbook, alert_labels: Mapping[str, str], alert_annot
             continue
         try:
             rendered = _without_empty_optionals(spec, render_params(step.action.params, alert_labels,
-                                                                    alert_annotations))
+                                                                    alert_annotations, template_targets(spec.params)))
             params, error = validate_params(spec.name, rendered, ctx), None
         except ParamError as exc:
             params, error = None, str(exc)

@@ -11,8 +11,9 @@ from __future__ import annotations
 import secrets
 from dataclasses import dataclass
 from datetime import datetime
+
 from sqlalchemy import select
-from sqlmodel import Session
+from sqlmodel import Session, col
 
 from bot.config import RunbookPolicy
 from bot.jobs import JOB_RUNBOOK_REFRESH, JOB_STEP_REPLY, JOB_STEP_RUN, enqueue
@@ -40,8 +41,8 @@ class RunbookPlan:
 def alert_context(session: Session, incident: Incident) -> tuple[dict[str, str], dict[str, str]]:
     """Labels and annotations templates see: the group's common ones, completed by its first
     alert's (a group's common labels often lack the pod that `k8s.logs` needs)."""
-    first = session.scalars(select(Alert).where(Alert.incident_id == incident.id)
-                            .order_by(Alert.id)).first()  # type: ignore[arg-type]
+    first = session.scalars(select(Alert).where(col(Alert.incident_id) == incident.id)
+                            .order_by(col(Alert.id))).first()
     labels = {**(first.labels if first else {}), **incident.labels}
     annotations = {**(first.annotations if first else {}), **incident.annotations}
     return labels, annotations
@@ -52,13 +53,15 @@ def plan_runbook(session: Session, incident: Incident, runbooks: RunbookSet, pol
     runbook = runbooks.get(_stored_runbook_id(session, incident)) or runbooks.best_match(labels)
     if runbook is None:
         return RunbookPlan(None, [], labels, annotations)
-    steps = prepare_steps(runbook, labels, annotations, policy.namespaces, allowed_urls=policy.urls)
+    steps = prepare_steps(runbook, labels, annotations, policy.namespaces, allowed_urls=policy.urls,
+                          allowed_nodes=policy.nodes)
     return RunbookPlan(runbook, steps, labels, annotations)
 
 
 def _stored_runbook_id(session: Session, incident: Incident) -> str:
     """Once posted, an incident keeps its runbook even if a better match is added later."""
-    row = session.scalars(select(RunbookStep.runbook_id).where(RunbookStep.incident_id == incident.id)).first()
+    row = session.scalars(select(col(RunbookStep.runbook_id))
+                          .where(col(RunbookStep.incident_id) == incident.id)).first()
     return row or ""
 
 
@@ -67,6 +70,7 @@ def store_steps(session: Session, incident: Incident, plan: RunbookPlan) -> list
     existing = steps_for(session, incident.id or 0)
     if existing or plan.runbook is None:
         return existing
+    assert incident.id is not None, "steps are stored for a stored incident"
     rows = [
         RunbookStep(token=secrets.token_urlsafe(16), incident_id=incident.id, runbook_id=plan.runbook.id,
                     step_index=prepared.index, step_id=prepared.step.id, action=prepared.action, kind=prepared.kind,
@@ -80,14 +84,15 @@ def store_steps(session: Session, incident: Incident, plan: RunbookPlan) -> list
 
 
 def steps_for(session: Session, incident_id: int) -> list[RunbookStep]:
-    query = select(RunbookStep).where(RunbookStep.incident_id == incident_id).order_by(RunbookStep.step_index)
+    query = (select(RunbookStep).where(col(RunbookStep.incident_id) == incident_id)
+             .order_by(col(RunbookStep.step_index)))
     return list(session.scalars(query))
 
 
 def find_step(session: Session, token: str) -> RunbookStep | None:
     if not token or len(token) > 32:
         return None
-    return session.scalars(select(RunbookStep).where(RunbookStep.token == token)).first()
+    return session.scalars(select(RunbookStep).where(col(RunbookStep.token) == token)).first()
 
 
 def request_run(session: Session, step: RunbookStep, user: str, now: datetime, *, locale: str | None) -> None:

@@ -17,13 +17,12 @@ from datetime import datetime, timedelta
 
 from prometheus_client import Counter, Histogram
 from sqlalchemy import func, select
-from sqlmodel import Session
+from sqlmodel import Session, col
 
 from bot import escalation, metrics
 from bot.config import OncallConfig
 from bot.db import Database
-from bot.models import Timer, TimerStatus
-from bot.models import utcnow
+from bot.models import Timer, TimerStatus, utcnow
 from bot.outbox import WorkerLoop
 
 __all__ = ["TimerRunner", "LATENESS"]
@@ -50,7 +49,7 @@ class TimerRunner(WorkerLoop):
     def next_due(self) -> datetime | None:
         """The earliest pending due time (a read: on SQLite it takes no write lock)."""
         with self.db.read() as session:
-            return session.scalar(select(func.min(Timer.due_at)).where(Timer.status == TimerStatus.PENDING))
+            return session.scalar(select(func.min(col(Timer.due_at))).where(col(Timer.status) == TimerStatus.PENDING))
 
     def fire_due(self) -> int:
         """Claim up to `batch` due timers and fire them in one transaction; returns how many."""

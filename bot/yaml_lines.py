@@ -83,11 +83,11 @@ def _record(node: yaml.Node, path: KeyPath, lines: dict[KeyPath, int], duplicate
         for key_node, value_node in node.value:
             key = str(key_node.value) if isinstance(key_node, yaml.ScalarNode) else f"<{key_node.tag}>"
             if key in keys:
-                duplicates.append((path + (key,), key_node.start_mark.line + 1))
+                duplicates.append(((*path, key), key_node.start_mark.line + 1))
                 continue
             keys.add(key)
-            lines[path + (key,)] = key_node.start_mark.line + 1
-            _record(value_node, path + (key,), lines, duplicates, seen)
+            lines[(*path, key)] = key_node.start_mark.line + 1
+            _record(value_node, (*path, key), lines, duplicates, seen)
     elif isinstance(node, yaml.SequenceNode):
         for index, item in enumerate(node.value):
-            _record(item, path + (index,), lines, duplicates, seen)
+            _record(item, (*path, index), lines, duplicates, seen)

@@ -50,7 +50,8 @@ class WebhookEndpoint:
             message = await asyncio.to_thread(_parse, body)  # a 10 MiB body takes a while: not on the event loop
         except _Reject as rej:
             metrics.WEBHOOKS.labels(outcome=f"rejected_{rej.status}").inc()
-            log.warning("webhook rejected (%s): %s", rej.status, rej.error, extra={"status": rej.status, "error": rej.error})
+            log.warning("webhook rejected (%s): %s", rej.status, rej.error,
+                        extra={"status": rej.status, "error": rej.error})
             return JSONResponse({"error": rej.error, **rej.extra}, status_code=rej.status)
         try:
             result = await asyncio.to_thread(self._persist, message)

@@ -16,6 +16,7 @@ from collections.abc import AsyncIterator, Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime
+from typing import TYPE_CHECKING
 
 import aiohttp
 from slack_bolt.adapter.starlette.async_handler import AsyncSlackRequestHandler
@@ -40,11 +41,14 @@ from commands.alertmanager import WebhookEndpoint
 from commands.card_buttons import card_buttons
 from commands.feature import Feature, Loop
 from commands.health import SlackSetupCheck, health_routes
-from commands.middleware import log_request
+from commands.middleware import act_once, log_request
 from commands.pagerduty_webhook import PagerDutyWebhook
 from commands.runbook_flow import RunbookFlow
 from commands.slack_sync import SlackSync
 from integrations.slack import SlackClient, make_web_client
+
+if TYPE_CHECKING:
+    from slack_sdk.web.async_client import AsyncWebClient
 
 __all__ = ["Bot", "action_clients", "build", "create_app"]
 
@@ -94,7 +98,7 @@ def build(settings: Settings, *, clock: Callable[[], datetime] = utcnow, migrate
                 loops=[Loop(timers.run, timers.stop)]),
     )
     outbox = Outbox(db, _handlers(features), clock=clock, lease_seconds=settings.job_lease_seconds)
-    bolt = _bolt(settings, web, features)
+    bolt = _bolt(settings, web, features, db, clock)
     return Bot(settings=settings, db=db, slack=slack, bolt=bolt, outbox=outbox, timers=timers, features=features,
                clock=clock)
 
@@ -109,10 +113,12 @@ def _handlers(features: Sequence[Feature]) -> dict[str, Handler]:
     return handlers
 
 
-def _bolt(settings: Settings, web: object, features: Sequence[Feature]) -> AsyncApp:
+def _bolt(settings: Settings, web: AsyncWebClient, features: Sequence[Feature], db: Database,
+          clock: Callable[[], datetime]) -> AsyncApp:
     bolt = AsyncApp(signing_secret=settings.slack_signing_secret, client=web,
                     raise_error_for_unhandled_request=False)
     bolt.use(log_request)
+    bolt.use(act_once(db, clock))
     for feature in features:
         for action in feature.actions:
             bolt.action(action.action_id, middleware=list(action.middleware))(action.listener)

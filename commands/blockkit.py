@@ -10,7 +10,8 @@ import re
 from typing import Any
 
 __all__ = [
-    "LIMITS", "clip", "mrkdwn", "plain", "section", "header", "context", "divider", "safe_url", "link", "button",
+    "LIMITS", "MARK", "button", "clip", "context", "divider", "escape", "header", "link", "mrkdwn", "plain", "safe_url",
+    "section", "trusted_mrkdwn",
 ]
 
 # docs.slack.dev/reference/block-kit (see ../shared/reference/platform.md §1.6)

@@ -26,7 +26,9 @@ from integrations.slack import SlackClient
 
 __all__ = ["card_buttons"]
 
-Apply = Callable[[Session, Incident, str, datetime], str]  # the ephemeral answer when nothing changed
+# One domain call: (session, incident, user, now, level the clicker saw) -> the private answer
+# when nothing changed, "" when something did.
+Apply = Callable[[Session, Incident, str, datetime, int], str]
 
 
 def card_buttons(db: Database, config: OncallConfig, slack: SlackClient, policy: Policy, *,
@@ -35,16 +37,21 @@ def card_buttons(db: Database, config: OncallConfig, slack: SlackClient, policy:
         async def on_click(ack: Any, body: dict[str, Any], context: dict[str, Any], respond: Any) -> None:
             await ack()
             user = body["user"]["id"]
-            reply = await asyncio.to_thread(_apply, db, context["incident"].id, user, clock(), apply)
+            reply = await asyncio.to_thread(_apply, db, context["incident"].id, user, clock(), context["seen_level"],
+                                            apply)
             on_commit()
             if reply:
                 await tell(respond, user, reply)
 
         return on_click
 
-    def escalate_now(session: Session, incident: Incident, user: str, now: datetime) -> str:
-        if escalation.escalate_now(session, incident, user, now, "slack", config):
-            return ""
+    def escalate_now(session: Session, incident: Incident, user: str, now: datetime, seen: int) -> str:
+        try:
+            if escalation.escalate_now(session, incident, user, now, "slack", config, seen_level=seen):
+                return ""
+        except escalation.AlreadyEscalated as exc:
+            return (f"Not escalated again: it was escalated since this card was drawn (now PagerDuty level "
+                    f"{exc.level}). Click again to go one level higher.")
         return "Nothing to escalate: the top level is already paged, or the incident is resolved."
 
     def action(action_id: str, act: Act, apply: Apply) -> Action:
@@ -54,15 +61,15 @@ def card_buttons(db: Database, config: OncallConfig, slack: SlackClient, policy:
                             action(CARD_ESCALATE, Act.ESCALATE, escalate_now)])
 
 
-def _apply(db: Database, incident_id: int, user: str, now: datetime, apply: Apply) -> str:
+def _apply(db: Database, incident_id: int, user: str, now: datetime, seen: int, apply: Apply) -> str:
     with db.session() as session:
         incident = session.get(Incident, incident_id, with_for_update=True)
         if incident is None:
             return "This incident no longer exists."
-        return apply(session, incident, user, now)
+        return apply(session, incident, user, now, seen)
 
 
-def _ack(session: Session, incident: Incident, user: str, now: datetime) -> str:
+def _ack(session: Session, incident: Incident, user: str, now: datetime, seen: int) -> str:
     if escalation.acknowledge(session, incident, user, now, "slack"):
         return ""
     if not incident.is_open:
@@ -70,5 +77,5 @@ def _ack(session: Session, incident: Incident, user: str, now: datetime) -> str:
     return f"Already acknowledged{f' by <@{incident.acknowledged_by}>' if incident.acknowledged_by else ''}."
 
 
-def _resolve(session: Session, incident: Incident, user: str, now: datetime) -> str:
+def _resolve(session: Session, incident: Incident, user: str, now: datetime, seen: int) -> str:
     return "" if escalation.resolve(session, incident, user, now, "slack") else "This incident is already resolved."

@@ -9,14 +9,25 @@ from datetime import datetime
 from typing import Any
 
 from bot.card_view import CardView
-from bot.models import Alert, Incident, TimelineEntry
+from bot.models import Alert, Incident, IncidentStatus, TimelineEntry
 from commands.blockkit import (
-    LIMITS, button, clip, context, divider, escape, header, link, mrkdwn, section, trusted_mrkdwn,
+    LIMITS,
+    button,
+    clip,
+    context,
+    divider,
+    escape,
+    header,
+    link,
+    mrkdwn,
+    section,
+    trusted_mrkdwn,
 )
 from commands.ids import CARD_ACK, CARD_ACTIONS_BLOCK, CARD_ESCALATE, CARD_RESOLVE
 from commands.slack_time import duration, slack_time
 
-__all__ = ["NOT_CONFIGURED", "actor_text", "announcement", "incident_card"]
+__all__ = ["NOT_CONFIGURED", "actor_text", "announcement", "card_button_value", "incident_card",
+           "read_card_button_value"]
 
 SEVERITY_ICON = {"P1": ":red_circle:", "P2": ":large_orange_circle:", "P3": ":large_yellow_circle:",
                  "P4": ":large_blue_circle:"}
@@ -29,7 +40,13 @@ TIMELINE_TEXT = 400  # per entry, escaped: five entries, their times and actors 
 
 
 def fallback_text(incident: Incident) -> str:
-    return clip(f"[{incident.severity}] {incident.title} ({incident.status})", 3000)
+    """The message `text` (notifications, search): Slack parses mentions and links here too."""
+    return clip(f"[{incident.severity}] {escape(incident.title)} ({_status(incident)})", LIMITS["text"])
+
+
+def _status(incident: Incident) -> str:
+    # A fresh row holds the enum member, one read back the plain string: show the value either way.
+    return IncidentStatus(incident.status).value
 
 
 def incident_card(view: CardView) -> tuple[str, list[dict[str, Any]]]:
@@ -38,7 +55,7 @@ def incident_card(view: CardView) -> tuple[str, list[dict[str, Any]]]:
     icon = SEVERITY_ICON.get(inc.severity, ":rotating_light:")
     blocks: list[dict[str, Any]] = [
         header(f"{inc.severity} · {inc.title}"),
-        section(trusted_mrkdwn(f"{icon} *{inc.severity}* · *{str(inc.status).upper()}* · incident #{inc.id}"),
+        section(trusted_mrkdwn(f"{icon} *{inc.severity}* · *{_status(inc).upper()}* · incident #{inc.id}"),
                 fields=_fields(view)),
     ]
     description = _description(inc.annotations)
@@ -73,10 +90,10 @@ def _fields(view: CardView) -> list[dict[str, Any]]:
         ("Namespace", escape(inc.namespace or "—")),
         ("Started", slack_time(view.started_at, view.now)),
         ("Alerts", f"{firing} firing · {len(view.alerts) - firing} resolved"),
-        ("Commander", f"<@{inc.commander}>" if inc.commander else "unassigned"),
+        ("Commander", actor_text(inc.commander) if inc.commander else "unassigned"),
     ]
     if inc.acknowledged_by:
-        pairs.append(("Acknowledged", f"<@{inc.acknowledged_by}>"))
+        pairs.append(("Acknowledged", actor_text(inc.acknowledged_by)))
     if inc.resolved_at:
         lasted = duration(inc.resolved_at - view.started_at)
         pairs.append(("Resolved", f"{slack_time(inc.resolved_at, view.now)} after {lasted}\n"
@@ -179,16 +196,17 @@ def _paging_notes(view: CardView) -> list[str]:
         return [NOT_CONFIGURED]  # from the start, not only once the page comes due and fails
     notes: list[str] = []
     if paging.acked_in_pagerduty_by:
-        notes.append(f":white_check_mark: Acknowledged in PagerDuty by {escape(clip(paging.acked_in_pagerduty_by, 100))}")
+        acker = escape(clip(paging.acked_in_pagerduty_by, 100))
+        notes.append(f":white_check_mark: Acknowledged in PagerDuty by {acker}")
     if incident.is_open and window and paging.level == 0:
         notes.append(f":construction: Maintenance window *{escape(window[0])}* until "
-                     f"{window[1]:%Y-%m-%d %H:%M} UTC: nobody is paged")
+                     f"{slack_time(window[1], view.now)}: nobody is paged")
     elif incident.is_open and paging.held:
         notes.append(f":construction: {escape(paging.held)}")
     if paging.level > 0:
         notes.append(_delivery_note(view))
     elif incident.is_open and view.page_at and not incident.acknowledged_at and not window:
-        notes.append(f":alarm_clock: Pages on-call at {view.page_at:%Y-%m-%d %H:%M} UTC unless acknowledged")
+        notes.append(f":alarm_clock: Pages on-call at {slack_time(view.page_at, view.now)} unless acknowledged")
     return notes
 
 
@@ -196,18 +214,31 @@ def _delivery_note(view: CardView) -> str:
     paging = view.paging
     assert paging is not None
     state = _DELIVERY.get(paging.delivery, escape(paging.delivery))
-    when = f" at {paging.delivered_at:%H:%M} UTC" if paging.delivery == "delivered" and paging.delivered_at else ""
+    when = f" at {slack_time(paging.delivered_at, view.now)}" if paging.delivery == "delivered" and paging.delivered_at \
+        else ""
     error = ""
     if paging.last_error and paging.delivery in ("pending", "failed"):
-        reason = escape(paging.last_error[:150])
+        reason = escape(clip(paging.last_error, 150))
         error = f" (retrying: {reason})" if paging.delivery == "pending" else f" ({reason})"
     return f"{state}{when} · PagerDuty level {paging.level}{error}"
 
 
+def card_button_value(incident: Incident, level: int) -> str:
+    """What every card button carries: the card's token (never the incident's id) and the paging
+    level the card shows, so "Escalate now" climbs from what the clicker saw (commands.middleware)."""
+    return f"{incident.card_token}.{level}"
+
+
+def read_card_button_value(value: str) -> tuple[str, int] | None:
+    token, _, level = value.rpartition(".")
+    return (token, int(level)) if token and level.isdigit() else None
+
+
 def _buttons(view: CardView) -> list[dict[str, Any]]:
     incident, paging = view.incident, view.paging
-    value = str(incident.id)
-    paged = paging is not None and paging.level > 0
+    level = paging.level if paging is not None else 0
+    value = card_button_value(incident, level)
+    paged = level > 0
     buttons = [] if incident.acknowledged_at else [button("Ack", CARD_ACK, value, style="primary")]
     buttons.append(button("Escalate now" if paged else "Page now", CARD_ESCALATE, value))
     buttons.append(button("Resolve", CARD_RESOLVE, value, style="danger", confirm={

@@ -7,9 +7,9 @@ import json
 import os
 import re
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -246,7 +246,7 @@ def _when(option: str, text: str) -> datetime:
         raise ValueError(f"{option} {text!r} is not an ISO 8601 time; write e.g. {_EXAMPLE_TIME}") from None
     if value.tzinfo is None:
         raise ValueError(f"{option} {text!r} has no time zone; write e.g. {_EXAMPLE_TIME} or ...+09:00")
-    return value.astimezone(timezone.utc)
+    return value.astimezone(UTC)
 
 
 def _matchers(pairs: list[str]) -> dict[str, str]:
@@ -264,14 +264,14 @@ def _matchers(pairs: list[str]) -> dict[str, str]:
 
 
 def _utc(moment: datetime) -> str:
-    return moment.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%MZ")
+    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%MZ")
 
 
 def _maintenance_add(args: argparse.Namespace) -> int:
     from bot.escalation import add_maintenance
     from bot.param_syntax import parse_duration
 
-    now = datetime.now(timezone.utc)
+    now = datetime.now(UTC)
     try:
         if not args.name.strip() or len(args.name) > 128:
             raise ValueError("--name must be 1 to 128 characters")
@@ -300,7 +300,7 @@ def _maintenance_list(_: argparse.Namespace) -> int:
 
     from bot.models import MaintenanceWindow
 
-    now = datetime.now(timezone.utc)
+    now = datetime.now(UTC)
     with _database() as db, db.read() as session:
         query = select(MaintenanceWindow).where(
             MaintenanceWindow.ends_at > now,  # type: ignore[arg-type]
@@ -322,7 +322,7 @@ def _maintenance_cancel(args: argparse.Namespace) -> int:
     from bot.escalation import cancel_maintenance
     from bot.models import MaintenanceWindow
 
-    now = datetime.now(timezone.utc)
+    now = datetime.now(UTC)
     with _database() as db, db.session() as session:
         window = session.get(MaintenanceWindow, args.id, with_for_update=True)
         problem = ("does not exist" if window is None
@@ -343,10 +343,11 @@ def _maintenance_cancel(args: argparse.Namespace) -> int:
 _JOB_COLUMNS = ("id", "kind", "incident", "status", "attempts", "run_at", "last error")
 
 
-def _table(header: tuple[str, ...], rows: list[tuple[str, ...]]) -> list[str]:
+def _table(header: tuple[str, ...], rows: Sequence[tuple[str, ...]]) -> list[str]:
     """Columns padded to their widest cell; the last one is not padded (it is the long one)."""
     widths = [max(len(row[i]) for row in (header, *rows)) for i in range(len(header) - 1)]
-    return ["  ".join([*(cell.ljust(w) for cell, w in zip(row, widths)), row[-1]]).rstrip() for row in (header, *rows)]
+    return ["  ".join([*(cell.ljust(w) for cell, w in zip(row, widths, strict=False)), row[-1]]).rstrip()
+            for row in (header, *rows)]
 
 
 def _one_line(text: str | None, limit: int = 120) -> str:
@@ -374,7 +375,7 @@ def _jobs_list(args: argparse.Namespace) -> int:
 def _jobs_retry(args: argparse.Namespace) -> int:
     from bot.jobs_admin import NotRetryable, retry_all_failed, retry_job
 
-    now = datetime.now(timezone.utc)
+    now = datetime.now(UTC)
     with _database() as db, db.session() as session:
         if args.all_failed:
             ids = retry_all_failed(session, now)

@@ -4,25 +4,27 @@ combines them; no feature reaches into another's state."""
 from __future__ import annotations
 
 import re
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from slack_bolt.response import BoltResponse
 from starlette.routing import Route
 
 from bot.models import Job
 
-__all__ = ["Action", "Feature", "Handler", "Listener", "Loop"]
+__all__ = ["Action", "Feature", "Handler", "Listener", "Loop", "Middleware"]
 
 Handler = Callable[[Job], Awaitable[None]]
 Listener = Callable[..., Awaitable[None]]
+Middleware = Callable[..., Awaitable[BoltResponse | None]]  # Bolt listener middleware: next()'s response, or its own
 
 
 @dataclass(frozen=True)
 class Loop:
     """A background loop run beside the server: started with it, stopped when it stops."""
 
-    run: Callable[[], Awaitable[None]]
+    run: Callable[[], Coroutine[Any, Any, None]]  # a coroutine: the app runs it as a task
     stop: Callable[[], None]
 
 
@@ -32,7 +34,7 @@ class Action:
 
     action_id: str | re.Pattern[str]
     listener: Listener
-    middleware: Sequence[Listener] = ()
+    middleware: Sequence[Middleware] = ()
 
 
 @dataclass(frozen=True)

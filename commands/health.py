@@ -9,6 +9,7 @@ from typing import Any
 
 from prometheus_client import CONTENT_TYPE_LATEST, Gauge, generate_latest
 from sqlalchemy import func, select
+from sqlmodel import col
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
@@ -28,7 +29,7 @@ PENDING_JOBS = Gauge("oncall_jobs_pending", "Outbox jobs waiting to run", regist
 FAILED_JOBS = Gauge("oncall_jobs_failed", "Outbox jobs that failed permanently", registry=metrics.REGISTRY)
 
 
-def health_routes(settings: Settings, db: Database, slack_check: "SlackSetupCheck") -> list[Route]:
+def health_routes(settings: Settings, db: Database, slack_check: SlackSetupCheck) -> list[Route]:
     async def healthz(_: Request) -> Response:
         return JSONResponse({"status": "alive"})
 
@@ -134,9 +135,9 @@ class SlackSetupCheck:
 def _job_warnings(db: Database) -> list[str]:
     """Jobs a person must look at: failed ones, and ones waiting for Slack to be set up."""
     with db.read() as session:
-        failed = session.scalar(select(func.count()).where(Job.status == JobStatus.FAILED))  # type: ignore[arg-type]
-        waiting = session.scalar(select(func.count()).where(  # type: ignore[arg-type]
-            Job.status == JobStatus.PENDING, Job.attempts > 0, Job.last_error.like(f"{SETUP_WAIT}%")))  # type: ignore[union-attr]
+        failed = session.scalar(select(func.count()).where(col(Job.status) == JobStatus.FAILED))
+        waiting = session.scalar(select(func.count()).where(
+            col(Job.status) == JobStatus.PENDING, col(Job.attempts) > 0, col(Job.last_error).like(f"{SETUP_WAIT}%")))
     warnings = []
     if failed:
         warnings.append(f"{failed} job(s) failed permanently: see `oncall-bot jobs list --failed`, fix the cause, "
@@ -149,7 +150,7 @@ def _job_warnings(db: Database) -> list[str]:
 
 def _job_counts(db: Database) -> tuple[int, int]:
     with db.read() as session:
-        rows = dict(session.execute(
+        rows: dict[str, int] = dict(session.execute(  # status column is String(16): plain str keys
             select(Job.status, func.count()).where(  # type: ignore[call-overload]
                 Job.status.in_([JobStatus.PENDING, JobStatus.RUNNING, JobStatus.FAILED])  # type: ignore[attr-defined]
             ).group_by(Job.status)

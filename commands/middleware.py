@@ -4,6 +4,7 @@
   `context["incident"]` (and `context["step"]`), or answer that it is gone;
 * `authorize(act)` asks the one policy (bot.policy) whether the clicker may, and answers a
   refusal privately, naming why, before any listener runs;
+* `act_once` answers a retried or replayed request without acting on it again;
 * `log_request` logs every request as it arrives; the loaders log the incident it concerns.
 
 A middleware that refuses answers the request itself (an empty 200: Slack wants an answer
@@ -15,21 +16,27 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable, Callable
+from datetime import datetime, timedelta
 from typing import Any
 
 from slack_bolt.response import BoltResponse
+from sqlalchemy import delete, select
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlmodel import col
 
 from bot import steps
 from bot.db import Database
-from bot.models import Incident
+from bot.models import Incident, SlackDelivery
 from bot.policy import Act, Decision, Policy, Requester
+from commands.cards import read_card_button_value
+from commands.feature import Middleware
 from integrations.slack import SlackClient, SlackError
 
-__all__ = ["Middleware", "authorize", "incident_of_card_button", "incident_of_step_button", "log_request", "tell"]
+__all__ = ["Middleware", "act_once", "authorize", "delivery_key", "incident_of_card_button", "incident_of_step_button",
+           "log_request", "tell"]
 
 log = logging.getLogger(__name__)
-
-Middleware = Callable[..., Awaitable[None]]
 
 
 async def tell(respond: Any, user: str, text: str) -> None:
@@ -59,14 +66,22 @@ def _value(body: dict[str, Any]) -> str:
 
 
 def incident_of_card_button(db: Database) -> Middleware:
+    """The incident whose card holds the button: found by the card's token in the button's value,
+    and only if the click came from that very message (the card's channel and ts), so a value
+    copied onto another message, or made up, acts on nothing."""
     async def load(body: dict[str, Any], context: dict[str, Any], respond: Any,
-                   next: Callable[[], Awaitable[None]]) -> BoltResponse | None:
-        value = _value(body)
-        incident = await asyncio.to_thread(_incident, db, int(value)) if value.isdigit() else None
+                   next: Callable[[], Awaitable[BoltResponse]]) -> BoltResponse | None:
+        parsed = read_card_button_value(_value(body))
+        incident = await asyncio.to_thread(_incident_by_card, db, parsed[0]) if parsed else None
         if incident is None:
-            text = "This incident no longer exists." if value.isdigit() else "This button does not belong to an incident."
-            return _refuse(respond, body, text)
-        context["incident"] = incident
+            return _refuse(respond, body, "This button does not belong to an incident that still exists.")
+        container = body.get("container") or {}
+        if (container.get("channel_id"), container.get("message_ts")) != (incident.card_channel_id, incident.card_ts):
+            log.warning("card button clicked on a message that is not the incident's card",
+                        extra={"incident": incident.id, "message_ts": container.get("message_ts")})
+            return _refuse(respond, body, "This button is not on this incident's card; use the card itself.")
+        assert parsed is not None
+        context["incident"], context["seen_level"] = incident, parsed[1]
         _log_target(body, incident)
         return await next()
 
@@ -75,7 +90,7 @@ def incident_of_card_button(db: Database) -> Middleware:
 
 def incident_of_step_button(db: Database) -> Middleware:
     async def load(body: dict[str, Any], context: dict[str, Any], respond: Any,
-                   next: Callable[[], Awaitable[None]]) -> BoltResponse | None:
+                   next: Callable[[], Awaitable[BoltResponse]]) -> BoltResponse | None:
         found = await asyncio.to_thread(_step_and_incident, db, _value(body))
         if found is None:
             return _refuse(respond, body, "This runbook step is no longer available.")
@@ -89,7 +104,7 @@ def incident_of_step_button(db: Database) -> Middleware:
 def authorize(act: Act | Callable[[dict[str, Any]], Act], policy: Policy, slack: SlackClient) -> Middleware:
     """`act` names what the click does, or derives it from the context (a step's kind)."""
     async def check(body: dict[str, Any], context: dict[str, Any], respond: Any,
-                    next: Callable[[], Awaitable[None]]) -> BoltResponse | None:
+                    next: Callable[[], Awaitable[BoltResponse]]) -> BoltResponse | None:
         incident: Incident = context["incident"]
         step = context.get("step")
         wanted = act if isinstance(act, Act) else act(context)
@@ -121,7 +136,7 @@ def refusal(decision: Decision, act: Act, requester: Requester) -> str:
     return f"Only members of {where} can {act.value}; join the channel first."
 
 
-async def log_request(body: dict[str, Any], next: Callable[[], Awaitable[None]]) -> None:
+async def log_request(body: dict[str, Any], next: Callable[[], Awaitable[BoltResponse]]) -> None:
     """Every request, as it arrives (a global middleware runs before the listener is chosen)."""
     actions = body.get("actions") or []
     log.info("slack request", extra={
@@ -137,9 +152,51 @@ def _log_target(body: dict[str, Any], incident: Incident) -> None:
                                     "user": (body.get("user") or {}).get("id")})
 
 
-def _incident(db: Database, incident_id: int) -> Incident | None:
+REPLAY_WINDOW = timedelta(minutes=10)  # Slack's signatures are valid for 5 min; keep keys twice that
+
+
+def delivery_key(body: dict[str, Any]) -> str | None:
+    """What makes a Slack request the same request when it comes again: an interaction's
+    trigger id with its action and time, a slash command's trigger id, an event's id."""
+    if body.get("type") == "block_actions":
+        action = (body.get("actions") or [{}])[0]
+        return f"action:{body.get('trigger_id')}:{action.get('action_id')}:{action.get('action_ts')}"
+    if body.get("command") and body.get("trigger_id"):
+        return f"command:{body['trigger_id']}"
+    if body.get("type") == "event_callback" and body.get("event_id"):
+        return f"event:{body['event_id']}"
+    return None
+
+
+def act_once(db: Database, clock: Callable[[], datetime]) -> Middleware:
+    """A retried or replayed request is answered (an empty 200) and not acted on again: Slack
+    redelivers when its 3 s passed without an answer (X-Slack-Retry-Num), and a captured signed
+    request stays valid for five minutes."""
+    async def once(body: dict[str, Any], request: Any,
+                   next: Callable[[], Awaitable[BoltResponse]]) -> BoltResponse | None:
+        key = delivery_key(body)
+        if key is None or await asyncio.to_thread(_first_time, db, key[:255], clock()):
+            return await next()
+        retry = (request.headers.get("x-slack-retry-num") or [None])[0] if request is not None else None
+        log.info("duplicate Slack request ignored", extra={"key": key, "retry_num": retry})
+        return BoltResponse(status=200, body="")
+
+    return once
+
+
+def _first_time(db: Database, key: str, now: datetime) -> bool:
+    with db.session() as session:
+        dialect = session.get_bind().dialect.name
+        insert = pg_insert if dialect == "postgresql" else sqlite_insert
+        result = session.execute(insert(SlackDelivery).values(key=key, received_at=now)
+                                 .on_conflict_do_nothing(index_elements=["key"]))
+        session.execute(delete(SlackDelivery).where(SlackDelivery.received_at < now - REPLAY_WINDOW))  # type: ignore[arg-type]
+        return bool(result.rowcount)  # type: ignore[attr-defined]
+
+
+def _incident_by_card(db: Database, token: str) -> Incident | None:
     with db.read() as session:
-        return session.get(Incident, incident_id)
+        return session.scalars(select(Incident).where(col(Incident.card_token) == token)).first()
 
 
 def _step_and_incident(db: Database, token: str) -> tuple[Any, Incident] | None:

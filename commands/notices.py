@@ -16,7 +16,7 @@ from typing import Any
 
 from commands.blockkit import clip, escape
 
-__all__ = ["mention", "notice_text", "plain_text"]
+__all__ = ["NOTICE_KINDS", "mention", "notice_text", "plain_text"]
 
 SLACK_USER = re.compile(r"[UW][A-Z0-9]{2,20}")
 NAME_LIMIT = 100  # characters of an untrusted name shown in a notice
@@ -56,7 +56,8 @@ def _acknowledged(n: dict[str, Any]) -> str:
 
 def _update_due(n: dict[str, Any]) -> str:
     owner = mention(n["owner"]) if n.get("owner") else "nobody has taken command yet (press *Ack* on the card)"
-    return f":memo: Status update due (every {plain_text(n.get('minutes'))} min): {owner}, please post where things stand."
+    return (f":memo: Status update due (every {plain_text(n.get('minutes'))} min): {owner}, "
+            "please post where things stand.")
 
 
 def _page_held(n: dict[str, Any]) -> str:
@@ -85,6 +86,9 @@ _NOTICES: dict[str, Callable[[dict[str, Any]], str]] = {
     "update_due": _update_due,
     "pagerduty_assigned": _assigned,
 }
+
+
+NOTICE_KINDS = tuple(_NOTICES)
 
 
 def notice_text(notice: dict[str, Any]) -> str:

@@ -18,6 +18,7 @@ from datetime import datetime
 from pydantic import ValidationError
 from sqlalchemy import or_, select
 from sqlalchemy.exc import SQLAlchemyError
+from sqlmodel import Session, col
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse
 
@@ -79,8 +80,8 @@ class PagerDutyWebhook:
         pd = event.incident
         assert pd is not None
         with self.db.session() as session:
-            found = session.scalars(select(Paging.incident_id).where(or_(
-                Paging.dedup_key == (pd.incident_key or ""), Paging.pd_incident_id == pd.id))).first()
+            found = session.scalars(select(col(Paging.incident_id)).where(or_(
+                col(Paging.dedup_key) == (pd.incident_key or ""), col(Paging.pd_incident_id) == pd.id))).first()
             incident = session.get(Incident, found, with_for_update=True) if found is not None else None
             if incident is None:
                 return "not ours", ""
@@ -92,14 +93,15 @@ class PagerDutyWebhook:
             return escalation.apply_pagerduty_event(session, incident, event.id, event.event_type,
                                                     event.occurred_at, self.clock(), apply)
 
-    def _dispatch(self, session, incident: Incident, event: WebhookEvent) -> str:  # type: ignore[no-untyped-def]
+    def _dispatch(self, session: Session, incident: Incident, event: WebhookEvent) -> str:
         pd, now = event.incident, self.clock()
         assert pd is not None
         who = (event.agent.summary if event.agent else None) or "PagerDuty"
         if event.event_type == "incident.acknowledged":
             changed = escalation.acknowledge(session, incident, who, now, "pagerduty")
         elif event.event_type == "incident.resolved":
-            changed = escalation.resolve(session, incident, who, now, "pagerduty", reason=f"resolved in PagerDuty by {who}")
+            changed = escalation.resolve(session, incident, who, now, "pagerduty",
+                                         reason=f"resolved in PagerDuty by {who}")
         elif event.event_type in ("incident.escalated", "incident.reassigned"):
             assignees = [(a.id, a.summary or a.id) for a in pd.assignees]
             changed = escalation.apply_pagerduty_assignment(session, incident, event.event_type, assignees, now)

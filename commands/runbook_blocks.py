@@ -15,7 +15,19 @@ from typing import Any
 from bot.actions import get_action
 from bot.runbook_format import Runbook, localized
 from bot.runbooks import PreparedStep
-from commands.blockkit import LIMITS, MARK, button, context, escape, header, plain, safe_url, section, trusted_mrkdwn
+from commands.blockkit import (
+    LIMITS,
+    MARK,
+    button,
+    clip,
+    context,
+    escape,
+    header,
+    plain,
+    safe_url,
+    section,
+    trusted_mrkdwn,
+)
 from commands.ids import runbook_step_action, runbook_step_block
 
 __all__ = ["markdown_to_mrkdwn", "no_runbook_blocks", "runbook_fallback_text", "runbook_message_parts",
@@ -123,8 +135,8 @@ def _confirm(prepared: PreparedStep, locale: str | None) -> dict[str, Any]:
     spec = get_action(prepared.action or "")
     label = localized(spec.label, locale) if spec else prepared.action or ""
     text = f"{label}: {_params_text(prepared)}. {_t('risk', locale)}: {prepared.risk}. {_t('confirm_text', locale)}"
-    dialog = {"title": plain(_t("confirm_title", locale), 100), "text": plain(text, 300),
-              "confirm": plain(_t("confirm", locale), 30), "deny": plain(_t("deny", locale), 30)}
+    dialog: dict[str, Any] = {"title": plain(_t("confirm_title", locale), 100), "text": plain(text, 300),
+                              "confirm": plain(_t("confirm", locale), 30), "deny": plain(_t("deny", locale), 30)}
     if prepared.risk == "high":
         dialog["style"] = "danger"
     return dialog
@@ -199,12 +211,12 @@ def runbook_message_parts(runbook: Runbook, prepared_steps: Sequence[PreparedSte
     for number, blocks in enumerate(messages[1:], start=2):
         line = _clip_mrkdwn(f"*{title}* · {_t('continued', locale)} ({number}/{len(messages)})", _CONTEXT_TEXT)
         blocks[0] = context(trusted_mrkdwn(line))
-    return list(zip(messages, indices))
+    return list(zip(messages, indices, strict=True))
 
 
 def runbook_fallback_text(runbook: Runbook, locale: str | None) -> str:
     """The notification text of the runbook messages (chat.postMessage `text`)."""
-    return f"Runbook: {localized(runbook.title, locale)}"[: LIMITS["text"]]
+    return clip(f"Runbook: {escape(localized(runbook.title, locale))}", LIMITS["text"])
 
 
 def no_runbook_blocks(alertname: str, *, locale: str | None = None) -> list[dict[str, Any]]:

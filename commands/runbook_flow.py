@@ -27,8 +27,8 @@ from bot.config import OncallConfig, RunbookPolicy
 from bot.db import Database
 from bot.jobs import JOB_RUNBOOK_POST, JOB_RUNBOOK_REFRESH, JOB_STEP_REPLY, JOB_STEP_RUN
 from bot.models import Incident, Job, RunbookStep
-from bot.policy import Act, Policy
 from bot.outbox import PermanentError, RetryLater
+from bot.policy import Act, Policy
 from bot.runbook_format import localized
 from bot.runbooks import RunbookSet, param_context
 from commands.blockkit import LIMITS, clip, escape, section, trusted_mrkdwn
@@ -36,7 +36,7 @@ from commands.feature import Action, Feature
 from commands.ids import COMMAND_RUNBOOK, RUNBOOK_STEP
 from commands.middleware import authorize, incident_of_step_button, tell
 from commands.runbook_blocks import no_runbook_blocks, runbook_fallback_text, runbook_message_parts
-from commands.slack_sync import message_tag, post_once, waiting_for_setup
+from commands.slack_sync import incident_thread, message_tag, post_once, waiting_for_setup
 from commands.slack_time import slack_time
 from integrations.slack import SlackClient, SlackError
 
@@ -73,12 +73,12 @@ class RunbookFlow:
 
     async def post_runbook(self, job: Job) -> None:
         incident, plan, rows = await asyncio.to_thread(self._plan, job.incident_id)
-        if incident.card_ts is None or incident.card_channel_id is None:
+        where = incident_thread(incident) if incident.card_ts else None
+        if where is None:
             raise RetryLater("the incident card is not posted yet", 5.0)
-        channel = incident.channel_id or incident.card_channel_id
-        thread = None if incident.channel_id else incident.card_ts  # no channel: under the card
+        channel, thread = where  # no channel of its own: under the card
         if plan.runbook is None:
-            await post_once(self.slack, channel, f"No runbook matches {incident.alertname}",
+            await post_once(self.slack, channel, f"No runbook matches {escape(clip(incident.alertname, 200))}",
                             blocks=no_runbook_blocks(incident.alertname, locale=self.policy.locale),
                             thread_ts=thread, retry=job.attempts > 1, tag=message_tag(incident, "runbook", part=0))
             return
@@ -183,7 +183,7 @@ class RunbookFlow:
         if runbook is None or step.action is None or get_action(step.action) is None:
             return False, ActionOutput(text=f"runbook {step.runbook_id} or its action is no longer loaded",
                                        summary="not run: runbook gone")
-        context = param_context(runbook, self.policy.namespaces, self.policy.urls)
+        context = param_context(runbook, self.policy.namespaces, self.policy.urls, self.policy.nodes)
         try:
             # The stored parameters are checked again: the allow-lists may have shrunk since.
             params = validate_params(step.action, step.params, context)
@@ -198,7 +198,7 @@ class RunbookFlow:
         head = f"{icon} *{escape(title)}* · <@{user}> · {escape(output.summary or '')}"
         code = "```\n" + clip(escape(output.text), _CODE_ROOM).replace("```", "ˋˋˋ") + "\n```"
         blocks = [section(trusted_mrkdwn(head, LIMITS["section"])), section(trusted_mrkdwn(code))]
-        await post_once(self.slack, channel, clip(f"{title}: {output.summary}", LIMITS["text"]), blocks=blocks,
+        await post_once(self.slack, channel, clip(escape(f"{title}: {output.summary}"), LIMITS["text"]), blocks=blocks,
                         thread_ts=thread, retry=job.attempts > 1, tag=message_tag(incident, "step_output", job=job.id))
         if output.file is not None:
             await self.slack.upload_file(channel, output.file, output.filename or "output.txt", title=title,

@@ -30,8 +30,8 @@ from commands.feature import Feature
 from commands.notices import mention, notice_text, plain_text
 from integrations.slack import Channel, SlackClient, SlackError
 
-__all__ = ["MESSAGE_EVENT", "SETUP_WAIT", "SlackSync", "channel_name", "incident_thread", "message_tag", "post_once",
-           "slack_failure", "slack_text", "waiting_for_setup"]
+__all__ = ["MESSAGE_EVENT", "SETUP_RETRY", "SETUP_WAIT", "SlackSync", "channel_name", "incident_thread", "message_tag",
+           "post_once", "slack_failure", "slack_text", "waiting_for_setup"]
 
 log = logging.getLogger(__name__)
 
@@ -234,7 +234,7 @@ class SlackSync:
         users, problems = await self._resolve_people(self.config.responders_for(incident.labels))
         if users:
             refused = await self.slack.invite(channel, users)
-            problems += [f"<@{user}> ({error})" for user, error in refused]
+            problems += [f"{mention(user)} ({plain_text(error, 100)})" for user, error in refused]
         if problems:
             await post_once(self.slack, channel,
                             "Could not invite: " + ", ".join(problems) + ". Check the responders in ONCALL_CONFIG.",
@@ -247,7 +247,7 @@ class SlackSync:
             if "@" in who:
                 user = await self.slack.user_id_by_email(who)
                 if user is None:
-                    problems.append(f"{who} (no Slack user with that e-mail)")
+                    problems.append(f"{plain_text(who, 200)} (no Slack user with that e-mail)")
                 found = [user] if user else []
             elif who.startswith("S"):
                 found = await self.slack.usergroup_members(who)

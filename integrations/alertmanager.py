@@ -20,7 +20,7 @@ import hashlib
 import math
 import re
 from collections.abc import Mapping
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 
 import httpx
@@ -41,8 +41,8 @@ __all__ = ["AlertmanagerClient", "AlertmanagerError", "CUT_MARKER", "MAX_ALERTS"
            "ZERO_TIME", "from_environment"]
 
 # Alertmanager marks a still-firing alert with Go's zero time.
-ZERO_TIME = datetime(1, 1, 1, tzinfo=timezone.utc)
-_LAST_TIME = datetime.max.replace(tzinfo=timezone.utc)
+ZERO_TIME = datetime(1, 1, 1, tzinfo=UTC)
+_LAST_TIME = datetime.max.replace(tzinfo=UTC)
 
 MAX_ALERTS = 1_000  # per notification; Alertmanager's own max_alerts is the better place to cut
 MAX_COUNT = 2**31 - 1  # truncatedAlerts fits a 32-bit INTEGER column
@@ -96,9 +96,9 @@ def _clamped_count(value: Any) -> Any:
 
 def _utc(moment: datetime) -> datetime:
     if moment.tzinfo is None:
-        return moment.replace(tzinfo=timezone.utc)
+        return moment.replace(tzinfo=UTC)
     try:
-        return moment.astimezone(timezone.utc)
+        return moment.astimezone(UTC)
     except OverflowError:  # year 1 east of UTC, or 9999 west of it
         return ZERO_TIME if moment.year == 1 else _LAST_TIME
 
@@ -186,8 +186,8 @@ _SILENCE_ID = re.compile(r"[0-9A-Za-z-]{1,64}")
 
 def _rfc3339(moment: datetime) -> str:
     # A naive datetime would be sent without a zone; treat it as UTC rather than guess.
-    aware = moment if moment.tzinfo else moment.replace(tzinfo=timezone.utc)
-    return aware.astimezone(timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    aware = moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+    return aware.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 def _message(response: httpx.Response) -> str:

@@ -37,11 +37,11 @@ def check(url: str, timeout: float) -> ProbeResult:
     started = time.perf_counter()
     status: int | None = None
     try:
-        with httpx.Client(timeout=timeout, follow_redirects=False) as client:
-            with client.stream("GET", url, headers={"User-Agent": "oncall-bot http.check"}) as response:
-                status = response.status_code
-                _read_bounded(response, started + timeout)
-                return ProbeResult(status, _since(started), location=response.headers.get("location"))
+        with (httpx.Client(timeout=timeout, follow_redirects=False) as client,
+              client.stream("GET", url, headers={"User-Agent": "oncall-bot http.check"}) as response):
+            status = response.status_code
+            _read_bounded(response, started + timeout)
+            return ProbeResult(status, _since(started), location=response.headers.get("location"))
     except (_SlowBody, httpx.TimeoutException):
         # With a status, the headers came in time and the body did not.
         where = " while reading the body" if status else ""

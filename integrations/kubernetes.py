@@ -15,7 +15,7 @@ import json
 import os
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any, Literal
 
 import pydantic
@@ -217,7 +217,7 @@ class RemediationResult(_Model):
 def _rfc3339(moment: datetime) -> str:
     """Go's time.RFC3339 at second precision, as kubectl writes restartedAt."""
     if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=timezone.utc)
+        moment = moment.replace(tzinfo=UTC)
     text = moment.replace(microsecond=0).isoformat()
     return text[:-6] + "Z" if text.endswith("+00:00") else text
 
@@ -263,7 +263,14 @@ def _revision(meta: k8s.V1ObjectMeta | None) -> int | None:
 
 
 def _controlled_by(meta: k8s.V1ObjectMeta | None, uid: str | None) -> bool:
-    return bool(meta and uid) and any(ref.controller and ref.uid == uid for ref in meta.owner_references or [])
+    return meta is not None and bool(uid) and any(ref.controller and ref.uid == uid
+                                                  for ref in meta.owner_references or [])
+
+
+def _meta(obj: k8s.V1Deployment | k8s.V1ReplicaSet) -> k8s.V1ObjectMeta:
+    """The metadata of an object read from the API server, which always sets it."""
+    assert obj.metadata is not None, "the API server returns stored objects with their metadata"
+    return obj.metadata
 
 
 def _images(template: k8s.V1PodTemplateSpec | None) -> list[str]:
@@ -294,10 +301,10 @@ class KubernetesClient:
         self._core = k8s.CoreV1Api(api_client)
         self._apps = k8s.AppsV1Api(api_client)
         self._timeout = timeout
-        self._clock = clock or (lambda: datetime.now(timezone.utc))
+        self._clock = clock or (lambda: datetime.now(UTC))
 
     @classmethod
-    def from_environment(cls, kubeconfig: str | None = None, context: str | None = None) -> "KubernetesClient":
+    def from_environment(cls, kubeconfig: str | None = None, context: str | None = None) -> KubernetesClient:
         """An explicit `kubeconfig` file wins; otherwise the pod's service account when
         KUBERNETES_SERVICE_HOST is set, else $KUBECONFIG (':'-separated) or ~/.kube/config.
         Never touches the library's global default Configuration."""
@@ -318,7 +325,7 @@ class KubernetesClient:
     def close(self) -> None:
         self._api_client.close()
 
-    def __enter__(self) -> "KubernetesClient":
+    def __enter__(self) -> KubernetesClient:
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -368,13 +375,13 @@ class KubernetesClient:
             summaries.append(EventSummary(type=event.type or "Normal", reason=event.reason or "",
                                           object=f"{involved.kind or ''}/{involved.name or ''}",
                                           message=(event.message or "").strip(), count=count, last_seen=last_seen))
-        oldest = datetime.min.replace(tzinfo=timezone.utc)
+        oldest = datetime.min.replace(tzinfo=UTC)
         summaries.sort(key=lambda e: e.last_seen or oldest, reverse=True)
         return summaries[:limit]
 
     def deployment_status(self, namespace: str, name: str) -> DeploymentStatus:
         dep = self._read_deployment(namespace, name)
-        replica_sets = [ReplicaSetRevision(name=rs.metadata.name, revision=_revision(rs.metadata) or 0,
+        replica_sets = [ReplicaSetRevision(name=_meta(rs).name, revision=_revision(rs.metadata) or 0,
                                            replicas=rs.status.replicas if rs.status else 0,
                                            images=_images(rs.spec.template))
                         for rs in self._owned_replica_sets(dep)]
@@ -396,7 +403,8 @@ class KubernetesClient:
         """`kubectl rollout restart`: stamp the pod template with restartedAt (strategic merge patch)."""
         dep = self._read_deployment(namespace, name)
         if dep.spec.paused:
-            raise RolloutRefusedError(409, "DeploymentPaused", "can't restart paused deployment (run rollout resume first)")
+            raise RolloutRefusedError(409, "DeploymentPaused",
+                                      "can't restart paused deployment (run rollout resume first)")
         stamp = _rfc3339(now or self._clock())
         current = ((dep.spec.template.metadata.annotations if dep.spec.template.metadata else None) or {})
         if current.get(RESTARTED_AT) == stamp:
@@ -416,12 +424,13 @@ class KubernetesClient:
         """`kubectl rollout undo [--to-revision=N]`: restore the template of the previous (or the
         given) revision's ReplicaSet with a JSON patch (kubectl's DeploymentRollbacker)."""
         if to_revision < 0:
-            raise RolloutRefusedError(404, "RevisionNotFound", f"unable to find specified revision {to_revision} in history")
+            raise RolloutRefusedError(404, "RevisionNotFound",
+                                      f"unable to find specified revision {to_revision} in history")
         dep = self._read_deployment(namespace, name)
         target, revision = self._revision_to_restore(dep, to_revision)
         if dep.spec.paused:
-            raise RolloutRefusedError(409, "DeploymentPaused", "you cannot rollback a paused deployment; resume it first "
-                                      "with 'kubectl rollout resume' and try again")
+            raise RolloutRefusedError(409, "DeploymentPaused", "you cannot rollback a paused deployment; resume it "
+                                      "first with 'kubectl rollout resume' and try again")
         serialize = self._api_client.sanitize_for_serialization
         template = serialize(target.spec.template)
         labels = (template.get("metadata") or {}).get("labels") or {}
@@ -434,7 +443,7 @@ class KubernetesClient:
                         f"(current template already matches revision {revision})")
         current = (dep.metadata.annotations if dep.metadata else None) or {}
         annotations = {key: value for key, value in current.items() if key in _KEPT_ON_UNDO}
-        annotations.update({key: value for key, value in ((target.metadata.annotations or {}).items())
+        annotations.update({key: value for key, value in ((_meta(target).annotations or {}).items())
                             if key not in _KEPT_ON_UNDO})
         patch = [{"op": "replace", "path": "/spec/template", "value": template},
                  {"op": "replace", "path": "/metadata/annotations", "value": annotations}]
@@ -500,11 +509,13 @@ class KubernetesClient:
             return self._apps.read_namespaced_deployment(name, namespace, _request_timeout=self._timeout)
 
     def _owned_replica_sets(self, dep: k8s.V1Deployment) -> list[k8s.V1ReplicaSet]:
-        namespace = dep.metadata.namespace
-        replica_sets = self._list_all(f"list replica sets of deployment {namespace}/{dep.metadata.name}",
+        meta = _meta(dep)
+        namespace = meta.namespace
+        assert namespace is not None, "a Deployment is namespaced"
+        replica_sets = self._list_all(f"list replica sets of deployment {namespace}/{meta.name}",
                                       self._apps.list_namespaced_replica_set, namespace,
                                       label_selector=_selector_string(dep.spec.selector) or None)
-        return [rs for rs in replica_sets if _controlled_by(rs.metadata, dep.metadata.uid)]
+        return [rs for rs in replica_sets if _controlled_by(rs.metadata, meta.uid)]
 
     def _revision_to_restore(self, dep: k8s.V1Deployment, to_revision: int) -> tuple[k8s.V1ReplicaSet, int]:
         """kubectl's deploymentRevision(): the exact revision, or the second-highest when 0."""
@@ -522,9 +533,11 @@ class KubernetesClient:
             elif revision == to_revision:
                 return rs, revision
         if to_revision > 0:
-            raise RolloutRefusedError(404, "RevisionNotFound", f"unable to find specified revision {to_revision} in history")
+            raise RolloutRefusedError(404, "RevisionNotFound",
+                                      f"unable to find specified revision {to_revision} in history")
         if previous is None:
-            raise RolloutRefusedError(404, "NoRolloutHistory", f'no rollout history found for deployment "{dep.metadata.name}"')
+            raise RolloutRefusedError(404, "NoRolloutHistory",
+                                      f'no rollout history found for deployment "{_meta(dep).name}"')
         return previous
 
     def _set_unschedulable(self, node: str, unschedulable: bool, dry_run: bool) -> RemediationResult:

@@ -28,7 +28,7 @@ import ssl
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
 from typing import Any, Literal
 from urllib.parse import quote
@@ -99,8 +99,8 @@ def _retry_after(headers: httpx2.Headers) -> float | None:
                 when = None
             if when is not None:
                 if when.tzinfo is None:
-                    when = when.replace(tzinfo=timezone.utc)
-                return max(0.0, (when - datetime.now(timezone.utc)).total_seconds())
+                    when = when.replace(tzinfo=UTC)
+                return max(0.0, (when - datetime.now(UTC)).total_seconds())
     reset = headers.get("ratelimit-reset")
     if reset:
         try:
@@ -223,7 +223,7 @@ class PagerDutyEvent(BaseModel):
     links: tuple[EventLink, ...] = ()
 
     @model_validator(mode="after")
-    def _rules(self) -> "PagerDutyEvent":
+    def _rules(self) -> PagerDutyEvent:
         if self.action == "trigger":
             missing = [name for name in ("summary", "source", "severity") if not getattr(self, name)]
             if missing:
@@ -241,7 +241,7 @@ class PagerDutyEvent(BaseModel):
             return None
         payload: dict[str, Any] = {"summary": self.summary, "source": self.source, "severity": self.severity}
         if self.timestamp is not None:
-            stamp = self.timestamp if self.timestamp.tzinfo else self.timestamp.replace(tzinfo=timezone.utc)
+            stamp = self.timestamp if self.timestamp.tzinfo else self.timestamp.replace(tzinfo=UTC)
             payload["timestamp"] = stamp.isoformat()
         for key, value in (("component", self.component), ("group", self.group), ("class", self.class_)):
             if value is not None:
@@ -300,7 +300,7 @@ class PagerDutyEvents:
         for client in clients:
             client.close()
 
-    def __enter__(self) -> "PagerDutyEvents":
+    def __enter__(self) -> PagerDutyEvents:
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -386,8 +386,8 @@ class PagerDutyRest:
                  verify: ssl.SSLContext | str | bool = True, timeout: float = 10.0, retries: int = 1,
                  backoff: float = 0.5) -> None:
         with _boundary("configuring the REST API client"):
-            self._client = pagerduty.RestApiV2Client(api_token, default_from=default_from, base_url=base_url.rstrip("/"),
-                                                     verify=_verify(verify))
+            self._client = pagerduty.RestApiV2Client(api_token, default_from=default_from,
+                                                     base_url=base_url.rstrip("/"), verify=_verify(verify))
         _bound(self._client, statuses=_REST_RETRIED, retries=retries, backoff=backoff, timeout=timeout)
 
     def oncall_users(self, escalation_policy_id: str, *, escalation_level: int | None = None) -> list[OnCallUser]:
@@ -418,7 +418,8 @@ class PagerDutyRest:
             raw = self._client.rget(_path("escalation_policies", policy_id))
             levels = tuple(
                 EscalationLevel(level=index, delay_minutes=int(rule.get("escalation_delay_in_minutes") or 0),
-                                targets=tuple(EscalationTarget(id=t["id"], type=str(t.get("type", "")).removesuffix("_reference"),
+                                targets=tuple(EscalationTarget(id=t["id"],
+                                                               type=str(t.get("type", "")).removesuffix("_reference"),
                                                                name=t.get("summary") or t.get("name"))
                                               for t in rule.get("targets") or []))
                 for index, rule in enumerate(raw.get("escalation_rules") or [], start=1))
@@ -458,7 +459,7 @@ class PagerDutyRest:
     def close(self) -> None:
         self._client.close()
 
-    def __enter__(self) -> "PagerDutyRest":
+    def __enter__(self) -> PagerDutyRest:
         return self
 
     def __exit__(self, *exc: object) -> None:

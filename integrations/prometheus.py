@@ -13,7 +13,7 @@ import unicodedata
 import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import httpx
@@ -52,12 +52,12 @@ def _value(raw: Any) -> float:
 
 
 def _at(timestamp: Any) -> datetime:
-    return datetime.fromtimestamp(float(timestamp), tz=timezone.utc)
+    return datetime.fromtimestamp(float(timestamp), tz=UTC)
 
 
 def _unix(moment: datetime) -> str:
     # A naive datetime would otherwise be read as the host's local time.
-    aware = moment if moment.tzinfo else moment.replace(tzinfo=timezone.utc)
+    aware = moment if moment.tzinfo else moment.replace(tzinfo=UTC)
     return f"{aware.timestamp():.3f}"
 
 
@@ -100,7 +100,8 @@ class PrometheusClient:
     def instant(self, query: str) -> list[Sample]:
         """The query's value now: one sample per series (a scalar is one unlabelled sample)."""
         data = self._get("/api/v1/query", {"query": query})
-        kind, result = data.get("resultType"), data.get("result")
+        kind = data.get("resultType")
+        result: Any = data.get("result")  # untrusted JSON: a wrong shape is caught below
         try:
             if kind == "scalar":
                 return [Sample({}, _value(result[1]))]
@@ -185,12 +186,13 @@ class PrometheusClient:
         for n, item in enumerate(series):
             times = [t for t, _ in item.points]
             values = [v if math.isfinite(v) else math.nan for _, v in item.points]  # ±Inf cannot be drawn
-            axes.plot(times, values, linewidth=1.2, label=_legend(item.labels) if n < LEGEND_ENTRIES else None)
+            axes.plot(times, values,  # type: ignore[arg-type]  # matplotlib's stubs omit datetimes, which it plots
+                      linewidth=1.2, label=_legend(item.labels) if n < LEGEND_ENTRIES else None)
         # parse_math off: "$1" in a label_replace query is not TeX.
         axes.set_title(_clip(title, TITLE_COLUMNS), fontsize=10, family=family, parse_math=False)
-        locator = mdates.AutoDateLocator(tz=timezone.utc)
+        locator = mdates.AutoDateLocator(tz=UTC)
         axes.xaxis.set_major_locator(locator)
-        axes.xaxis.set_major_formatter(mdates.ConciseDateFormatter(locator, tz=timezone.utc))
+        axes.xaxis.set_major_formatter(mdates.ConciseDateFormatter(locator, tz=UTC))
         axes.set_xlabel("UTC")
         axes.grid(True, alpha=0.3)
         if series:

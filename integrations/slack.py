@@ -114,7 +114,7 @@ class SlackClient:
         self._on_call = on_call or (lambda method, outcome: None)
 
     async def _call(self, method: str, **args: Any) -> dict[str, Any]:
-        return dict((await self._call_response(method, **args)).data)  # type: ignore[arg-type]
+        return dict((await self._call_response(method, **args)).data)
 
     async def _call_response(self, method: str, **args: Any) -> Any:
         args = {k: v for k, v in args.items() if v is not None}
@@ -139,7 +139,7 @@ class SlackClient:
     async def identity(self) -> Identity:
         response = await self._call_response("auth.test")
         scopes = response.headers.get("x-oauth-scopes") or response.headers.get("X-OAuth-Scopes") or ""
-        data = dict(response.data)  # type: ignore[arg-type]
+        data = dict(response.data)
         return Identity(user_id=str(data.get("user_id", "")), team=str(data.get("team", "")),
                         scopes=frozenset(s.strip() for s in str(scopes).split(",") if s.strip()))
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import hashlib
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 ZERO = "0001-01-01T00:00:00Z"
@@ -20,8 +20,8 @@ def alert(alertname: str = "ServiceDown", *, status: str = "firing", labels: dic
         "labels": all_labels,
         "annotations": {"summary": f"{alertname} on api", "description": "up == 0 for 1m",
                         "runbook_url": "https://runbooks.example.com/service-down", **(annotations or {})},
-        "startsAt": starts_at or (datetime.now(timezone.utc) - timedelta(minutes=5)).isoformat(),
-        "endsAt": ZERO if status == "firing" else datetime.now(timezone.utc).isoformat(),
+        "startsAt": starts_at or (datetime.now(UTC) - timedelta(minutes=5)).isoformat(),
+        "endsAt": ZERO if status == "firing" else datetime.now(UTC).isoformat(),
         "generatorURL": "http://prometheus.example.com/graph?g0.expr=up+%3D%3D+0",
         "fingerprint": fingerprint,
     }
@@ -45,6 +45,6 @@ def group(*alerts: dict[str, Any], group_key: str = '{}/{team="payments"}:{alert
 
 
 def resolved(payload: dict[str, Any]) -> dict[str, Any]:
-    alerts = [{**a, "status": "resolved", "endsAt": datetime.now(timezone.utc).isoformat()}
+    alerts = [{**a, "status": "resolved", "endsAt": datetime.now(UTC).isoformat()}
               for a in payload["alerts"]]
     return {**payload, "status": "resolved", "alerts": alerts}

@@ -9,8 +9,8 @@ import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING
-from datetime import datetime, timedelta, timezone
 
 import httpx
 import psycopg
@@ -60,7 +60,7 @@ class FakeClock:
 
     def __call__(self) -> datetime:
         with self._lock:
-            return datetime.now(timezone.utc) + self.offset
+            return datetime.now(UTC) + self.offset
 
     def advance(self, **delta: float) -> None:
         with self._lock:
@@ -111,7 +111,7 @@ def redis_url() -> str:
 
 
 @pytest.fixture
-def slack() -> Iterator["FakeSlack"]:
+def slack() -> Iterator[FakeSlack]:
     from tests.fakes.slack import FakeSlack
 
     fake = FakeSlack()
@@ -134,12 +134,12 @@ def clock() -> FakeClock:
 def upcoming(now: datetime, weekday: int, hour: int) -> datetime:
     """The first `weekday` (0 = Monday) at `hour`:00 UTC strictly after `now`: tests derive
     their dates from the clock, so they pass on any date."""
-    day = now.astimezone(timezone.utc).replace(hour=hour, minute=0, second=0, microsecond=0)
+    day = now.astimezone(UTC).replace(hour=hour, minute=0, second=0, microsecond=0)
     day += timedelta(days=(weekday - day.weekday()) % 7)
     return day if day > now else day + timedelta(days=7)
 
 
-def make_settings(database_url: str, slack: "FakeSlack", config: OncallConfig | None = None,
+def make_settings(database_url: str, slack: FakeSlack, config: OncallConfig | None = None,
                   **overrides: object) -> Settings:
     values: dict[str, object] = dict(
         slack_bot_token=slack.token, slack_signing_secret=SIGNING_SECRET, slack_api_url=slack.base_url,
@@ -193,7 +193,7 @@ def start_bot(settings: Settings, clock=None) -> RunningBot:  # type: ignore[no-
 
 
 @pytest.fixture
-def bot(database_url: str, slack: "FakeSlack", clock: FakeClock) -> Iterator[RunningBot]:
+def bot(database_url: str, slack: FakeSlack, clock: FakeClock) -> Iterator[RunningBot]:
     running = start_bot(make_settings(database_url, slack), clock=clock)
     try:
         yield running

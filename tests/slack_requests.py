@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import itertools
 import json
+import secrets
 import time
 from typing import Any
 from urllib.parse import urlencode
@@ -12,6 +14,14 @@ from urllib.parse import urlencode
 import httpx
 
 from tests.conftest import SIGNING_SECRET
+
+
+def trigger_id() -> str:
+    """Slack gives every interaction its own trigger id (`<counter>.<app>.<hex>`)."""
+    return f"{next(_TRIGGERS)}.{int(time.time())}.{secrets.token_hex(16)}"
+
+
+_TRIGGERS = itertools.count(1000)
 
 
 def signed_headers(body: bytes, *, secret: str = SIGNING_SECRET, timestamp: int | None = None) -> dict[str, str]:
@@ -28,7 +38,7 @@ def slash_command(command: str, text: str = "", *, user: str = "U0ALICE", channe
         "token": "legacy", "team_id": "T0001", "team_domain": "acme", "channel_id": channel,
         "channel_name": "incidents", "user_id": user, "user_name": user.lower(), "command": command,
         "text": text, "api_app_id": "A0001", "is_enterprise_install": "false",
-        "response_url": response_url, "trigger_id": "123.456.abcdef",
+        "response_url": response_url, "trigger_id": trigger_id(),
     }).encode()
 
 
@@ -41,7 +51,7 @@ def block_actions(action_id: str, value: str, *, user: str = "U0ALICE", channel:
                                           "team_id": "T0001"},
         "api_app_id": "A0001", "token": "legacy",
         "container": {"type": "message", "message_ts": message["ts"], "channel_id": channel, "is_ephemeral": False},
-        "trigger_id": "111.222.abc", "team": {"id": "T0001", "domain": "acme"}, "enterprise": None,
+        "trigger_id": trigger_id(), "team": {"id": "T0001", "domain": "acme"}, "enterprise": None,
         "is_enterprise_install": False, "channel": {"id": channel, "name": "incident"},
         "message": message, "state": {"values": {}}, "response_url": response_url,
         "actions": [{"action_id": action_id, "block_id": block_id, "type": "button", "value": value,

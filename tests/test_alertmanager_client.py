@@ -7,7 +7,7 @@ from __future__ import annotations
 import asyncio
 import threading
 from collections.abc import Iterator
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta, timezone
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
@@ -58,7 +58,7 @@ def _silence(params: dict[str, object], ctx: ActionContext) -> ActionOutput:
 # -- the client ----------------------------------------------------------------------------------
 
 def test_create_read_back_and_expire(client: AlertmanagerClient, alertmanager: RunningProcess) -> None:
-    starts = datetime.now(timezone.utc).replace(microsecond=0)
+    starts = datetime.now(UTC).replace(microsecond=0)
     silence_id = client.create_silence(MATCHERS, starts, starts + timedelta(hours=1), "U0ALICE", "runbook step 2")
     silence = client.get_silence(silence_id)
     assert silence["id"] == silence_id and silence["status"]["state"] == "active"
@@ -69,12 +69,12 @@ def test_create_read_back_and_expire(client: AlertmanagerClient, alertmanager: R
 
     client.expire_silence(silence_id)
     expired = client.get_silence(silence_id)
-    assert expired["status"]["state"] == "expired" and _time(expired["endsAt"]) <= datetime.now(timezone.utc)
+    assert expired["status"]["state"] == "expired" and _time(expired["endsAt"]) <= datetime.now(UTC)
     client.expire_silence(silence_id)  # again: already over, not an error
 
 
 def test_a_future_silence_is_pending(client: AlertmanagerClient) -> None:
-    starts = datetime.now(timezone.utc) + timedelta(hours=2)
+    starts = datetime.now(UTC) + timedelta(hours=2)
     silence_id = client.create_silence(MATCHERS[:1], starts, starts + timedelta(hours=1), "U0ALICE", "maintenance")
     assert client.get_silence(silence_id)["status"]["state"] == "pending"
 
@@ -82,7 +82,7 @@ def test_a_future_silence_is_pending(client: AlertmanagerClient) -> None:
 def test_times_in_other_zones_and_naive_times_are_sent_as_utc(client: AlertmanagerClient) -> None:
     tokyo = timezone(timedelta(hours=9))
     starts = datetime.now(tokyo).replace(microsecond=0)
-    ends = (starts + timedelta(minutes=30)).astimezone(timezone.utc).replace(tzinfo=None)  # naive, meant as UTC
+    ends = (starts + timedelta(minutes=30)).astimezone(UTC).replace(tzinfo=None)  # naive, meant as UTC
     silence = client.get_silence(client.create_silence(MATCHERS[:1], starts, ends, "U0ALICE", "zones"))
     assert _time(silence["endsAt"]) == starts + timedelta(minutes=30)
 
@@ -98,25 +98,25 @@ def test_times_in_other_zones_and_naive_times_are_sent_as_utc(client: Alertmanag
 ])
 def test_a_bad_matcher_carries_alertmanager_message(client: AlertmanagerClient, matchers: list[dict[str, Any]],
                                                     says: str) -> None:
-    now = datetime.now(timezone.utc)
+    now = datetime.now(UTC)
     with pytest.raises(AlertmanagerError, match=says) as caught:
         client.create_silence(matchers, now, now + timedelta(hours=1), "U0ALICE", "bad")
     assert str(caught.value).endswith("fix the matchers or the start and end times")
 
 
 def test_an_end_before_the_start_is_refused(client: AlertmanagerClient) -> None:
-    now = datetime.now(timezone.utc)
-    with pytest.raises(AlertmanagerError, match="HTTP 400.*start time must be before end time"):
+    now = datetime.now(UTC)
+    with pytest.raises(AlertmanagerError, match=r"HTTP 400.*start time must be before end time"):
         client.create_silence(MATCHERS[:1], now, now - timedelta(hours=1), "U0ALICE", "backwards")
 
 
 def test_unknown_silences(client: AlertmanagerClient) -> None:
     unknown = "00000000-0000-0000-0000-000000000000"
-    with pytest.raises(AlertmanagerError, match="HTTP 404.*a wrong silence id"):
+    with pytest.raises(AlertmanagerError, match=r"HTTP 404.*a wrong silence id"):
         client.get_silence(unknown)
     with pytest.raises(AlertmanagerError, match="a wrong silence id"):  # Alertmanager answers DELETE with 500
         client.expire_silence(unknown)
-    with pytest.raises(AlertmanagerError, match="HTTP 422.*must be of type uuid.*; check the silence id"):
+    with pytest.raises(AlertmanagerError, match=r"HTTP 422.*must be of type uuid.*; check the silence id"):
         client.get_silence("not-a-uuid")
     with pytest.raises(AlertmanagerError, match="not an Alertmanager silence id"):
         client.get_silence("../silences")  # never sent: it would reach the listing endpoint
@@ -163,14 +163,14 @@ def test_from_environment(alertmanager: RunningProcess) -> None:
     assert am is not None
     with am:
         assert am.base_url == alertmanager.url
-        now = datetime.now(timezone.utc)
+        now = datetime.now(UTC)
         assert am.get_silence(am.create_silence(MATCHERS[:1], now, now + timedelta(minutes=5), "env", "env"))
 
 
 # -- through the alertmanager.silence action ----------------------------------------------------------------
 
 def test_the_action_creates_a_narrow_silence(client: AlertmanagerClient) -> None:
-    now = datetime(2030, 5, 1, 12, 0, tzinfo=timezone.utc)  # the action's clock: a pending silence in 2030
+    now = datetime(2030, 5, 1, 12, 0, tzinfo=UTC)  # the action's clock: a pending silence in 2030
     output = _silence({"matchers": 'alertname="DiskFull", namespace=~"prod-.*"', "duration": "2h",
                        "comment": "disk cleanup running"}, ActionContext(alertmanager=client, user="U0BOB",
                                                                           now=lambda: now))

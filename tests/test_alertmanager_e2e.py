@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import httpx
 from sqlalchemy import select
@@ -34,7 +34,7 @@ receivers:
 
 
 def _fire(alertmanager_url: str, *instances: str, resolve: bool = False) -> None:
-    now = datetime.now(timezone.utc)
+    now = datetime.now(UTC)
     alerts = [{
         "labels": {"alertname": "DatabaseConnectionExhausted", "severity": "critical", "team": "payments",
                    "namespace": "prod", "service": "db", "instance": instance},
@@ -97,7 +97,7 @@ def _firing(alertname: str, instance: str, description: str) -> dict:
         "labels": {"alertname": alertname, "severity": "warning", "team": "payments", "namespace": "prod",
                    "service": "api", "instance": instance},
         "annotations": {"summary": f"{alertname} on api", "description": description},
-        "startsAt": (datetime.now(timezone.utc) - timedelta(minutes=5)).isoformat(),
+        "startsAt": (datetime.now(UTC) - timedelta(minutes=5)).isoformat(),
     }
 
 

@@ -13,8 +13,8 @@ from typing import Any
 
 from sqlalchemy import select
 
-from bot.models import Alert, Incident, IncidentStatus, TimelineEntry
 from bot.card_view import CardView
+from bot.models import Alert, Incident, IncidentStatus, TimelineEntry
 from commands.cards import incident_card
 from commands.slack_time import duration, slack_time
 from tests.alerts import alert, group, resolved

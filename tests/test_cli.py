@@ -9,7 +9,7 @@ import re
 import shutil
 import subprocess
 import sys
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
@@ -274,7 +274,7 @@ def test_maintenance_add_list_cancel(db_env: str, capsys: pytest.CaptureFixture[
 
     db = Database(db_env)
     try:
-        now = datetime.now(timezone.utc)
+        now = datetime.now(UTC)
         with db.read() as session:
             name, ends = active_maintenance(session, OncallConfig(), {"service": "postgres", "team": "payments"}, now)
             assert name == "db upgrade" and timedelta(minutes=119) < ends - now <= timedelta(hours=2)
@@ -298,7 +298,7 @@ def test_maintenance_add_list_cancel(db_env: str, capsys: pytest.CaptureFixture[
 
 def test_maintenance_upcoming_window_in_another_time_zone(db_env: str, capsys: pytest.CaptureFixture[str]) -> None:
     tokyo = timezone(timedelta(hours=9))
-    start = (datetime.now(timezone.utc) + timedelta(days=1)).replace(second=0, microsecond=0)
+    start = (datetime.now(UTC) + timedelta(days=1)).replace(second=0, microsecond=0)
     assert main(["maintenance", "add", "--name", "tomorrow", "--start", start.astimezone(tokyo).isoformat(),
                  "--end", (start + timedelta(hours=1)).strftime("%Y-%m-%dT%H:%M:%SZ")]) == 0
     added = capsys.readouterr().out

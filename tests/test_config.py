@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import pytest
 
@@ -71,7 +71,7 @@ def test_config_schema_command_prints_json_schema() -> None:
     assert '"reopen_window_minutes"' in result.stdout and '"dedicated_for"' in result.stdout
 
 
-OPENED = datetime.now(timezone.utc)
+OPENED = datetime.now(UTC)
 DAY = f"{OPENED:%Y%m%d}"
 
 

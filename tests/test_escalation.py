@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import threading
 import time
 from collections.abc import Iterator
@@ -20,10 +21,20 @@ from sqlalchemy import select
 
 from bot.config import ConfigError, OncallConfig, load_settings
 from bot.escalation import add_maintenance, cancel_maintenance
-from bot.jobs import JOB_PD_EVENT
 from bot.escalation_policy import EscalationPolicy
-from bot.models import (Incident, IncidentStatus, Job, JobStatus, MaintenanceWindow, PagerDutyWebhookEvent, Paging,
-                        TimelineEntry, Timer, TimerStatus)
+from bot.jobs import JOB_PD_EVENT
+from bot.models import (
+    Incident,
+    IncidentStatus,
+    Job,
+    JobStatus,
+    MaintenanceWindow,
+    PagerDutyWebhookEvent,
+    Paging,
+    TimelineEntry,
+    Timer,
+    TimerStatus,
+)
 from commands.app import build
 from commands.ids import CARD_ACK as ACK
 from commands.ids import CARD_ESCALATE as ESCALATE
@@ -33,7 +44,7 @@ from tests.alerts import alert, group, resolved
 from tests.conftest import FakeClock, RunningBot, make_settings, start_bot, upcoming, wait_for
 from tests.fakes.pagerduty import FakePagerDuty
 from tests.fakes.slack import FakeSlack
-from tests.slack_requests import block_actions, post_to_slack_events
+from tests.slack_requests import block_actions, post_to_slack_events, signed_headers
 
 ROUTING_KEY = "R0UTINGKEY0FTHEPAYMENTSSERVICE00"
 PD_SECRET = "pagerduty-webhook-secret-for-tests"
@@ -150,14 +161,32 @@ def answers(slack: FakeSlack) -> list[str]:
     return [m["text"] for _, m in slack.responses if m["response_type"] == "ephemeral" and not m["replace_original"]]
 
 
+def button_values(slack: FakeSlack, row: Incident) -> dict[str, str]:
+    """The card's buttons as the card shows them now: action id -> value (what Slack sends back)."""
+    message = next(m for m in slack.messages(row.card_channel_id) if m.ts == row.card_ts)
+    return {e["action_id"]: e["value"] for b in message.blocks if b.get("type") == "actions" for e in b["elements"]}
+
+
+def button_value(bot: RunningBot, slack: FakeSlack, row: Incident, action_id: str) -> str:
+    """What a person clicking the card sees: the card drawn for the current paging level. (All
+    the card's buttons carry the same value; an Ack button already gone is the same value.)"""
+    with bot.services.db.read() as session:
+        found = session.get(Paging, row.id)
+        level = found.level if found else 0
+    values = wait_for(lambda: (v := button_values(slack, row)) and all(x.endswith(f".{level}") for x in v.values())
+                      and v, what=f"the card drawn for paging level {level}")
+    return values.get(action_id) or next(iter(values.values()))
+
+
 def click(bot: RunningBot, slack: FakeSlack, action_id: str, row: Incident, user: str, *,
-          member: bool = True) -> httpx.Response:
+          member: bool = True, value: str | None = None) -> httpx.Response:
     """`user` clicks a card button; by default as a member of the channel the card is in (only
     members may act on an incident: bot.policy)."""
     channel = slack.channels.get(row.channel_id or row.card_channel_id or "C0INCIDENTS")
     if member and channel is not None:
         channel.members.add(user)
-    body = block_actions(action_id, str(row.id), user=user, channel=row.card_channel_id or "C0INCIDENTS",
+    body = block_actions(action_id, value or button_value(bot, slack, row, action_id), user=user,
+                         channel=row.card_channel_id or "C0INCIDENTS",
                          response_url=slack.response_url(),
                          message={"type": "message", "ts": row.card_ts, "text": "", "blocks": []})
     return post_to_slack_events(bot.url, body)
@@ -291,6 +320,58 @@ def test_card_buttons_refuse_anyone_outside_the_incident_and_change_nothing(
     after = incident(pd_bot, row.id)
     assert (after.status, after.acknowledged_by, after.commander) == (IncidentStatus.DETECTED, None, None)
     assert pagerduty.events == [] and paging(pd_bot, row.id).level == 0
+
+
+def test_a_card_button_acts_only_on_the_card_it_is_on(
+        pd_bot: RunningBot, slack: FakeSlack, pagerduty: FakePagerDuty, clock: FakeClock) -> None:
+    first, second = open_incident(pd_bot, p2_group("api-0")), open_incident(pd_bot, p2_group("api-1"))
+    # The second card's Resolve value, sent from the first card (a signed request Slack would send
+    # if that value were put on the first message), and values made up from the incident's id.
+    stolen = button_value(pd_bot, slack, second, RESOLVE)
+    forged = [str(second.id), f"{second.id}.0", f"{second.id}-{int(second.created_at.timestamp())}.0", ".0"]
+    for value in [stolen, *forged]:
+        assert click(pd_bot, slack, RESOLVE, first, "U0ALICE", value=value).status_code == 200
+    wait_for(lambda: len(answers(slack)) == 1 + len(forged), what="a refusal for each")
+    assert any("not on this incident's card" in text for text in answers(slack))
+    assert sum("does not belong to an incident" in text for text in answers(slack)) == len(forged)
+    settle(pd_bot)
+    assert [incident(pd_bot, r.id).status for r in (first, second)] == [IncidentStatus.DETECTED] * 2
+
+
+def _raw_click(bot: RunningBot, slack: FakeSlack, row: Incident, user: str) -> bytes:
+    slack.channels[row.channel_id or row.card_channel_id or ""].members.add(user)
+    return block_actions(ESCALATE, button_value(bot, slack, row, ESCALATE), user=user, channel=row.card_channel_id
+                         or "", response_url=slack.response_url(),
+                         message={"type": "message", "ts": row.card_ts, "text": "", "blocks": []})
+
+
+def test_escalate_now_climbs_one_level_however_often_the_click_arrives(
+        pd_bot: RunningBot, slack: FakeSlack, pagerduty: FakePagerDuty, clock: FakeClock) -> None:
+    row = open_incident(pd_bot, p2_group())  # P2: nobody paged for 30 minutes
+    key = paging(pd_bot, row.id).dedup_key
+    # One signed click delivered three times: Slack retries when its 3 s pass without an answer.
+    body = _raw_click(pd_bot, slack, row, "U0ALICE")
+    for retry in range(3):
+        headers = {**signed_headers(body), **({"X-Slack-Retry-Num": str(retry)} if retry else {})}
+        assert httpx.post(f"{pd_bot.url}/slack/events", content=body, headers=headers, timeout=10).status_code == 200
+    wait_for(lambda: actions(pagerduty, key) == ["trigger"], what="the page on request")
+    settle(pd_bot)
+    assert paging(pd_bot, row.id).level == 1 and actions(pagerduty, key) == ["trigger"]
+    # Two people click "Escalate now" on the same card at the same moment: one level, not two.
+    clicks = [_raw_click(pd_bot, slack, row, user) for user in ("U0ALICE", "U0BOB")]
+    replies: list[int] = []
+    threads = [threading.Thread(target=lambda b=b: replies.append(post_to_slack_events(pd_bot.url, b).status_code))
+               for b in clicks]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert replies == [200, 200]
+    pd_id = pd_incident_id(pagerduty, key)
+    wait_for(lambda: pagerduty.escalation_level(pd_id) == 2, what="one escalation")
+    wait_for(lambda: any("Not escalated again" in text for text in answers(slack)), what="the other told why")
+    settle(pd_bot)
+    assert paging(pd_bot, row.id).level == 2 and pagerduty.escalation_level(pd_id) == 2
 
 
 def test_ack_in_slack_before_the_deadline_means_nobody_is_paged(
@@ -490,7 +571,7 @@ def test_adding_or_cancelling_a_window_refreshes_the_cards_it_covers_at_once(
     other = open_incident(pd_bot, group(alert(labels={"severity": "error", "service": "web"}),
                                         group_key='{}:{service="web",severity="error"}'))
     for row in (covered, other):
-        wait_for(lambda: "Pages on-call at" in card(slack, row), what="the card to say when it pages")
+        wait_for(lambda row=row: "Pages on-call at" in card(slack, row), what="the card to say when it pages")
     settle(pd_bot)
     with pd_bot.services.db.session() as session:
         window = add_maintenance(session, "db upgrade", {"service": "api"}, clock() - timedelta(minutes=1),
@@ -518,7 +599,8 @@ def test_without_pagerduty_the_card_says_nobody_will_be_paged_from_the_start(
         p2 = open_incident(running, p2_group())
         p1 = open_incident(running)
         for row in (p2, p1):
-            wait_for(lambda: "Nobody will be paged: PagerDuty is not configured" in card(slack, incident(running, row.id)),
+            wait_for(lambda row=row: "Nobody will be paged: PagerDuty is not configured"
+                     in card(slack, incident(running, row.id)),
                      what=f"the {row.severity} card to say nobody will be paged")
         settle(running)
         for row in (p2, p1):
@@ -560,7 +642,7 @@ def test_status_update_reminders_at_the_cadence_name_the_commander(
     wait_for(lambda: incident(pd_bot, row.id).commander == "U0ALICE", what="the acker in command")
     for expected in (1, 2, 3):
         advance(pd_bot, clock, minutes=30)
-        wait_for(lambda: len(said(slack, row.channel_id, "Status update due")) == expected,
+        wait_for(lambda expected=expected: len(said(slack, row.channel_id, "Status update due")) == expected,
                  what=f"reminder {expected}")
         settle(pd_bot)
         assert len(said(slack, row.channel_id, "Status update due")) == expected
@@ -788,7 +870,8 @@ def test_a_resolved_webhook_delivered_again_after_a_reopen_changes_nothing(
     again = replay(url, first)
     assert (again.status_code, again.json()["outcome"]) == (200, "duplicate")
     # the same old event under a new id (a replay from PagerDuty's log): older than this episode
-    stale = pagerduty.send_webhook(url, PD_SECRET, "incident.resolved", old_pd_id, occurred_at=clock() - timedelta(minutes=4))
+    stale = pagerduty.send_webhook(url, PD_SECRET, "incident.resolved", old_pd_id,
+                                   occurred_at=clock() - timedelta(minutes=4))
     assert stale == 200 and _outcome(pd_bot, pagerduty) == "stale"
     settle(pd_bot)
     now_row = incident(pd_bot, row.id)
@@ -811,7 +894,8 @@ def test_pagerduty_events_out_of_order_apply_only_the_newest(
     advance(pd_bot, clock, minutes=5)
     acked_at = clock()
     # PagerDuty acknowledged at minute 5; the "resolved" of minute 4 arrives after it
-    assert pagerduty.send_webhook(url, PD_SECRET, "incident.acknowledged", pd_id, agent="PBOB", occurred_at=acked_at) == 200
+    assert pagerduty.send_webhook(url, PD_SECRET, "incident.acknowledged", pd_id, agent="PBOB",
+                                  occurred_at=acked_at) == 200
     assert _outcome(pd_bot, pagerduty) == "applied"
     assert pagerduty.send_webhook(url, PD_SECRET, "incident.resolved", pd_id, agent="PCAROL",
                                   occurred_at=acked_at - timedelta(minutes=1)) == 200
@@ -870,7 +954,8 @@ def test_policy_overrides_keep_the_other_defaults(tmp_path, clock: FakeClock) ->
     assert hours.next_open(monday) == monday + timedelta(days=1, hours=15)
     path = tmp_path / "oncall.yaml"
     path.write_text("escalation:\n  P1:\n    levels:\n      - {name: a, after_minutes: 0, pagerduty_level: 1}\n"
-                    "      - {name: b, after_minutes: 0, pagerduty_level: 2}\n  P4: {page_after_minutes: ack_deadline}\n")
+                    "      - {name: b, after_minutes: 0, pagerduty_level: 2}\n"
+                    "  P4: {page_after_minutes: ack_deadline}\n")
     with pytest.raises(ConfigError) as error:
         from bot.config import load_config_file
         load_config_file(path)
@@ -893,7 +978,7 @@ def test_pagerduty_routes_and_environment() -> None:
         load_settings({**env, "PAGERDUTY_ROUTING_KEY": "short"})
     with pytest.raises(ConfigError, match="PAGERDUTY_FROM_EMAIL is not set"):
         load_settings({**env, "PAGERDUTY_API_TOKEN": "tok"})
-    with pytest.raises(ConfigError, match="PAGERDUTY_API_URL='http://pd.local'"):
+    with pytest.raises(ConfigError, match=re.escape("PAGERDUTY_API_URL='http://pd.local'")):
         load_settings({**env, "PAGERDUTY_API_URL": "http://pd.local"})
     settings = load_settings({**env, "PAGERDUTY_ROUTING_KEY": ROUTING_KEY, "PAGERDUTY_API_TOKEN": "tok",
                               "PAGERDUTY_FROM_EMAIL": BOT_EMAIL, "PAGERDUTY_WEBHOOK_SECRET": PD_SECRET})

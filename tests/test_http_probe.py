@@ -10,11 +10,12 @@ import time
 import tracemalloc
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import ClassVar
 
 import pytest
 import trustme
 
-from bot.action_params import ParamContext
+from bot.action_params import ParamContext, ParamError
 from bot.action_runner import run_action, validate_params
 from bot.actions import ActionContext, ActionOutput
 from integrations.http_probe import BODY_LIMIT, ProbeError, ProbeResult, check
@@ -25,7 +26,7 @@ GZIP_BOMB = gzip.compress(b"\0" * (200 * 1024 * 1024), compresslevel=9)  # ~200 
 
 class _Service(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
-    paths: list[str] = []  # every path requested, to prove what was (not) fetched
+    paths: ClassVar[list[str]] = []  # every path requested, to prove what was (not) fetched
 
     def log_message(self, *_: object) -> None:
         pass
@@ -236,3 +237,19 @@ def test_the_action_shows_network_failures(service: str) -> None:
     assert refused.summary == "FAILING: connection refused" and "error:   connection refused" in refused.text
     slow = _action({"url": f"{service}/slow", "timeout_seconds": 0.5}, (f"{service}/",))
     assert slow.summary == "FAILING: timed out after 0.5s"
+
+
+def test_the_action_fetches_the_url_it_checked(service: str) -> None:
+    """The allow-list is checked on the normalised URL, and that URL is the one requested."""
+    _Service.paths.clear()
+    ok = _action({"url": f"{service}/health/../%6Fk"}, (f"{service}/",))
+    assert ok.summary == "OK: 200" and ok.text.splitlines()[0] == f"GET {service}/ok"
+    assert _Service.paths == ["/ok"]
+
+
+@pytest.mark.parametrize("path", ["/health/..;/ok", "/health/%2e%2e%2fok", "/health/%2e%2e/ok"])
+def test_walk_arounds_of_a_prefix_are_refused_before_any_request(service: str, path: str) -> None:
+    _Service.paths.clear()
+    with pytest.raises(ParamError):
+        _action({"url": f"{service}{path}"}, (f"{service}/health/",))
+    assert _Service.paths == []

@@ -13,7 +13,7 @@ import shutil
 import subprocess
 from collections.abc import Iterator
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
@@ -22,13 +22,21 @@ import kubernetes
 import pytest
 
 from integrations.kubernetes import (
-    BadRequestError, ConfigurationError, ForbiddenError, InvalidError, KubernetesClient,
-    KubernetesError, NotFoundError, RolloutRefusedError, UnauthorizedError)
+    BadRequestError,
+    ConfigurationError,
+    ForbiddenError,
+    InvalidError,
+    KubernetesClient,
+    KubernetesError,
+    NotFoundError,
+    RolloutRefusedError,
+    UnauthorizedError,
+)
 from tests.conftest import IN_CI
 from tests.fakes.kubernetes import FakeKubernetes
-from tests.fakes.kubernetes_store import REVISION, REVISION_HISTORY, RESTARTED_AT
+from tests.fakes.kubernetes_store import RESTARTED_AT, REVISION, REVISION_HISTORY
 
-NOW = datetime(2024, 5, 1, 12, 0, 0, tzinfo=timezone.utc)
+NOW = datetime(2024, 5, 1, 12, 0, 0, tzinfo=UTC)
 DEPLOYMENTS = "/apis/apps/v1/namespaces/prod/deployments"
 
 
@@ -160,7 +168,7 @@ def test_a_response_missing_required_fields_is_a_kubernetes_error(fake: FakeKube
 def test_list_pods_summarises_like_kubectl_get_pods(fake: FakeKubernetes, kube: KubernetesClient) -> None:
     fake.add_deployment("prod", "api", replicas=3, ready_replicas=2)
     fake.add_pod("prod", "api-debug", labels={"app": "api"}, containers=["app", "sidecar"],
-                 restarts={"app": 2, "sidecar": 1}, node="node-2", created=datetime.now(timezone.utc) - timedelta(hours=1))
+                 restarts={"app": 2, "sidecar": 1}, node="node-2", created=datetime.now(UTC) - timedelta(hours=1))
     fake.add_pod("prod", "other", labels={"app": "other"})
 
     pods = kube.list_pods("prod", "app=api")
@@ -202,28 +210,32 @@ def test_pod_logs_tail_and_previous_container(fake: FakeKubernetes, kube: Kubern
 def test_pod_logs_errors_are_status_errors(fake: FakeKubernetes, kube: KubernetesClient) -> None:
     fake.add_pod("prod", "multi", containers=["app", "proxy"], logs={"app": "a\n", "proxy": "p\n"})
     assert kube.pod_logs("prod", "multi", container="proxy") == "p\n"
-    with pytest.raises(BadRequestError, match=r"a container name must be specified for pod multi, choose one of: \[app proxy\]"):
+    with pytest.raises(BadRequestError,
+                       match=r"a container name must be specified for pod multi, choose one of: \[app proxy\]"):
         kube.pod_logs("prod", "multi")
     with pytest.raises(BadRequestError, match='previous terminated container "app" in pod "multi" not found'):
         kube.pod_logs("prod", "multi", container="app", previous=True)
     with pytest.raises(NotFoundError) as missing:
         kube.pod_logs("prod", "gone")
-    assert (missing.value.status, missing.value.reason, missing.value.message) == (404, "NotFound", 'pods "gone" not found')
+    assert (missing.value.status, missing.value.reason, missing.value.message) == \
+        (404, "NotFound", 'pods "gone" not found')
 
 
 def test_events_newest_first_filtered_and_limited(fake: FakeKubernetes, kube: KubernetesClient) -> None:
-    base = datetime(2024, 5, 1, 11, 0, tzinfo=timezone.utc)
+    base = datetime(2024, 5, 1, 11, 0, tzinfo=UTC)
     fake.add_event("prod", "Pod", "web-1", reason="Scheduled", message="assigned", last_seen=base)
     fake.add_event("prod", "Pod", "web-1", reason="BackOff", message="Back-off restarting failed container",
                    type="Warning", count=7, last_seen=base + timedelta(minutes=5), first_seen=base)
-    fake.add_event("prod", "Pod", "web-1", reason="Pulled", message="image pulled", last_seen=base + timedelta(minutes=1))
+    fake.add_event("prod", "Pod", "web-1", reason="Pulled", message="image pulled",
+                   last_seen=base + timedelta(minutes=1))
     fake.add_event("prod", "Pod", "web-2", reason="Killing", message="stopping", last_seen=base + timedelta(minutes=9))
     fake.add_event("prod", "Deployment", "web", reason="ScalingReplicaSet", message="scaled up",
                    component="deployment-controller", last_seen=base + timedelta(minutes=2))
 
     events = kube.events("prod", kind="Pod", name="web-1")
     assert [(e.reason, e.object, e.type, e.count) for e in events] == [
-        ("BackOff", "Pod/web-1", "Warning", 7), ("Pulled", "Pod/web-1", "Normal", 1), ("Scheduled", "Pod/web-1", "Normal", 1)]
+        ("BackOff", "Pod/web-1", "Warning", 7), ("Pulled", "Pod/web-1", "Normal", 1),
+        ("Scheduled", "Pod/web-1", "Normal", 1)]
     assert events[0].last_seen == base + timedelta(minutes=5)
     assert fake.requests[-1].query["fieldSelector"] == "involvedObject.kind=Pod,involvedObject.name=web-1"
 
@@ -250,7 +262,8 @@ def test_deployment_status(fake: FakeKubernetes, kube: KubernetesClient, web: di
 
     status = kube.deployment_status("prod", "web")
 
-    assert (status.desired_replicas, status.ready_replicas, status.updated_replicas, status.available_replicas) == (3, 3, 3, 3)
+    assert (status.desired_replicas, status.ready_replicas, status.updated_replicas,
+            status.available_replicas) == (3, 3, 3, 3)
     assert (status.revision, status.paused, status.images, status.rolled_out) == (2, False, ["registry/web:1.1"], True)
     assert {(c.type, c.status) for c in status.conditions} == {("Available", "True"), ("Progressing", "True")}
     # newest first; the canary's ReplicaSet matches app=web but is not controlled by web
@@ -424,7 +437,8 @@ def test_scale_merge_patches_the_scale_subresource(fake: FakeKubernetes, kube: K
     assert (result.previous_replicas, result.replicas, result.changed) == (3, 5, True)
     assert result.summary == "deployment.apps/web in prod scaled from 3 to 5 replicas"
     [patch] = patches(fake, f"{DEPLOYMENTS}/web/scale")
-    assert (patch.content_type, patch.body, patch.query) == ("application/merge-patch+json", {"spec": {"replicas": 5}}, {})
+    assert (patch.content_type, patch.body, patch.query) == \
+        ("application/merge-patch+json", {"spec": {"replicas": 5}}, {})
     assert fake.get("deployments", "prod", "web")["spec"]["replicas"] == 5
     assert len(kube.list_pods("prod", "app=web")) == 5
     assert revisions(fake) == history  # scaling is not a new revision
@@ -544,7 +558,8 @@ def test_patch_content_types(fake: FakeKubernetes, http: httpx.Client, web: dict
 def test_scale_subresource_put_checks_resource_version(fake: FakeKubernetes, http: httpx.Client,
                                                        web: dict[str, Any]) -> None:
     scale = http.get(f"{DEPLOYMENTS}/web/scale").json()
-    assert (scale["kind"], scale["spec"], scale["status"]) == ("Scale", {"replicas": 3}, {"replicas": 3, "selector": "app=web"})
+    assert (scale["kind"], scale["spec"], scale["status"]) == \
+        ("Scale", {"replicas": 3}, {"replicas": 3, "selector": "app=web"})
     scale["spec"]["replicas"] = 4
     assert http.put(f"{DEPLOYMENTS}/web/scale", json=scale).json()["spec"]["replicas"] == 4
     conflict = http.put(f"{DEPLOYMENTS}/web/scale", json=scale)  # the resourceVersion is stale now
@@ -610,7 +625,8 @@ def test_kubectl_and_our_client_send_the_same_requests(kubectl: Kubectl) -> None
         fake.add_deployment(namespace, "web", image="registry/web:1.0", replicas=3,
                             annotations={"kubernetes.io/change-cause": "deploy 1.0", "team": "payments"})
         fake.set_image(namespace, "web", "registry/web:1.1", annotations={"kubernetes.io/change-cause": "deploy 1.1"})
-        fake.add_pod(namespace, "web-logs", containers=["web"], logs="one\ntwo\nthree\n", previous_logs="crash\n", restarts=1)
+        fake.add_pod(namespace, "web-logs", containers=["web"], logs="one\ntwo\nthree\n", previous_logs="crash\n",
+                     restarts=1)
         fake.add_event(namespace, "Pod", "web-logs", reason="BackOff", message="Back-off", type="Warning",
                        last_seen=NOW + timedelta(minutes=2))
         fake.add_event(namespace, "Pod", "web-logs", reason="Started", message="Started", last_seen=NOW)
@@ -628,7 +644,8 @@ def test_kubectl_and_our_client_send_the_same_requests(kubectl: Kubectl) -> None
     listed = json.loads(kubectl("get", "pods", "-n", "by-kubectl", "-l", "app=web", "-o", "json"))
     assert sorted(item["metadata"]["name"] for item in listed["items"]) == \
         [pod.name for pod in kube.list_pods("by-kubectl", "app=web")]
-    assert last_request("GET", "/api/v1/namespaces/by-kubectl/pods").query == {"labelSelector": "app=web", "limit": "500"}
+    assert last_request("GET", "/api/v1/namespaces/by-kubectl/pods").query == \
+        {"labelSelector": "app=web", "limit": "500"}
 
     # rollout restart: the same strategic merge patch, field manager and resulting revision
     assert "deployment.apps/web restarted" in kubectl("rollout", "restart", "deployment/web", "-n", "by-kubectl")
@@ -674,7 +691,8 @@ def test_kubectl_and_our_client_send_the_same_requests(kubectl: Kubectl) -> None
     assert len(kube.list_pods("by-kubectl", "app=web")) == len(kube.list_pods("by-client", "app=web")) == 5
 
     # logs, including the previous container and a tail
-    assert kubectl("logs", "web-logs", "-n", "by-kubectl") == kube.pod_logs("by-kubectl", "web-logs") == "one\ntwo\nthree\n"
+    assert kubectl("logs", "web-logs", "-n", "by-kubectl") == kube.pod_logs("by-kubectl", "web-logs") == \
+        "one\ntwo\nthree\n"
     assert kubectl("logs", "web-logs", "-n", "by-kubectl", "--previous", "--tail=1") == \
         kube.pod_logs("by-kubectl", "web-logs", previous=True, tail_lines=1) == "crash\n"
     assert last_request("GET", "/api/v1/namespaces/by-kubectl/pods/web-logs/log").query["previous"] == "true"

@@ -13,7 +13,7 @@ import socket
 import threading
 import time
 from collections.abc import Iterator
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
@@ -21,8 +21,17 @@ import pydantic
 import pytest
 
 from integrations.pagerduty import (
-    MAX_DEDUP_KEY, MAX_SUMMARY, EventAction, OnCallUser, PagerDutyError, PagerDutyEvent, PagerDutyEvents, PagerDutyRest,
-    WebhookEvent, verify_webhook_signature)
+    MAX_DEDUP_KEY,
+    MAX_SUMMARY,
+    EventAction,
+    OnCallUser,
+    PagerDutyError,
+    PagerDutyEvent,
+    PagerDutyEvents,
+    PagerDutyRest,
+    WebhookEvent,
+    verify_webhook_signature,
+)
 from tests.fakes.pagerduty import FakePagerDuty
 
 ROUTING_KEY = "R0UT1NGKEY0000000000000000000001"
@@ -69,8 +78,9 @@ def action(name: EventAction, dedup_key: str = "alertgroup-1", routing_key: str 
 
 # -- Events API v2 ------------------------------------------------------------------------------
 
-def test_trigger_acknowledge_resolve_lifecycle(fake: FakePagerDuty, events: PagerDutyEvents, rest: PagerDutyRest) -> None:
-    started = datetime(2024, 5, 1, 12, 0, tzinfo=timezone.utc)
+def test_trigger_acknowledge_resolve_lifecycle(fake: FakePagerDuty, events: PagerDutyEvents,
+                                               rest: PagerDutyRest) -> None:
+    started = datetime(2024, 5, 1, 12, 0, tzinfo=UTC)
     event = trigger(timestamp=started, component="payments-api", group="prod-eu-1", class_="http-errors",
                     custom_details={"error_rate": 0.07, "alerts": ["HighErrorRate"]},
                     links=[{"href": "https://slack.example.com/archives/C1", "text": "Slack incident channel"}])
@@ -192,9 +202,9 @@ def test_a_single_429_is_absorbed_by_one_quick_retry(fake: FakePagerDuty, events
 
 def test_retries_zero_gives_up_at_the_first_429(fake: FakePagerDuty) -> None:
     fake.fail_next("/v2/enqueue", 429, times=1)
-    with PagerDutyEvents(base_url=fake.base_url, verify=fake.ca_file, retries=0) as client:
-        with pytest.raises(PagerDutyError) as caught:
-            client.send(trigger())
+    with (PagerDutyEvents(base_url=fake.base_url, verify=fake.ca_file, retries=0) as client,
+          pytest.raises(PagerDutyError) as caught):
+        client.send(trigger())
     assert caught.value.status == 429 and caught.value.retry_after is None
     assert [r.status for r in fake.requests] == [429]
 
@@ -229,16 +239,16 @@ def test_connection_refused_is_retryable() -> None:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
-    with PagerDutyEvents(base_url=f"https://127.0.0.1:{port}", backoff=0.01) as client:
-        with pytest.raises(PagerDutyError) as caught:
-            client.send(trigger())
+    with (PagerDutyEvents(base_url=f"https://127.0.0.1:{port}", backoff=0.01) as client,
+          pytest.raises(PagerDutyError) as caught):
+        client.send(trigger())
     assert caught.value.status is None and caught.value.retryable and "ConnectError" in caught.value.message
 
 
 def test_the_fake_is_real_tls(fake: FakePagerDuty) -> None:
-    with PagerDutyEvents(base_url=fake.base_url, retries=0) as client:  # system CAs: the test CA is unknown
-        with pytest.raises(PagerDutyError, match="CERTIFICATE_VERIFY_FAILED"):
-            client.send(trigger())
+    with (PagerDutyEvents(base_url=fake.base_url, retries=0) as client,  # system CAs: the test CA is unknown
+          pytest.raises(PagerDutyError, match="CERTIFICATE_VERIFY_FAILED")):
+        client.send(trigger())
     with pytest.raises(PagerDutyError, match="https://"):
         PagerDutyRest("token", base_url=fake.base_url.replace("https://", "http://"))
     assert fake.events == []
@@ -247,9 +257,9 @@ def test_the_fake_is_real_tls(fake: FakePagerDuty) -> None:
 # -- REST API v2: errors ------------------------------------------------------------------------
 
 def test_wrong_token_is_401_not_retryable(fake: FakePagerDuty) -> None:
-    with PagerDutyRest("not-the-token", base_url=fake.base_url, verify=fake.ca_file) as client:
-        with pytest.raises(PagerDutyError) as caught:
-            client.escalation_policy("PEP0001")
+    with (PagerDutyRest("not-the-token", base_url=fake.base_url, verify=fake.ca_file) as client,
+          pytest.raises(PagerDutyError) as caught):
+        client.escalation_policy("PEP0001")
     assert (caught.value.status, caught.value.retryable, caught.value.code) == (401, False, 2006)
     assert caught.value.message == "Authentication failed"
     assert len(fake.requests) == 1 and fake.requests[0].headers["authorization"] == "Token token=not-the-token"
@@ -314,7 +324,7 @@ def test_oncall_users_follow_pagination(fake: FakePagerDuty, rest: PagerDutyRest
 
 
 def test_oncall_through_a_schedule(fake: FakePagerDuty, rest: PagerDutyRest) -> None:
-    start = datetime(2024, 5, 1, 9, 0, tzinfo=timezone.utc)
+    start = datetime(2024, 5, 1, 9, 0, tzinfo=UTC)
     fake.set_oncall("PEP0001", 1, ["PBOB001"], schedule_id="PSCHED1", start=start, end=start + timedelta(hours=8))
     first = rest.oncall_users("PEP0001", escalation_level=1)
     assert first == [OnCallUser(id="PBOB001", name="Bob Secondary", email="bob@example.com", escalation_level=1,
@@ -359,11 +369,13 @@ def test_escalate_without_from_is_rejected_with_code_2016(fake: FakePagerDuty, e
         with pytest.raises(PagerDutyError) as caught:
             no_from.escalate(incident.id, 2)
     assert (caught.value.status, caught.value.code, caught.value.retryable) == (400, 2016, False)
-    assert caught.value.message == 'You must specify a user\'s email address in the "From" header to perform this action'
+    assert caught.value.message == ('You must specify a user\'s email address in the "From" header to perform '
+                                    "this action")
     assert fake.escalation_level(incident.id) == 1
 
 
-def test_escalating_a_resolved_incident_fails(fake: FakePagerDuty, events: PagerDutyEvents, rest: PagerDutyRest) -> None:
+def test_escalating_a_resolved_incident_fails(fake: FakePagerDuty, events: PagerDutyEvents,
+                                              rest: PagerDutyRest) -> None:
     events.send(trigger())
     events.send(action("resolve"))
     incident = rest.find_incident("alertgroup-1")
@@ -454,7 +466,7 @@ def test_webhook_event_parses_incident_events(event_type: str, status: str) -> N
              "self": "https://api.pagerduty.com/users/PANN001", "html_url": "https://acme.pagerduty.com/users/PANN001"}
     event = WebhookEvent.model_validate_json(envelope(event_type, INCIDENT_DATA | {"status": status}, agent))
     assert event.event_type == event_type and event.is_incident_event and event.resource_type == "incident"
-    assert event.occurred_at == datetime(2024, 5, 1, 12, 3, 22, 169000, tzinfo=timezone.utc)
+    assert event.occurred_at == datetime(2024, 5, 1, 12, 3, 22, 169000, tzinfo=UTC)
     assert event.agent is not None and (event.agent.id, event.agent.type) == ("PANN001", "user_reference")
     assert event.agent.self_ == "https://api.pagerduty.com/users/PANN001"
     incident = event.incident

@@ -10,7 +10,7 @@ import struct
 import threading
 import time
 from collections.abc import Iterator
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import httpx
@@ -92,7 +92,7 @@ def _series_with_points(client: PrometheusClient, query: str, points: int = 3) -
     """A fresh Prometheus has scraped only a few times: wait until each series has some history."""
     deadline = time.monotonic() + 20
     while True:
-        end = datetime.now(timezone.utc).replace(microsecond=0)  # the API has millisecond precision
+        end = datetime.now(UTC).replace(microsecond=0)  # the API has millisecond precision
         start = end - timedelta(minutes=1)
         series = client.range(query, start, end, timedelta(seconds=1))
         if (series and all(len(s.points) >= points for s in series)) or time.monotonic() > deadline:
@@ -156,7 +156,7 @@ def test_range_returns_utc_points_inside_the_window(prometheus: RunningProcess) 
     assert sorted(s.labels["code"] for s in series) == ["200", "500"]
     for item in series:
         times = [t for t, _ in item.points]
-        assert times == sorted(times) and all(start <= t <= end and t.tzinfo == timezone.utc for t in times)
+        assert times == sorted(times) and all(start <= t <= end and t.tzinfo == UTC for t in times)
         assert {v for _, v in item.points} == {1027.0 if item.labels["code"] == "200" else 3.0}
 
 
@@ -169,16 +169,16 @@ def test_range_renders_a_png_graph(prometheus: RunningProcess) -> None:
 
 
 def test_a_span_over_11000_points_widens_the_step(prometheus: RunningProcess) -> None:
-    end = datetime.now(timezone.utc)
+    end = datetime.now(UTC)
     with PrometheusClient(prometheus.url) as client:
         [series] = client.range("vector(1)", end - timedelta(days=30), end, timedelta(seconds=1))
-    steps = {(b - a).total_seconds() for (a, _), (b, _) in zip(series.points, series.points[1:])}
+    steps = {(b - a).total_seconds() for (a, _), (b, _) in zip(series.points, series.points[1:], strict=False)}
     assert 10_000 < len(series.points) <= 11_000 and steps == {236.0}  # ceil(30 days / 10999)
 
 
 def test_naive_datetimes_are_utc_whatever_the_host_zone(prometheus: RunningProcess,
                                                         monkeypatch: pytest.MonkeyPatch) -> None:
-    end = datetime.now(timezone.utc).replace(microsecond=0)
+    end = datetime.now(UTC).replace(microsecond=0)
     monkeypatch.setenv("TZ", "Asia/Tokyo")  # 9 hours off UTC: a naive time read as local would be off
     time.tzset()
     try:
@@ -192,7 +192,7 @@ def test_naive_datetimes_are_utc_whatever_the_host_zone(prometheus: RunningProce
 
 
 def test_render_png_copes_with_many_series_cjk_and_dollar_signs() -> None:
-    start = datetime(2026, 1, 1, tzinfo=timezone.utc)
+    start = datetime(2026, 1, 1, tzinfo=UTC)
     series = [Series({"__name__": "up", "pod": f"web-{n}", "note": "$1 円"},
                      [(start + timedelta(hours=h), float(n * h)) for h in range(48)]) for n in range(25)]
     series.append(Series({}, [(start, math.nan), (start + timedelta(hours=1), math.inf)]))
@@ -244,7 +244,7 @@ def test_a_url_that_is_not_prometheus_names_the_setting(target: str) -> None:
 
 def test_a_prometheus_that_is_starting_says_retry(target: str) -> None:
     with PrometheusClient(f"http://{target}/starting") as client, pytest.raises(PrometheusError, match="not ready"):
-        client.range("up", datetime.now(timezone.utc) - timedelta(hours=1), datetime.now(timezone.utc),
+        client.range("up", datetime.now(UTC) - timedelta(hours=1), datetime.now(UTC),
                      timedelta(minutes=1))
 
 

@@ -7,6 +7,7 @@ what reaches an executor has been rendered in a sandbox and validated.
 from __future__ import annotations
 
 import asyncio
+import re
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -381,7 +382,8 @@ def test_integration_errors_become_action_errors():
         raise NotFoundError(404, "NotFound", f'deployments.apps "{name}" not found')
 
     params = validate_params("k8s.deployment", {"namespace": "production", "deployment": "web"}, CTX)
-    with pytest.raises(ActionError, match='Deployment status failed: 404 NotFound: deployments.apps "web" not found'):
+    message = 'Deployment status failed: 404 NotFound: deployments.apps "web" not found'
+    with pytest.raises(ActionError, match=re.escape(message)):
         asyncio.run(run_action("k8s.deployment", params,
                                ActionContext(kubernetes=SimpleNamespace(deployment_status=missing))))
 
@@ -608,7 +610,7 @@ def test_buttons_carry_only_the_opaque_id(shipped):
 
 def test_high_risk_remediations_are_danger_with_a_danger_confirm(shipped):
     runbook = shipped.get("disk-space-running-low")
-    steps = prepare_steps(runbook, ALERTS["DiskSpaceRunningLow"], {}, [])
+    steps = prepare_steps(runbook, ALERTS["DiskSpaceRunningLow"], {}, [], allowed_nodes=["ip-10-0-*"])
     blocks = runbook_messages(runbook, steps, locale="ja-JP", button_id=str, runbook_url=None)[0]
     cordon = next(b["accessory"] for b in blocks if b.get("block_id") == "runbook_step_4")
     assert steps[4].action == "k8s.cordon" and steps[4].risk == "high"

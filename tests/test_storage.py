@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import threading
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import pytest
 from alembic.autogenerate import compare_metadata
@@ -21,7 +21,7 @@ from bot.models import Alert, AlertGroup, Incident, IncidentStatus, Job, Timelin
 from integrations.alertmanager import WebhookMessage
 from tests.alerts import alert, group, resolved
 
-NOW = datetime.now(timezone.utc).replace(microsecond=0)  # from the clock, never a calendar literal
+NOW = datetime.now(UTC).replace(microsecond=0)  # from the clock, never a calendar literal
 
 
 @pytest.fixture
@@ -57,10 +57,9 @@ def test_ingest_writes_incident_alerts_timeline_and_jobs_in_one_transaction(db: 
 
 def test_an_error_midway_leaves_nothing_behind(db: Database) -> None:
     payload = group()
-    with pytest.raises(RuntimeError):
-        with db.session() as session:
-            ingest(session, OncallConfig(), WebhookMessage.model_validate(payload), now=NOW)
-            raise RuntimeError("the process died here")
+    with pytest.raises(RuntimeError), db.session() as session:
+        ingest(session, OncallConfig(), WebhookMessage.model_validate(payload), now=NOW)
+        raise RuntimeError("the process died here")
     with db.session() as session:
         assert session.scalars(select(AlertGroup)).all() == []
         assert session.scalars(select(Incident)).all() == []
@@ -89,16 +88,14 @@ def test_concurrent_deliveries_of_one_group_create_one_incident(db: Database) ->
 
 def test_the_database_refuses_a_second_incident_for_the_same_episode(db: Database) -> None:
     result = _ingest(db, group())
-    with pytest.raises(IntegrityError):
-        with db.session() as session:
-            first = session.get(Incident, result.incident_id)
-            session.add(Incident(group_id=first.group_id, episode=first.episode, title="dup", alertname="x",
-                                 severity="P1"))
-            session.flush()
-    with pytest.raises(IntegrityError):
-        with db.session() as session:
-            session.add(AlertGroup(receiver="oncall-bot", group_key=group()["groupKey"]))
-            session.flush()
+    with pytest.raises(IntegrityError), db.session() as session:
+        first = session.get(Incident, result.incident_id)
+        session.add(Incident(group_id=first.group_id, episode=first.episode, title="dup", alertname="x",
+                             severity="P1"))
+        session.flush()
+    with pytest.raises(IntegrityError), db.session() as session:
+        session.add(AlertGroup(receiver="oncall-bot", group_key=group()["groupKey"]))
+        session.flush()
 
 
 def test_update_resolve_and_transitions(db: Database) -> None:
@@ -124,10 +121,10 @@ def _upgrade(database: Database, revision: str) -> None:
     from alembic import command
     from alembic.config import Config
 
-    from bot.db import _MIGRATIONS
+    from bot.db import MIGRATIONS
 
     cfg = Config()
-    cfg.set_main_option("script_location", str(_MIGRATIONS))
+    cfg.set_main_option("script_location", str(MIGRATIONS))
     with database.engine.begin() as connection:
         cfg.attributes["connection"] = connection
         command.upgrade(cfg, revision)

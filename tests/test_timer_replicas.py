@@ -24,10 +24,9 @@ from sqlalchemy import select
 from bot.config import OncallConfig
 from bot.db import Database
 from bot.escalation import PAGE, REMINDER
-from bot.jobs import JOB_PD_EVENT
-from bot.models import Timer, TimerStatus
 from bot.incidents import ingest
-from bot.models import Job, JobStatus, utcnow
+from bot.jobs import JOB_PD_EVENT
+from bot.models import Job, JobStatus, Timer, TimerStatus, utcnow
 from commands.app import build
 from integrations.alertmanager import WebhookMessage
 from tests.alerts import alert, group

@@ -11,8 +11,14 @@ import pytest
 from sqlalchemy import func, select
 
 from bot.models import Alert, Incident, Job
-from integrations.alertmanager import CUT_MARKER, MAX_ALERTS, MAX_ANNOTATION_CHARS, MAX_COUNT, \
-    MAX_ENTRIES, MAX_LABEL_CHARS
+from integrations.alertmanager import (
+    CUT_MARKER,
+    MAX_ALERTS,
+    MAX_ANNOTATION_CHARS,
+    MAX_COUNT,
+    MAX_ENTRIES,
+    MAX_LABEL_CHARS,
+)
 from tests.alerts import alert, group
 from tests.conftest import WEBHOOK_TOKEN, RunningBot
 

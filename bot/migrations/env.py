@@ -3,8 +3,8 @@
 from alembic import context
 from sqlmodel import SQLModel
 
+import bot.escalation  # (timer, paging, maintenance_window); the `import bot.models` below binds `bot`
 import bot.models  # noqa: F401  (registers the tables on SQLModel.metadata)
-import bot.escalation  # noqa: F401  (timer, paging, maintenance_window)
 
 connection = context.config.attributes["connection"]
 context.configure(

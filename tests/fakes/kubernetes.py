@@ -25,8 +25,18 @@ from urllib.parse import parse_qsl, urlsplit
 import yaml
 
 from tests.fakes.kubernetes_store import (
-    EVENT_FIELDS, METADATA_FIELDS, NODE_FIELDS, POD_FIELDS, ApiError, KubernetesStore, Obj, apply_patch,
-    parse_field_selector, parse_label_selector, selector_string)
+    EVENT_FIELDS,
+    METADATA_FIELDS,
+    NODE_FIELDS,
+    POD_FIELDS,
+    ApiError,
+    KubernetesStore,
+    Obj,
+    apply_patch,
+    parse_field_selector,
+    parse_label_selector,
+    selector_string,
+)
 
 __all__ = ["FakeKubernetes", "RecordedRequest", "ApiError"]
 
@@ -123,7 +133,8 @@ def _validate_deployment(old: Obj, new: Obj) -> None:
     causes: list[tuple[str, str]] = []
     name = old["metadata"]["name"]
     if new["metadata"].get("name") != name:
-        causes.append(("metadata.name", f"Invalid value: {json.dumps(new['metadata'].get('name'))}: field is immutable"))
+        causes.append(("metadata.name",
+                       f"Invalid value: {json.dumps(new['metadata'].get('name'))}: field is immutable"))
     spec = new.get("spec") or {}
     if (cause := _replicas_cause(spec.get("replicas", 1))) is not None:
         causes.append(cause)
@@ -155,7 +166,7 @@ def _validate_deployment(old: Obj, new: Obj) -> None:
 
 class _Server(ThreadingHTTPServer):
     daemon_threads = True
-    fake: "FakeKubernetes"
+    fake: FakeKubernetes
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -247,7 +258,7 @@ class FakeKubernetes(KubernetesStore):
 
     # -- lifecycle --
 
-    def start(self) -> "FakeKubernetes":
+    def start(self) -> FakeKubernetes:
         self._server = _Server(("127.0.0.1", 0), _Handler)
         self._server.fake = self
         if self.tls:
@@ -271,7 +282,7 @@ class FakeKubernetes(KubernetesStore):
             self._server.server_close()
             self._server = None
 
-    def __enter__(self) -> "FakeKubernetes":
+    def __enter__(self) -> FakeKubernetes:
         return self.start()
 
     def __exit__(self, *exc: object) -> None:
@@ -304,7 +315,8 @@ class FakeKubernetes(KubernetesStore):
     def requests_for(self, method: str | None = None, path: str | None = None) -> list[RecordedRequest]:
         """Recorded requests, optionally filtered by method and exact path."""
         with self.lock:
-            return [r for r in self.requests if (method is None or r.method == method) and (path is None or r.path == path)]
+            return [r for r in self.requests
+                    if (method is None or r.method == method) and (path is None or r.path == path)]
 
     def _record(self, request: RecordedRequest) -> None:
         with self.lock:
@@ -368,7 +380,8 @@ class FakeKubernetes(KubernetesStore):
         if not ({(verb, full, namespace), (verb, full, None), ("*", full, None)} & self._forbidden):
             return
         subject = f'{resource.name}.{resource.group} "{name}"' if resource.group and name else \
-            f'{resource.name} "{name}"' if name else f"{resource.name}.{resource.group}" if resource.group else resource.name
+            f'{resource.name} "{name}"' if name else \
+            f"{resource.name}.{resource.group}" if resource.group else resource.name
         scope = f' in the namespace "{namespace}"' if namespace else " at the cluster scope"
         details: Obj = {"kind": resource.name, **({"name": name} if name else {}),
                         **({"group": resource.group} if resource.group else {})}
@@ -393,7 +406,8 @@ class FakeKubernetes(KubernetesStore):
                 for resource in _RESOURCES.values():
                     if resource.group == group:
                         resources.append(resource.discovery())
-                        resources.extend(sub for key, sub in _SUBRESOURCES.items() if key.startswith(resource.name + "/"))
+                        resources.extend(sub for key, sub in _SUBRESOURCES.items()
+                                         if key.startswith(resource.name + "/"))
                 return {"kind": "APIResourceList", "apiVersion": "v1", "groupVersion": group_version,
                         "resources": resources}
         return None
@@ -433,7 +447,8 @@ class FakeKubernetes(KubernetesStore):
     def _scale_of(self, dep: Obj) -> Obj:
         meta = dep["metadata"]
         return {"apiVersion": "autoscaling/v1", "kind": "Scale",
-                "metadata": {key: meta[key] for key in ("name", "namespace", "uid", "resourceVersion", "creationTimestamp")},
+                "metadata": {key: meta[key]
+                             for key in ("name", "namespace", "uid", "resourceVersion", "creationTimestamp")},
                 "spec": {"replicas": dep["spec"].get("replicas", 1)},
                 "status": {"replicas": dep.get("status", {}).get("replicas", 0),
                            "selector": selector_string(dep["spec"]["selector"])}}
@@ -472,13 +487,14 @@ class FakeKubernetes(KubernetesStore):
         _check_version("nodes", old, new)
         unschedulable = (new.get("spec") or {}).get("unschedulable", False)
         if not isinstance(unschedulable, bool):
-            raise ApiError.invalid("Node", name, "", [("spec.unschedulable", f"Invalid value: {json.dumps(unschedulable)}: "
+            raise ApiError.invalid("Node", name, "", [("spec.unschedulable",
+                                                       f"Invalid value: {json.dumps(unschedulable)}: "
                                                        "must be a boolean")])
         if query.get("dryRun") == "All":
             return new
         taint = {"key": "node.kubernetes.io/unschedulable", "effect": "NoSchedule"}
         taints = [t for t in new["spec"].get("taints") or [] if t.get("key") != taint["key"]]
-        new["spec"]["taints"] = taints + [taint] if unschedulable else taints
+        new["spec"]["taints"] = [*taints, taint] if unschedulable else taints
         if not new["spec"]["taints"]:
             del new["spec"]["taints"]
         with self.lock:

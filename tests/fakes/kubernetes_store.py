@@ -14,7 +14,7 @@ import json
 import re
 import threading
 from collections.abc import Callable, Mapping, Sequence
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 __all__ = ["ApiError", "KubernetesStore", "REVISION", "REVISION_HISTORY", "RESTARTED_AT",
@@ -56,12 +56,12 @@ class ApiError(Exception):
         return body
 
     @classmethod
-    def not_found(cls, resource: str, name: str, group: str = "") -> "ApiError":
+    def not_found(cls, resource: str, name: str, group: str = "") -> ApiError:
         qualified = f"{resource}.{group}" if group else resource
         return cls(404, "NotFound", f'{qualified} "{name}" not found', _details(name, resource, group))
 
     @classmethod
-    def invalid(cls, kind: str, name: str, group: str, causes: list[tuple[str, str]]) -> "ApiError":
+    def invalid(cls, kind: str, name: str, group: str, causes: list[tuple[str, str]]) -> ApiError:
         qualified = f"{kind}.{group}" if group else kind
         text = "; ".join(f"{field}: {msg}" for field, msg in causes)
         details = {**_details(name, kind, group),
@@ -69,7 +69,7 @@ class ApiError(Exception):
         return cls(422, "Invalid", f'{qualified} "{name}" is invalid: {text}', details)
 
     @classmethod
-    def bad_request(cls, message: str) -> "ApiError":
+    def bad_request(cls, message: str) -> ApiError:
         return cls(400, "BadRequest", message)
 
 
@@ -81,7 +81,7 @@ def _details(name: str, kind: str, group: str) -> Obj:
 
 
 def rfc3339(moment: datetime) -> str:
-    return moment.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def _safe_encode(seed: str, length: int | None = None) -> str:
@@ -142,7 +142,8 @@ def parse_label_selector(text: str | None) -> Callable[[Mapping[str, str]], bool
 
 def selector_string(selector: Mapping[str, Any]) -> str:
     """A LabelSelector rendered as apimachinery does (requirements sorted by key)."""
-    parts: list[tuple[str, str]] = [(key, f"{key}={value}") for key, value in (selector.get("matchLabels") or {}).items()]
+    parts: list[tuple[str, str]] = [(key, f"{key}={value}")
+                                    for key, value in (selector.get("matchLabels") or {}).items()]
     for expr in selector.get("matchExpressions") or []:
         key, op, values = expr["key"], expr["operator"], sorted(expr.get("values") or [])
         rendered = {"In": f"{key} in ({','.join(values)})", "NotIn": f"{key} notin ({','.join(values)})",
@@ -254,7 +255,8 @@ def _merge_list(current: list[Any], patch: list[Any], merge_key: str) -> list[An
     for item in patch:
         if not isinstance(item, dict) or merge_key not in item:
             raise ApiError.bad_request(f"map: {item!r} does not contain declared merge key: {merge_key}")
-        index = next((i for i, old in enumerate(merged) if isinstance(old, dict) and old.get(merge_key) == item[merge_key]), None)
+        index = next((i for i, old in enumerate(merged)
+                      if isinstance(old, dict) and old.get(merge_key) == item[merge_key]), None)
         if item.get("$patch") == "delete":
             if index is not None:
                 merged.pop(index)
@@ -370,7 +372,8 @@ def apply_patch(target: Obj, content_type: str | None, raw: bytes) -> Obj:
     media = (content_type or "").split(";")[0].strip().lower()
     if media not in (STRATEGIC, MERGE, JSON_PATCH):
         raise ApiError(415, "UnsupportedMediaType",
-                       f"the body of the request was in an unknown format - accepted media types include: {', '.join(PATCH_TYPES)}")
+                       "the body of the request was in an unknown format - accepted media types include: "
+                       f"{', '.join(PATCH_TYPES)}")
     try:
         patch = json.loads(raw or b"null")
     except ValueError as exc:
@@ -381,7 +384,8 @@ def apply_patch(target: Obj, content_type: str | None, raw: bytes) -> Obj:
         try:
             result = _json_patch(target, patch)
         except (ValueError, KeyError, IndexError, TypeError) as exc:
-            raise ApiError(422, "Invalid", str(exc), {"causes": [{"reason": "FieldValueInvalid", "message": str(exc)}]}) from None
+            raise ApiError(422, "Invalid", str(exc),
+                           {"causes": [{"reason": "FieldValueInvalid", "message": str(exc)}]}) from None
     else:
         if not isinstance(patch, dict):
             raise ApiError.bad_request("json: cannot unmarshal array into Go value of type map[string]interface {}")
@@ -434,7 +438,7 @@ class KubernetesStore:
 
     def __init__(self) -> None:
         self.lock = threading.RLock()
-        self.clock: Callable[[], datetime] = lambda: datetime.now(timezone.utc)
+        self.clock: Callable[[], datetime] = lambda: datetime.now(UTC)
         self._objects: dict[str, dict[tuple[str, str], Obj]] = {
             r: {} for r in ("namespaces", "nodes", "pods", "events", "deployments", "replicasets")}
         self._logs: dict[tuple[str, str], dict[str, tuple[str, str | None]]] = {}
@@ -469,7 +473,8 @@ class KubernetesStore:
     def ensure_namespace(self, namespace: str) -> None:
         with self.lock:
             if ("", namespace) not in self._objects["namespaces"]:
-                self._put("namespaces", {"apiVersion": "v1", "kind": "Namespace", "metadata": self._meta(namespace, None),
+                self._put("namespaces", {"apiVersion": "v1", "kind": "Namespace",
+                                         "metadata": self._meta(namespace, None),
                                          "spec": {"finalizers": ["kubernetes"]}, "status": {"phase": "Active"}})
 
     # -- reads used by tests and the server --
@@ -550,7 +555,8 @@ class KubernetesStore:
                     status["lastState"] = {"terminated": {"exitCode": 1, "reason": "Error",
                                                           "startedAt": now, "finishedAt": now}}
                 statuses.append(status)
-            spec: Obj = {"containers": [{"name": c, "image": image, "imagePullPolicy": "IfNotPresent"} for c in containers],
+            spec: Obj = {"containers": [{"name": c, "image": image, "imagePullPolicy": "IfNotPresent"}
+                                        for c in containers],
                          "restartPolicy": "Always", "terminationGracePeriodSeconds": 30,
                          "schedulerName": "default-scheduler", "serviceAccountName": "default"}
             if node:
@@ -586,7 +592,8 @@ class KubernetesStore:
             if host:
                 source["host"] = host
             event = {"apiVersion": "v1", "kind": "Event",
-                     "metadata": self._meta(event_name or f"{name}.{int(first.timestamp() * 1e9) + next(self._serial):x}",
+                     "metadata": self._meta(event_name
+                                            or f"{name}.{int(first.timestamp() * 1e9) + next(self._serial):x}",
                                             namespace, first),
                      "involvedObject": involved, "reason": reason, "message": message, "type": type,
                      "count": count, "source": source, "firstTimestamp": rfc3339(first),
@@ -609,12 +616,14 @@ class KubernetesStore:
                    "metadata": self._meta(name, namespace, created, labels=labels, annotations=dict(annotations or {})),
                    "spec": {"replicas": replicas, "selector": {"matchLabels": dict(labels)},
                             "template": {"metadata": {"labels": dict(labels)},
-                                         "spec": {"containers": [{"name": c, "image": image, "imagePullPolicy": "IfNotPresent",
+                                         "spec": {"containers": [{"name": c, "image": image,
+                                                                  "imagePullPolicy": "IfNotPresent",
                                                                   "terminationMessagePath": "/dev/termination-log"}
                                                                  for c in (containers or [name])],
                                                   "restartPolicy": "Always", "terminationGracePeriodSeconds": 30,
                                                   "dnsPolicy": "ClusterFirst"}},
-                            "strategy": {"type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": "25%", "maxSurge": "25%"}},
+                            "strategy": {"type": "RollingUpdate",
+                                         "rollingUpdate": {"maxUnavailable": "25%", "maxSurge": "25%"}},
                             "revisionHistoryLimit": revision_history_limit, "progressDeadlineSeconds": 600},
                    "status": {}}
             dep["metadata"]["generation"] = 1
@@ -716,7 +725,8 @@ class KubernetesStore:
 
     def _owned(self, dep: Obj) -> list[Obj]:
         ns, uid = dep["metadata"]["namespace"], dep["metadata"]["uid"]
-        return sorted((rs for (n, _), rs in self._objects["replicasets"].items() if n == ns and _controlled_by(rs, uid)),
+        return sorted((rs for (n, _), rs in self._objects["replicasets"].items()
+                       if n == ns and _controlled_by(rs, uid)),
                       key=lambda rs: (rs["metadata"]["creationTimestamp"], revision_of(rs)))
 
     def _pods_of(self, rs: Obj) -> list[Obj]:
@@ -820,7 +830,8 @@ class KubernetesStore:
                            "message": "Deployment is paused"}
         else:
             progressing = {"type": "Progressing", "status": "True", "reason": "NewReplicaSetAvailable",
-                           "message": f'ReplicaSet "{new["metadata"]["name"] if new else ""}" has successfully progressed.'}
+                           "message": f'ReplicaSet "{new["metadata"]["name"] if new else ""}" '
+                                      "has successfully progressed."}
         status: Obj = {
             "observedGeneration": dep["metadata"].get("generation", 1), "replicas": len(pods),
             "updatedReplicas": len(self._pods_of(new)) if new else 0, "readyReplicas": ready,

@@ -52,7 +52,7 @@ import threading
 import uuid
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
@@ -147,16 +147,16 @@ class _RestError(Exception):
 
 
 def _now() -> datetime:
-    return datetime.now(timezone.utc)
+    return datetime.now(UTC)
 
 
 def _iso(when: datetime | None) -> str | None:
-    return when.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ") if when else None
+    return when.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ") if when else None
 
 
 class _Server(ThreadingHTTPServer):
     daemon_threads = True
-    fake: "FakePagerDuty"
+    fake: FakePagerDuty
 
     def handle_error(self, request: Any, client_address: Any) -> None:
         import sys
@@ -274,7 +274,7 @@ class FakePagerDuty:
 
     # -- lifecycle --
 
-    def start(self) -> "FakePagerDuty":
+    def start(self) -> FakePagerDuty:
         authority = trustme.CA()
         context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
         authority.issue_cert("127.0.0.1", "localhost").configure_cert(context)
@@ -299,7 +299,7 @@ class FakePagerDuty:
             shutil.rmtree(self._tmp, ignore_errors=True)
             self._tmp = None
 
-    def __enter__(self) -> "FakePagerDuty":
+    def __enter__(self) -> FakePagerDuty:
         return self.start()
 
     def __exit__(self, *exc: object) -> None:
@@ -454,7 +454,8 @@ class FakePagerDuty:
     def _target(self, target: Obj) -> Obj:
         if target["type"] == "user_reference":
             return self._user_ref(target["id"])
-        return self._ref(target["type"].removesuffix("_reference"), target["id"], str(target.get("summary") or target["id"]))
+        return self._ref(target["type"].removesuffix("_reference"), target["id"],
+                         str(target.get("summary") or target["id"]))
 
     def _policy(self, policy_id: str, include: list[str]) -> Obj:
         policy = self._policies[policy_id]
@@ -462,8 +463,10 @@ class FakePagerDuty:
                     if s["escalation_policy"] == policy_id]
         return {"id": policy_id, "type": "escalation_policy", "summary": policy["name"], "name": policy["name"],
                 "description": "", "num_loops": policy["num_loops"], "on_call_handoff_notifications": "if_has_services",
-                "escalation_rules": [{"id": rule["id"], "escalation_delay_in_minutes": rule["escalation_delay_in_minutes"],
-                                      "targets": [self._target(t) for t in rule["targets"]]} for rule in policy["rules"]],
+                "escalation_rules": [{"id": rule["id"],
+                                      "escalation_delay_in_minutes": rule["escalation_delay_in_minutes"],
+                                      "targets": [self._target(t) for t in rule["targets"]]}
+                                     for rule in policy["rules"]],
                 "services": services, "teams": [], "self": f"{self.base_url}/escalation_policies/{policy_id}",
                 "html_url": f"https://{self.subdomain}.pagerduty.com/escalation_policies/{policy_id}"}
 
@@ -641,8 +644,8 @@ class FakePagerDuty:
     def _requester(self, headers: dict[str, str]) -> str:
         email = headers.get("from", "").strip()
         if not email:
-            raise _RestError(400, 'You must specify a user\'s email address in the "From" header to perform this action',
-                             2016)
+            raise _RestError(400, 'You must specify a user\'s email address in the "From" header to perform '
+                             "this action", 2016)
         for user_id, user in self._users.items():
             if user["email"].lower() == email.lower():
                 return user_id
@@ -682,7 +685,8 @@ class FakePagerDuty:
                     entries.append({
                         "escalation_policy": self._ref("escalation_policy", policy_id, policy["name"]),
                         "escalation_level": level,
-                        "schedule": self._ref("schedule", entry["schedule"], entry["schedule"]) if entry["schedule"] else None,
+                        "schedule": (self._ref("schedule", entry["schedule"], entry["schedule"])
+                                     if entry["schedule"] else None),
                         "user": self._user(entry["user"]) if full_users else self._user_ref(entry["user"]),
                         "start": _iso(entry["start"]), "end": _iso(entry["end"])})
         return self._page(entries, query, "oncalls")
@@ -730,7 +734,8 @@ class FakePagerDuty:
         if not isinstance(content, str) or not content.strip():
             raise _RestError(400, "Invalid Input Provided", 2001, ["Note content cannot be empty."])
         record = {"id": self._new_id("PN"), "user": self._user_ref(requester),
-                  "channel": {"summary": "The PagerDuty website or APIs"}, "content": content, "created_at": _iso(_now())}
+                  "channel": {"summary": "The PagerDuty website or APIs"}, "content": content,
+                  "created_at": _iso(_now())}
         self._notes.setdefault(incident["id"], []).append(record)
         return copy.deepcopy(record)
 
@@ -748,7 +753,7 @@ class FakePagerDuty:
             data = self._webhook_incident(incident) if isinstance(incident, str) else copy.deepcopy(incident)
             if isinstance(agent, str):
                 agent = self._user_ref(agent)
-        when = (occurred_at or self.clock()).astimezone(timezone.utc)
+        when = (occurred_at or self.clock()).astimezone(UTC)
         envelope = {"event": {"id": event_id or uuid.uuid4().hex, "event_type": event_type, "resource_type": "incident",
                               "occurred_at": when.isoformat(timespec="milliseconds").replace("+00:00", "Z"),
                               "agent": agent, "client": None, "data": data}}

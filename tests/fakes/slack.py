@@ -13,9 +13,10 @@ import sys
 import threading
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any, Callable
+from typing import Any
 from urllib.parse import parse_qsl
 
 from tests.fakes.slack_blocks import validate_blocks
@@ -125,7 +126,8 @@ class Hold:
 def _require(args: dict[str, Any], *names: str) -> None:
     for name in names:
         if args.get(name) in (None, ""):
-            raise _SlackError("invalid_arguments", response_metadata={"messages": [f"[ERROR] missing required field: {name}"]})
+            raise _SlackError("invalid_arguments",
+                              response_metadata={"messages": [f"[ERROR] missing required field: {name}"]})
 
 
 class FakeSlack:
@@ -155,7 +157,7 @@ class FakeSlack:
 
     # -- lifecycle -------------------------------------------------------------------------------
 
-    def start(self) -> "FakeSlack":
+    def start(self) -> FakeSlack:
         self._server = _QuietServer(("127.0.0.1", 0), _handler(self))
         self._server.daemon_threads = True
         threading.Thread(target=self._server.serve_forever, name="fake-slack", daemon=True).start()
@@ -166,7 +168,7 @@ class FakeSlack:
             self._server.shutdown()
             self._server.server_close()
 
-    def __enter__(self) -> "FakeSlack":
+    def __enter__(self) -> FakeSlack:
         return self.start()
 
     def __exit__(self, *_: object) -> None:
@@ -266,7 +268,8 @@ class FakeSlack:
 
     # -- dispatch ------------------------------------------------------------------------------------
 
-    def handle(self, method: str, args: dict[str, Any], headers: dict[str, str]) -> tuple[int, dict[str, Any], dict[str, str]]:
+    def handle(self, method: str, args: dict[str, Any],
+               headers: dict[str, str]) -> tuple[int, dict[str, Any], dict[str, str]]:
         call = Call(method, args, headers)
         hold = self._take_hold(method, args)
         if hold and hold.when == "before":
@@ -283,7 +286,8 @@ class FakeSlack:
             self.calls.append(call)
         return status, body, extra
 
-    def _answer(self, method: str, args: dict[str, Any], headers: dict[str, str]) -> tuple[int, dict[str, Any], dict[str, str]]:
+    def _answer(self, method: str, args: dict[str, Any],
+                headers: dict[str, str]) -> tuple[int, dict[str, Any], dict[str, str]]:
         if self._down:
             return 503, {"ok": False, "error": "service_unavailable"}, {}
         auth = headers.get("authorization", "")
@@ -307,7 +311,8 @@ class FakeSlack:
             _, error, status, retry_after = failure
             extra = {"Retry-After": str(retry_after)} if retry_after is not None else {}
             return status, {"ok": False, "error": error}, extra
-        handler: Callable[[dict[str, Any]], dict[str, Any]] | None = getattr(self, "_m_" + method.replace(".", "_"), None)
+        handler: Callable[[dict[str, Any]], dict[str, Any]] | None = getattr(self, "_m_" + method.replace(".", "_"),
+                                                                             None)
         if handler is None:
             return 200, {"ok": False, "error": "unknown_method"}, {}
         try:
@@ -443,7 +448,8 @@ class FakeSlack:
         channel = self._channel(args["channel"])
         return {"channel": channel.id, "ts": message.ts,
                 "message": {"type": "message", "text": message.text, "ts": message.ts, "bot_id": "B0001",
-                            "blocks": message.blocks, **({"thread_ts": message.thread_ts} if message.thread_ts else {})}}
+                            "blocks": message.blocks,
+                            **({"thread_ts": message.thread_ts} if message.thread_ts else {})}}
 
     def _m_chat_update(self, args: dict[str, Any]) -> dict[str, Any]:
         _require(args, "channel", "ts")
@@ -474,7 +480,8 @@ class FakeSlack:
     def _m_chat_getPermalink(self, args: dict[str, Any]) -> dict[str, Any]:
         channel = self._channel(args.get("channel"))
         return {"channel": channel.id,
-                "permalink": f"https://acme.slack.com/archives/{channel.id}/p{str(args.get('message_ts')).replace('.', '')}"}
+                "permalink": f"https://acme.slack.com/archives/{channel.id}"
+                             f"/p{str(args.get('message_ts')).replace('.', '')}"}
 
     def _m_users_info(self, args: dict[str, Any]) -> dict[str, Any]:
         user = self.users.get(str(args.get("user")))
