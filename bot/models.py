@@ -118,6 +118,9 @@ class Incident(SQLModel, table=True):
     # What the card's buttons carry instead of the incident's id: unguessable, so a click can
     # only act on the incident whose card it was made for (commands.middleware checks both).
     card_token: str = Field(default_factory=new_token, max_length=32, unique=True)
+    # Slack users called in without a channel to join (an incident in the card's thread): the
+    # configured responders and whoever PagerDuty had on call. They may act on it (bot.policy).
+    responders: list[str] = _json(list)
 
     @property
     def is_open(self) -> bool:

@@ -2,9 +2,11 @@
 
 Every button and command that acts on an incident passes through `Policy.decide` (applied
 by commands.middleware before any listener runs), so a rule is written once. The default:
-the people in the incident's channel (where its card and runbook are; for an incident
-without a channel of its own, the announce channel holding its card), plus whoever
-acknowledged it or commands it. Approvals (remediations) extend this with their own acts.
+the people in the incident's channel, plus whoever acknowledged it or commands it. An
+incident without a channel of its own (its card and runbook in a thread of the announce
+channel, which everyone may read) is steered only by its responders: the configured ones and
+whoever PagerDuty had on call (`Incident.responders`), its commander and whoever acknowledged
+it. Approvals (remediations) extend this with their own acts.
 """
 
 from __future__ import annotations
@@ -37,13 +39,16 @@ class Requester:
 @dataclass(frozen=True)
 class Decision:
     allowed: bool
-    reason: Literal["", "not_in_channel", "membership_unknown"] = ""
+    reason: Literal["", "not_in_channel", "membership_unknown", "not_a_responder"] = ""
 
 
 class Policy:
     def decide(self, act: Act, requester: Requester, incident: Incident) -> Decision:
         if requester.user in (incident.commander, incident.acknowledged_by):
             return Decision(True)
+        if incident.channel_id is None:  # a thread incident: the announce channel's members are everyone
+            return Decision(requester.user in incident.responders, "" if requester.user in incident.responders
+                            else "not_a_responder")
         if requester.in_channel:
             return Decision(True)
         if requester.in_channel is None:
@@ -52,5 +57,5 @@ class Policy:
 
     @staticmethod
     def deciding_channel(incident: Incident) -> str | None:
-        """Whose members may act: the incident's own channel, else where its card is."""
-        return incident.channel_id or incident.card_channel_id
+        """Whose members may act: the incident's own channel (None: it has none)."""
+        return incident.channel_id

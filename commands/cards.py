@@ -214,8 +214,8 @@ def _delivery_note(view: CardView) -> str:
     paging = view.paging
     assert paging is not None
     state = _DELIVERY.get(paging.delivery, escape(paging.delivery))
-    when = f" at {slack_time(paging.delivered_at, view.now)}" if paging.delivery == "delivered" and paging.delivered_at \
-        else ""
+    when = (f" at {slack_time(paging.delivered_at, view.now)}"
+            if paging.delivery == "delivered" and paging.delivered_at else "")
     error = ""
     if paging.last_error and paging.delivery in ("pending", "failed"):
         reason = escape(clip(paging.last_error, 150))

@@ -106,9 +106,8 @@ def authorize(act: Act | Callable[[dict[str, Any]], Act], policy: Policy, slack:
     async def check(body: dict[str, Any], context: dict[str, Any], respond: Any,
                     next: Callable[[], Awaitable[BoltResponse]]) -> BoltResponse | None:
         incident: Incident = context["incident"]
-        step = context.get("step")
         wanted = act if isinstance(act, Act) else act(context)
-        channel = step.message_channel if step is not None else policy.deciding_channel(incident)
+        channel = policy.deciding_channel(incident)
         requester = await _requester(slack, body["user"]["id"], channel)
         decision = policy.decide(wanted, requester, incident)
         if not decision.allowed:
@@ -133,6 +132,9 @@ def refusal(decision: Decision, act: Act, requester: Requester) -> str:
     where = f"<#{requester.channel}>" if requester.channel else "the incident's channel"
     if decision.reason == "membership_unknown":
         return f"Could not check that you are in {where} ({requester.lookup_error}); try again."
+    if decision.reason == "not_a_responder":
+        return (f"Only this incident's responders, on-call and commander can {act.value}: it has no channel of its "
+                "own. Ask its commander, or add yourself to the responders in ONCALL_CONFIG.")
     return f"Only members of {where} can {act.value}; join the channel first."
 
 

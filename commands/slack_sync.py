@@ -148,6 +148,10 @@ class SlackSync:
             await self._open_channel(incident, retry=retry)
         if incident.card_ts is None:
             await self._post_card(incident, job, retry=retry)
+        if incident.channel_id is None and not incident.responders:
+            # No channel to invite them to: record who was called in, so they may act on it.
+            users, _ = await self._resolve_people(self.config.responders_for(incident.labels))
+            await asyncio.to_thread(self._add_responders, incident.id, users)
 
     async def announce(self, job: Job) -> None:
         """The incident's line in the announce channel: its own job, outside the incident's lane,
@@ -219,6 +223,12 @@ class SlackSync:
                 return mine
             log.info("channel name taken; trying the next", extra={"channel": name})
         raise PermanentError(f"channel names {base} to {base}-9 are all taken; archive old channels")
+
+    def _add_responders(self, incident_id: int | None, users: list[str]) -> None:
+        with self.db.session() as session:
+            row = session.get(Incident, incident_id, with_for_update=True)
+            if row is not None:
+                row.responders = list(dict.fromkeys([*row.responders, *users]))
 
     def _channel_in_use(self, channel_id: str, incident_id: int | None) -> bool:
         with self.db.read() as session:
@@ -336,6 +346,8 @@ class SlackSync:
         if found and incident.channel_id:
             refused = await self.slack.invite(incident.channel_id, found)
             unknown += [f"{mention(user)} ({plain_text(error, 100)})" for user, error in refused]
+        elif found:
+            await asyncio.to_thread(self._add_responders, incident.id, found)
         people = ", ".join(mention(u) for u in found) or "nobody found on call"
         verb = " invited" if found and incident.channel_id else ""
         return f":pager: {name}: {people}{verb}." + (f" Could not invite: {', '.join(unknown)}." if unknown else "")

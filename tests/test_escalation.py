@@ -322,6 +322,25 @@ def test_card_buttons_refuse_anyone_outside_the_incident_and_change_nothing(
     assert pagerduty.events == [] and paging(pd_bot, row.id).level == 0
 
 
+def test_an_incident_without_a_channel_is_steered_by_its_responders_not_by_everyone_in_the_announce_channel(
+        database_url: str, slack: FakeSlack, pagerduty: FakePagerDuty, clock: FakeClock) -> None:
+    config = {**POLICY, "responders": [{"match": {"team": "payments"}, "invite": ["U0ALICE"]}]}
+    running = start(pd_settings(database_url, slack, pagerduty, config), clock)
+    try:
+        row = open_incident(running, group(alert(labels={"severity": "warning"})))  # P3: in the card's thread
+        assert row.channel_id is None
+        wait_for(lambda: incident(running, row.id).responders == ["U0ALICE"], what="the responders recorded")
+        # Mallory reads #incidents like everyone, but was not called in
+        click(running, slack, ACK, row, "U0MALLORY")
+        wait_for(lambda: any("Only this incident's responders" in text for text in answers(slack)), what="refusal")
+        assert incident(running, row.id).acknowledged_at is None
+        click(running, slack, ACK, row, "U0ALICE")
+        wait_for(lambda: incident(running, row.id).acknowledged_by == "U0ALICE", what="the responder's ack")
+    finally:
+        running.stop()
+        running.services.db.dispose()
+
+
 def test_a_card_button_acts_only_on_the_card_it_is_on(
         pd_bot: RunningBot, slack: FakeSlack, pagerduty: FakePagerDuty, clock: FakeClock) -> None:
     first, second = open_incident(pd_bot, p2_group("api-0")), open_incident(pd_bot, p2_group("api-1"))

@@ -1,4 +1,5 @@
-"""Slack requests acted on, so a retried or replayed click acts once; card button tokens
+"""Slack requests acted on, so a retried or replayed click acts once; card button tokens; the
+responders of an incident without a channel
 
 Revision ID: 0007
 Revises: 0006
@@ -27,6 +28,7 @@ def upgrade() -> None:
     # (the card is redrawn with tokens at its next update) rather than trusting an id.
     with op.batch_alter_table('incident', schema=None) as batch_op:
         batch_op.add_column(sa.Column('card_token', sa.String(length=32), nullable=True))
+        batch_op.add_column(sa.Column('responders', sa.JSON(), nullable=False, server_default='[]'))
     bind = op.get_bind()
     incident = sa.table('incident', sa.column('id', sa.Integer), sa.column('card_token', sa.String))
     for (incident_id,) in bind.execute(sa.select(incident.c.id)).all():
@@ -40,6 +42,7 @@ def upgrade() -> None:
 def downgrade() -> None:
     with op.batch_alter_table('incident', schema=None) as batch_op:
         batch_op.drop_constraint('uq_incident_card_token', type_='unique')
+        batch_op.drop_column('responders')
         batch_op.drop_column('card_token')
     op.drop_index('ix_slack_delivery_received_at', table_name='slack_delivery')
     op.drop_table('slack_delivery')
