@@ -16,7 +16,7 @@ from datetime import datetime
 
 from pydantic import ValidationError
 from sqlalchemy.exc import SQLAlchemyError
-from starlette.requests import ClientDisconnect, Request
+from starlette.requests import Request
 from starlette.responses import JSONResponse
 
 from bot import metrics
@@ -24,6 +24,7 @@ from bot.config import Settings
 from bot.db import Database
 from bot.incidents import IngestResult, ingest
 from bot.models import utcnow
+from commands.http_body import BodyError, BodyTooLarge, read_body
 from integrations.alertmanager import WebhookMessage
 
 __all__ = ["WebhookEndpoint"]
@@ -73,25 +74,14 @@ class WebhookEndpoint:
 
     async def _read_body(self, request: Request) -> bytes:
         limit = self.settings.max_webhook_bytes
-        declared = request.headers.get("content-length")
-        if declared and declared.isdigit() and int(declared) > _DRAIN_FACTOR * limit:
-            raise self._too_big(int(declared), limit, _Oversize())
-        body, oversize = bytearray(), None
+        # Over the limit: read on (up to a bound) only to name the group in the log.
+        oversize = _Oversize()
         try:
-            async for chunk in request.stream():
-                if oversize is None and len(body) + len(chunk) <= limit:
-                    body += chunk
-                    continue
-                # Over the limit: read on (up to a bound) only to name the group in the log.
-                oversize = oversize or _Oversize(bytes(body))
-                oversize.add(chunk)
-                if oversize.size > _DRAIN_FACTOR * limit:
-                    break
-        except ClientDisconnect as exc:
-            raise _Reject(400, "client disconnected before the body was complete") from exc
-        if oversize is not None:
-            raise self._too_big(oversize.size, limit, oversize)
-        return bytes(body)
+            return await read_body(request, limit, overflow=oversize.add, read_up_to=_DRAIN_FACTOR * limit)
+        except BodyTooLarge as exc:
+            raise self._too_big(exc.size, limit, oversize) from exc
+        except BodyError as exc:
+            raise _Reject(exc.status, exc.error) from exc
 
     @staticmethod
     def _too_big(size: int, limit: int, seen: _Oversize) -> _Reject:

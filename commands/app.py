@@ -19,11 +19,8 @@ from datetime import datetime
 from typing import TYPE_CHECKING
 
 import aiohttp
-from slack_bolt.adapter.starlette.async_handler import AsyncSlackRequestHandler
 from slack_bolt.async_app import AsyncApp
 from starlette.applications import Starlette
-from starlette.requests import Request
-from starlette.responses import Response
 from starlette.routing import Route
 
 from bot import metrics
@@ -44,6 +41,7 @@ from commands.health import SlackSetupCheck, health_routes
 from commands.middleware import act_once, log_request
 from commands.pagerduty_webhook import PagerDutyWebhook
 from commands.runbook_flow import RunbookFlow
+from commands.slack_events import SlackEvents
 from commands.slack_sync import SlackSync
 from integrations.slack import SlackClient, make_web_client
 
@@ -163,11 +161,8 @@ def action_clients(settings: Settings) -> ActionContext:
 
 
 def create_app(bot: Bot, *, run_worker: bool = True) -> Starlette:
-    slack_handler = AsyncSlackRequestHandler(bot.bolt)
+    slack_events = SlackEvents(bot.bolt, bot.settings.slack_signing_secret)
     slack_check = SlackSetupCheck(bot.slack, bot.settings.config.channels.announce)
-
-    async def slack_events(request: Request) -> Response:
-        return await slack_handler.handle(request)
 
     @contextlib.asynccontextmanager
     async def lifespan(_: Starlette) -> AsyncIterator[None]:
@@ -190,7 +185,7 @@ def create_app(bot: Bot, *, run_worker: bool = True) -> Starlette:
                     await asyncio.to_thread(close)
             await bot.slack.web.session.close()
 
-    routes = [Route("/slack/events", slack_events, methods=["POST"]),
+    routes = [Route("/slack/events", slack_events.handle, methods=["POST"]),
               *(route for feature in bot.features for route in feature.routes),
               *health_routes(bot.settings, bot.db, slack_check)]
     return Starlette(routes=routes, lifespan=lifespan)

@@ -35,10 +35,18 @@ def health_routes(settings: Settings, db: Database, slack_check: SlackSetupCheck
 
     async def readyz(_: Request) -> Response:
         # problems: the bot cannot do its work (503); warnings: some of it waits for a person.
+        # Anyone who can reach the port reads this: it says what is wrong in words and names the
+        # setting to check; hosts, ports and drivers' messages go to the log only.
         problems = await _readiness_problems(settings, db)
         slack_problems, slack_warnings = await slack_check.problems()
+        warnings = slack_warnings
+        if not problems:  # the database answers: are jobs failed or waiting?
+            try:
+                warnings = warnings + await asyncio.to_thread(_job_warnings, db)
+            except Exception as exc:  # a missing table, a dropped connection: not ready, never a 500
+                problems.append(_logged("database cannot be read: check that the bot's migrations ran "
+                                        "(the log has the details)", "database", exc))
         problems += slack_problems
-        warnings = slack_warnings + await asyncio.to_thread(_job_warnings, db)
         status = "not ready" if problems else "degraded" if warnings else "ready"
         return JSONResponse({"status": status, "problems": problems, "warnings": warnings},
                             status_code=503 if problems else 200)
@@ -58,7 +66,8 @@ async def _readiness_problems(settings: Settings, db: Database) -> list[str]:
     try:
         await asyncio.to_thread(db.ping)
     except Exception as exc:  # any driver error means "not ready"
-        problems.append(f"database unreachable: {exc.__class__.__name__}: {str(exc)[:200]}")
+        problems.append(_logged("database unreachable: check DATABASE_URL and that the database is up "
+                                "(the log has the details)", "database", exc))
     if settings.redis_url:
         import redis.asyncio as redis
 
@@ -66,10 +75,29 @@ async def _readiness_problems(settings: Settings, db: Database) -> list[str]:
         try:
             await client.ping()
         except Exception as exc:
-            problems.append(f"redis unreachable: {exc.__class__.__name__}: {str(exc)[:200]}")
+            problems.append(_logged("redis unreachable: check REDIS_URL and that Redis is up "
+                                    "(the log has the details)", "redis", exc))
         finally:
             await client.aclose()
     return problems
+
+
+def _logged(problem: str, what: str, exc: BaseException) -> str:
+    """`problem` for /readyz; the details (which may name hosts, ports, users) for the log only."""
+    log.error("readiness: %s: %s: %s", what, exc.__class__.__name__, str(exc)[:500],
+              extra={"problem": problem, "error": f"{exc.__class__.__name__}: {str(exc)[:500]}"})
+    return problem
+
+
+def _slack_words(exc: SlackError) -> str:
+    """A failed Slack call in words fit for /readyz: Slack's error code, never SLACK_API_URL's host
+    or a network library's message (those are logged)."""
+    if exc.status is None:  # never reached Slack: the error text names the URL and the library's exception
+        return _logged(f"Slack unreachable ({exc.method}): check SLACK_API_URL and the network "
+                       "(the log has the details)", "slack", exc)
+    if re.fullmatch(r"[a-z0-9_]{1,64}", exc.error):
+        return f"Slack {exc.method} failed: {exc.error} (HTTP {exc.status})"
+    return _logged(f"Slack {exc.method} failed (HTTP {exc.status}; the log has the details)", "slack", exc)
 
 
 class SlackSetupCheck:
@@ -97,7 +125,7 @@ class SlackSetupCheck:
         try:
             identity = await self.slack.identity()
         except SlackError as exc:
-            return [f"Slack refused the bot token ({exc.error}): {exc.fix}" if exc.app_setup else str(exc)], []
+            return [f"Slack refused the bot token ({exc.error}): {exc.fix}" if exc.app_setup else _slack_words(exc)], []
         problems = []
         missing = sorted(REQUIRED_SCOPES - identity.scopes) if identity.scopes else []
         if missing:
@@ -110,6 +138,8 @@ class SlackSetupCheck:
         try:
             channel = await self._announce_channel()
         except SlackError as exc:
+            if exc.status is None or not re.fullmatch(r"[a-z0-9_]{1,64}", exc.error):
+                return [f"{where}: cannot be checked: {_slack_words(exc)}"]
             return [f"{where}: cannot be checked ({exc.error}): {exc.fix}"]
         if channel is None:
             return [f"{where} does not exist: create it or fix channels.announce in ONCALL_CONFIG; until then "

@@ -19,13 +19,14 @@ from pydantic import ValidationError
 from sqlalchemy import or_, select
 from sqlalchemy.exc import SQLAlchemyError
 from sqlmodel import Session, col
-from starlette.requests import ClientDisconnect, Request
+from starlette.requests import Request
 from starlette.responses import JSONResponse
 
 from bot import escalation
 from bot.config import OncallConfig, Settings
 from bot.db import Database
 from bot.models import Incident, Paging, utcnow
+from commands.http_body import BodyError, read_body
 from integrations.pagerduty import WebhookEvent, verify_webhook_signature
 
 __all__ = ["PagerDutyWebhook"]
@@ -41,11 +42,9 @@ class PagerDutyWebhook:
 
     async def handle(self, request: Request) -> JSONResponse:
         try:
-            body = await self._read(request)
-        except ValueError as exc:
-            return JSONResponse({"error": str(exc)}, status_code=413)
-        except ClientDisconnect:
-            return JSONResponse({"error": "client disconnected before the body was complete"}, status_code=400)
+            body = await read_body(request, self.limit)
+        except BodyError as exc:
+            return JSONResponse({"error": exc.error}, status_code=exc.status)
         if not self.secret:
             return JSONResponse({"error": "PAGERDUTY_WEBHOOK_SECRET is not set: set it to the webhook "
                                           "subscription's signing secret"}, status_code=401)
@@ -67,14 +66,6 @@ class PagerDutyWebhook:
         log.info("PagerDuty webhook applied", extra={"event_type": event.event_type, "event_id": event.id,
                                                      "outcome": outcome, "why": why or None})
         return JSONResponse({"outcome": outcome, "event_type": event.event_type, **({"why": why} if why else {})})
-
-    async def _read(self, request: Request) -> bytes:
-        body = bytearray()
-        async for chunk in request.stream():
-            body += chunk
-            if len(body) > self.limit:
-                raise ValueError(f"body exceeds {self.limit} bytes")
-        return bytes(body)
 
     def _apply(self, event: WebhookEvent) -> tuple[str, str]:
         pd = event.incident

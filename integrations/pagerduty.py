@@ -474,12 +474,12 @@ def verify_webhook_signature(secret: str, body: bytes, header: str | None) -> bo
     rotated; one match is enough. Compared in constant time; other versions are ignored."""
     if not secret or not header:
         return False
-    expected = hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
+    expected = hmac.new(secret.encode(), body, hashlib.sha256).hexdigest().encode()
     matched = False
     for item in header.split(","):
         version, _, signature = item.strip().partition("=")
-        if version == "v1" and signature:
-            matched |= hmac.compare_digest(expected, signature.strip().lower())
+        if version == "v1" and signature:  # as bytes: a non-ASCII str would make compare_digest raise
+            matched |= hmac.compare_digest(expected, signature.strip().lower().encode("utf-8", "replace"))
     return matched
 
 

@@ -176,8 +176,8 @@ class RunningBot:
         self.thread.join(timeout=15)
 
 
-def start_bot(settings: Settings, clock=None) -> RunningBot:  # type: ignore[no-untyped-def]
-    services = build(settings, **({"clock": clock} if clock else {}))
+def start_bot(settings: Settings, clock=None, *, migrate: bool = True) -> RunningBot:  # type: ignore[no-untyped-def]
+    services = build(settings, migrate=migrate, **({"clock": clock} if clock else {}))
     services.outbox.poll_seconds = 0.05
     port = free_port()
     config = uvicorn.Config(create_app(services), host="127.0.0.1", port=port, log_config=None, lifespan="on")

@@ -1,0 +1,94 @@
+"""/readyz is read by anyone who reaches the port (security review, issue 10 item 7): it says what is
+wrong in words and names the setting to check; hosts, ports, users and drivers' messages go to the
+log only, at error level."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+
+import httpx
+import pytest
+
+from tests.conftest import RunningBot, free_port, make_settings, start_bot
+from tests.fakes.slack import FakeSlack
+
+# What a driver's message gives away: none of it may reach the JSON.
+LEAKS = ("127.0.0.1", "localhost", "nobody", "secret", "nothing", "psycopg", "OperationalError", "redis.",
+         "ConnectionError", "refused", "Connect call failed", "Errno", "aiohttp", "ClientConnector", "sqlite",
+         "no such table", "Background on this error")
+
+
+@pytest.fixture
+def running() -> Iterator[list[RunningBot]]:
+    bots: list[RunningBot] = []
+    yield bots
+    for bot in bots:
+        bot.stop()
+        bot.services.db.dispose()
+
+
+def _assert_no_details(text: str, *ports: int) -> None:
+    leaked = [word for word in (*LEAKS, *map(str, ports)) if word.lower() in text.lower()]
+    assert leaked == [], f"/readyz shows {leaked}: {text}"
+
+
+def test_unreachable_database_and_redis_are_named_without_hosts_or_driver_errors(
+        slack: FakeSlack, running: list[RunningBot], caplog: pytest.LogCaptureFixture) -> None:
+    db_port, redis_port = free_port(), free_port()  # nothing listens on either
+    settings = make_settings(f"postgresql://nobody:secret@127.0.0.1:{db_port}/nothing", slack,
+                             redis_url=f"redis://127.0.0.1:{redis_port}/0")
+    bot = start_bot(settings, migrate=False)  # the database is down from the start: nothing to migrate
+    running.append(bot)
+    with caplog.at_level(logging.ERROR, logger="commands.health"):
+        reply = httpx.get(f"{bot.url}/readyz", timeout=20)
+    assert reply.status_code == 503, reply.text
+    assert reply.json()["status"] == "not ready"
+    problems = reply.json()["problems"]
+    assert [p.split(":")[0] for p in problems] == ["database unreachable", "redis unreachable"]
+    assert "DATABASE_URL" in problems[0] and "REDIS_URL" in problems[1]
+    _assert_no_details(reply.text, db_port, redis_port)
+    # ... and the log has what an operator needs
+    logged = {r.getMessage() for r in caplog.records if r.levelno == logging.ERROR and r.name == "commands.health"}
+    assert any("database" in m and "OperationalError" in m and str(db_port) in m for m in logged), logged
+    assert any("redis" in m and "ConnectionError" in m and str(redis_port) in m for m in logged), logged
+
+
+def test_unreachable_redis_alone_is_named_without_its_address(
+        slack: FakeSlack, running: list[RunningBot], tmp_path) -> None:  # type: ignore[no-untyped-def]
+    port = free_port()
+    bot = start_bot(make_settings(f"sqlite:///{tmp_path / 'oncall.db'}", slack, redis_url=f"redis://127.0.0.1:{port}/0"))
+    running.append(bot)
+    reply = httpx.get(f"{bot.url}/readyz", timeout=20)
+    assert reply.status_code == 503, reply.text
+    assert reply.json()["problems"] == ["redis unreachable: check REDIS_URL and that Redis is up "
+                                        "(the log has the details)"]
+    _assert_no_details(reply.text, port)
+
+
+def test_a_database_without_the_bots_tables_is_503_not_500(
+        slack: FakeSlack, running: list[RunningBot], tmp_path) -> None:  # type: ignore[no-untyped-def]
+    bot = start_bot(make_settings(f"sqlite:///{tmp_path / 'empty.db'}", slack), migrate=False)
+    running.append(bot)
+    reply = httpx.get(f"{bot.url}/readyz", timeout=20)
+    assert reply.status_code == 503, reply.text
+    (problem,) = reply.json()["problems"]
+    assert problem.startswith("database cannot be read") and "migrations" in problem
+    _assert_no_details(reply.text)
+
+
+def test_unreachable_slack_is_named_without_its_address(
+        tmp_path, slack: FakeSlack, running: list[RunningBot],  # type: ignore[no-untyped-def]
+        caplog: pytest.LogCaptureFixture) -> None:
+    port = free_port()
+    settings = make_settings(f"sqlite:///{tmp_path / 'oncall.db'}", slack,
+                             slack_api_url=f"http://127.0.0.1:{port}/api/")
+    with caplog.at_level(logging.ERROR, logger="commands.health"):
+        bot = start_bot(settings)
+        running.append(bot)
+        reply = httpx.get(f"{bot.url}/readyz", timeout=20)
+    assert reply.status_code == 503, reply.text
+    (problem,) = reply.json()["problems"]
+    assert problem.startswith("Slack unreachable") and "SLACK_API_URL" in problem
+    _assert_no_details(reply.text, port)
+    assert any(str(port) in r.getMessage() for r in caplog.records if r.name == "commands.health")
