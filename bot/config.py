@@ -23,6 +23,7 @@ from bot.yaml_lines import YamlDocument, YamlSyntaxError, dotted, load_yaml
 __all__ = [
     "SEVERITIES",
     "ConfigError",
+    "RemediationPolicy",
     "RunbookPolicy",
     "OncallConfig",
     "Settings",
@@ -184,6 +185,27 @@ class RunbookPolicy(_Strict):
         "a step's output answers in the clicking user's Slack locale")
 
 
+class RemediationPolicy(_Strict):
+    """Who may approve a remediation, for how long a request stands, and how many may run."""
+
+    enabled: bool = Field(True, description="kill switch: false refuses every remediation request")
+    expiry_minutes: int = Field(15, ge=1, le=1440, description="a request not approved within this expires")
+    self_approve_low: bool = Field(False, description="the requester may approve their own low-risk request")
+    experts: list[str] = Field(default_factory=list, description="Slack user ids (U…/W…) or user group ids "
+                               "(S…) who may approve high-risk remediations; none: high risk cannot be approved")
+    budget_per_incident: int = Field(3, ge=0, description="remediations one incident may request (not denied "
+                                     "or expired)")
+    budget_per_day: int = Field(20, ge=0, description="remediations all incidents may request in 24 hours")
+
+    @field_validator("experts")
+    @classmethod
+    def _slack_ids(cls, value: list[str]) -> list[str]:
+        for who in value:
+            if not re.fullmatch(r"[UWS][A-Z0-9]{2,}", who):
+                raise ValueError(f"{who!r} is neither a Slack user id (U…/W…) nor a user group id (S…)")
+        return value
+
+
 class OncallConfig(_Strict):
     """The optional YAML file named by ONCALL_CONFIG."""
 
@@ -194,6 +216,7 @@ class OncallConfig(_Strict):
     escalation: EscalationPolicy = Field(default_factory=EscalationPolicy)
     pagerduty: PagerDutyConfig = Field(default_factory=PagerDutyConfig)
     runbooks: RunbookPolicy = Field(default_factory=RunbookPolicy)
+    remediations: RemediationPolicy = Field(default_factory=RemediationPolicy)
 
     def responders_for(self, labels: dict[str, str]) -> list[str]:
         invite: list[str] = []

@@ -19,7 +19,8 @@ from bot import outbox
 from bot.models import Job
 
 __all__ = [
-    "JOB_ANNOUNCE", "JOB_CARD", "JOB_NOTIFY", "JOB_OPEN", "JOB_PD_ESCALATE", "JOB_PD_EVENT", "JOB_PD_INVITE",
+    "JOB_ANNOUNCE", "JOB_APPROVAL_EXECUTE", "JOB_APPROVAL_POST", "JOB_CARD", "JOB_NOTIFY", "JOB_OPEN",
+    "JOB_PD_ESCALATE", "JOB_PD_EVENT", "JOB_PD_INVITE",
     "JOB_RUNBOOK_POST", "JOB_RUNBOOK_REFRESH", "JOB_STEP_REPLY", "JOB_STEP_RUN", "enqueue", "lane_of",
 ]
 
@@ -34,16 +35,20 @@ JOB_STEP_REPLY = "runbook.reply"            # a line in a step's thread
 JOB_PD_EVENT = "pagerduty.event"            # Events API v2: trigger, acknowledge, resolve
 JOB_PD_ESCALATE = "pagerduty.escalate"      # REST: raise the PagerDuty incident's level
 JOB_PD_INVITE = "pagerduty.invite_oncall"   # who is on call (PagerDuty) joins the channel (Slack)
+JOB_APPROVAL_POST = "approval.post"         # dry-run a requested remediation, post its approval message
+JOB_APPROVAL_EXECUTE = "approval.execute"   # run an approved remediation (once), report in its thread
 
 LaneName = Literal["slack", "pagerduty"]
 _LANES: dict[str, LaneName | None] = {
     JOB_OPEN: "slack", JOB_CARD: "slack", JOB_NOTIFY: "slack", JOB_RUNBOOK_POST: "slack",
-    JOB_RUNBOOK_REFRESH: "slack",
+    JOB_RUNBOOK_REFRESH: "slack", JOB_APPROVAL_POST: "slack",
     JOB_PD_EVENT: "pagerduty", JOB_PD_ESCALATE: "pagerduty",
     # No lane: an unusable announce channel holds up nothing; a slow diagnostic holds up no
     # card; inviting the on-call needs both PagerDuty and Slack, so an outage of either
     # must hold up neither lane.
     JOB_ANNOUNCE: None, JOB_STEP_RUN: None, JOB_STEP_REPLY: None, JOB_PD_INVITE: None,
+    # An approved remediation runs at once, behind no queued card update.
+    JOB_APPROVAL_EXECUTE: None,
 }
 
 

@@ -12,9 +12,10 @@ from sqlalchemy.types import TypeDecorator
 from sqlmodel import Field, SQLModel
 
 __all__ = [
-    "Alert", "AlertGroup", "Incident", "IncidentStatus", "Job", "JobStatus", "MaintenanceWindow",
+    "Alert", "AlertGroup", "ApprovalRequest", "ApprovalStatus", "Incident", "IncidentStatus", "Job", "JobStatus",
+    "MaintenanceWindow",
     "PagerDutyWebhookEvent", "Paging", "RunbookStep", "SlackDelivery", "TimelineEntry", "Timer", "TimerStatus",
-    "UTCDateTime", "new_token", "utcnow",
+    "AuditEntry", "UTCDateTime", "new_token", "utcnow",
 ]
 
 
@@ -209,6 +210,45 @@ class RunbookStep(SQLModel, table=True):
     created_at: datetime = _ts(default_factory=utcnow)
 
 
+class ApprovalStatus(str, Enum):
+    PENDING = "pending"        # waiting for a second person
+    APPROVED = "approved"      # (reserved: approval and execution are one step today)
+    DENIED = "denied"
+    EXPIRED = "expired"
+    EXECUTING = "executing"    # won by one approver; its execution job runs it once
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+
+
+class ApprovalRequest(SQLModel, table=True):
+    """A remediation someone asked to run. Its buttons carry only `token`; the action and the
+    parameters validated at request time stay here. Status moves by compare-and-set
+    (bot.approvals), so two approvers never both win."""
+
+    __tablename__ = "approval_request"
+    __table_args__ = (UniqueConstraint("token", name="uq_approval_request_token"),
+                      Index("ix_approval_request_requested_at", "requested_at"))
+
+    id: int | None = Field(default=None, primary_key=True)
+    token: str = Field(max_length=32)
+    incident_id: int = Field(foreign_key="incident.id", index=True)
+    step_id: int = Field(foreign_key="runbook_step.id", index=True)
+    action: str = Field(max_length=64)
+    params: dict[str, Any] = _json(dict)
+    risk: str = Field(max_length=16)  # low | medium | high
+    requested_by: str = Field(max_length=64)
+    requested_at: datetime = _ts()
+    expires_at: datetime = _ts()
+    status: ApprovalStatus = Field(default=ApprovalStatus.PENDING, sa_type=String(16))
+    decided_by: str | None = Field(default=None, max_length=64)
+    decided_at: datetime | None = _ts(default=None)
+    reason: str | None = Field(default=None, sa_type=Text)
+    dry_run_outcome: str | None = Field(default=None, sa_type=Text)
+    result: str | None = Field(default=None, sa_type=Text)
+    message_channel: str | None = Field(default=None, max_length=32)
+    message_ts: str | None = Field(default=None, max_length=32)
+
+
 # -- escalation: timers, the PagerDuty side, maintenance windows ----------------------------
 
 class TimerStatus(str, Enum):
@@ -302,3 +342,25 @@ class SlackDelivery(SQLModel, table=True):
 
     key: str = Field(primary_key=True, max_length=255)
     received_at: datetime = _ts(index=True)
+
+
+# -- the audit log -----------------------------------------------------------------------------
+
+class AuditEntry(SQLModel, table=True):
+    """One entry of the append-only audit log (bot.audit writes and verifies it): `hash` is the
+    SHA-256 of every other column, `prev_hash` the previous entry's hash, so an edited, inserted
+    or deleted row breaks the chain. The id is the order; bot.audit.record assigns it."""
+
+    __tablename__ = "audit_entry"
+    __table_args__ = (UniqueConstraint("hash", name="uq_audit_entry_hash"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    at: datetime = _ts(index=True)
+    event: str = Field(max_length=32)  # diagnostic_run, requested, approved, denied, expired, executed, ...
+    actor: str = Field(max_length=128)  # a Slack user id, "oncall-bot", "pagerduty:Name"
+    incident_id: int | None = Field(default=None, index=True)  # no foreign key: the log outlives what it names
+    action: str | None = Field(default=None, max_length=64)
+    params: dict[str, Any] = _json(dict)
+    data: dict[str, Any] = _json(dict)
+    prev_hash: str = Field(max_length=64)
+    hash: str = Field(max_length=64)

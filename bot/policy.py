@@ -15,9 +15,9 @@ from dataclasses import dataclass
 from enum import Enum
 from typing import Literal
 
-from bot.models import Incident
+from bot.models import ApprovalRequest, Incident
 
-__all__ = ["Act", "Decision", "Policy", "Requester"]
+__all__ = ["Act", "Decision", "Policy", "Requester", "may_approve"]
 
 
 class Act(str, Enum):
@@ -26,6 +26,7 @@ class Act(str, Enum):
     ESCALATE = "page or escalate it"
     RUN_DIAGNOSTIC = "run its runbook steps"
     REQUEST_REMEDIATION = "request its remediations"
+    APPROVE_REMEDIATION = "approve its remediations"
 
 
 @dataclass(frozen=True)
@@ -39,7 +40,9 @@ class Requester:
 @dataclass(frozen=True)
 class Decision:
     allowed: bool
-    reason: Literal["", "not_in_channel", "membership_unknown", "not_a_responder"] = ""
+    reason: Literal["", "not_in_channel", "membership_unknown", "not_a_responder",
+                    # approvals (may_approve)
+                    "own_request", "no_experts", "not_an_expert"] = ""
 
 
 class Policy:
@@ -59,3 +62,25 @@ class Policy:
     def deciding_channel(incident: Incident) -> str | None:
         """Whose members may act: the incident's own channel (None: it has none)."""
         return incident.channel_id
+
+
+def may_approve(request: ApprovalRequest, user: str, incident: Incident, experts_resolved: set[str],
+                in_channel: bool | None, *, self_approve_low: bool = False) -> Decision:
+    """Whether `user` may approve `request`: approvers are the incident's commander, the
+    configured experts (user groups resolved to their members) and the members of the incident's
+    channel (`in_channel`; None: Slack could not say). `medium` and `high` need a second person,
+    `high` one who is an expert (none configured: nobody; fail closed); `low` a second person,
+    or the requester too when `self_approve_low`."""
+    if user == request.requested_by and not (request.risk == "low" and self_approve_low):
+        return Decision(False, "own_request")
+    if request.risk not in ("low", "medium"):  # high, or anything unknown: experts only
+        if not experts_resolved:
+            return Decision(False, "no_experts")
+        return Decision(user in experts_resolved, "" if user in experts_resolved else "not_an_expert")
+    if user in experts_resolved or user == incident.commander:
+        return Decision(True)
+    if in_channel:
+        return Decision(True)
+    if in_channel is None:
+        return Decision(False, "membership_unknown")
+    return Decision(False, "not_in_channel")

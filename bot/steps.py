@@ -15,8 +15,9 @@ from datetime import datetime
 from sqlalchemy import select
 from sqlmodel import Session, col
 
+from bot import audit
 from bot.config import RunbookPolicy
-from bot.jobs import JOB_RUNBOOK_REFRESH, JOB_STEP_REPLY, JOB_STEP_RUN, enqueue
+from bot.jobs import JOB_RUNBOOK_REFRESH, JOB_STEP_RUN, enqueue
 from bot.lifecycle import add_timeline
 from bot.models import Alert, Incident, RunbookStep
 from bot.runbook_format import Runbook
@@ -24,7 +25,7 @@ from bot.runbooks import PreparedStep, RunbookSet, prepare_steps
 
 __all__ = [
     "RunbookPlan", "find_step",
-    "plan_runbook", "record_run", "request_approval", "request_run", "steps_for", "store_steps",
+    "plan_runbook", "record_run", "request_run", "steps_for", "store_steps",
 ]
 
 
@@ -111,13 +112,5 @@ def record_run(session: Session, step: RunbookStep, incident: Incident, user: st
                  f"ran {step.action} ({step.step_id}): {outcome}"[:1000], at=now,
                  data={"step": step.step_id, "action": step.action, "params": step.params, "ok": ok})
     enqueue(session, JOB_RUNBOOK_REFRESH, incident.id, now=now, coalesce=True)
-
-
-def request_approval(session: Session, step: RunbookStep, incident: Incident, user: str, now: datetime) -> None:
-    """A remediation was clicked. Until the approval flow exists this records the intent, in
-    the timeline and in the step's thread; nothing runs."""
-    add_timeline(session, incident, user, "approval_requested",
-                 f"requested approval to run {step.action} ({step.step_id})", at=now,
-                 data={"step": step.step_id, "action": step.action, "params": step.params})
-    enqueue(session, JOB_STEP_REPLY, incident.id, now=now,
-            payload={"step": step.id, "event": "approval_requested", "user": user})
+    audit.record(session, event="diagnostic_run", actor=user, at=now, incident_id=incident.id, action=step.action,
+                 params=step.params, data={"ok": ok, "outcome": outcome[:500], "step": step.step_id})

@@ -35,6 +35,7 @@ from bot.runbooks import RunbookError, RunbookSet, load_runbooks, paths_from_env
 from bot.timers import TimerRunner
 from commands import slash
 from commands.alertmanager import WebhookEndpoint
+from commands.approvals import Approvals
 from commands.card_buttons import card_buttons
 from commands.feature import Feature, Loop
 from commands.health import SlackSetupCheck, health_routes
@@ -84,12 +85,15 @@ def build(settings: Settings, *, clock: Callable[[], datetime] = utcnow, migrate
     policy = Policy()
     alertmanager = WebhookEndpoint(settings, db, kick, clock=clock)
     pagerduty = PagerDutyWebhook(settings, db, config, on_commit=kick, clock=clock)
+    runbooks, actions = _runbooks(settings), action_clients(settings)
+    approvals = Approvals(db, slack, config, runbooks, actions, clock=clock, on_commit=kick)
     features = (
         SlackSync(db, config, slack, paging, clock=clock).feature(),
         Feature(handlers=paging.handlers, on_close=[paging.close]),
         card_buttons(db, config, slack, policy, clock=clock, on_commit=kick),
-        RunbookFlow(db, slack, config, _runbooks(settings), action_clients(settings), policy,
-                    clock=clock, on_commit=kick).feature(),
+        RunbookFlow(db, slack, config, runbooks, actions, policy,
+                    clock=clock, on_commit=kick, approvals=approvals).feature(),
+        approvals.feature(),
         slash.feature(),
         Feature(routes=[Route("/alertmanager", alertmanager.handle, methods=["POST"]),
                         Route("/pagerduty", pagerduty.handle, methods=["POST"])],

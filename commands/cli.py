@@ -392,6 +392,58 @@ def _jobs_retry(args: argparse.Namespace) -> int:
     return 0
 
 
+# -- audit -------------------------------------------------------------------------------------------
+
+def _since(text: str, now: datetime) -> datetime:
+    """--since: an ISO 8601 time with a zone, or how long ago (24h, 7d, 1h30m)."""
+    from bot.param_syntax import parse_duration
+
+    try:
+        return now - parse_duration(text)
+    except ValueError:
+        pass
+    try:
+        datetime.fromisoformat(text)
+    except ValueError:
+        raise ValueError(f"--since {text!r} is neither how long ago (24h, 7d, 1h30m) nor an ISO 8601 time "
+                         f"(e.g. {_EXAMPLE_TIME})") from None
+    return _when("--since", text)  # names a missing time zone
+
+
+def _audit_verify(_: argparse.Namespace) -> int:
+    from sqlalchemy import func, select
+
+    from bot.audit import verify
+    from bot.models import AuditEntry
+
+    with _database() as db, db.read() as session:
+        count = session.scalar(select(func.count()).select_from(AuditEntry)) or 0  # before: all of them verified
+        problems = verify(session)
+    for problem in problems:
+        print(problem)
+    if problems:
+        return 1
+    print(f"audit log ok: {count} entr{'y' if count == 1 else 'ies'}")
+    return 0
+
+
+def _audit_export(args: argparse.Namespace) -> int:
+    from bot.audit import export
+
+    try:
+        since = _since(args.since, datetime.now(UTC))
+    except ValueError as exc:
+        print(f"oncall-bot: {exc}", file=sys.stderr)
+        return 2
+    with _database() as db, db.read() as session:
+        try:
+            for entry in export(session, since):
+                print(json.dumps(entry, ensure_ascii=False))
+        except BrokenPipeError:  # `| head` has what it wanted
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error at exit
+    return 0
+
+
 def parser() -> argparse.ArgumentParser:
     root = argparse.ArgumentParser(prog="oncall-bot", description="ChatOps for on-call engineers")
     sub = root.add_subparsers(dest="command", required=True)
@@ -448,6 +500,15 @@ def parser() -> argparse.ArgumentParser:
     which.add_argument("id", type=int, nargs="?", help="the job id (see `oncall-bot jobs list --failed`)")
     which.add_argument("--all-failed", action="store_true", help="every failed job")
     retry.set_defaults(run=_on_database(_jobs_retry))
+
+    audit = sub.add_parser("audit", help="the audit log of what was run, asked for and decided (DATABASE_URL)") \
+        .add_subparsers(dest="what", required=True)
+    audit.add_parser("verify", help="check the hash chain: `audit log ok: N entries`, else each broken entry, exit 1") \
+        .set_defaults(run=_on_database(_audit_verify))
+    dump = audit.add_parser("export", help="entries as JSON lines on stdout, oldest first")
+    dump.add_argument("--since", required=True, metavar="T",
+                      help="an ISO time with a zone (2026-12-01T00:00:00Z) or how long ago (24h, 7d)")
+    dump.set_defaults(run=_on_database(_audit_export))
     return root
 
 

@@ -9,7 +9,8 @@ from __future__ import annotations
 import re
 
 __all__ = [
-    "CARD_ACK", "CARD_ACTIONS_BLOCK", "CARD_ESCALATE", "CARD_RESOLVE", "COMMAND_INCIDENT", "COMMAND_ONCALL",
+    "APPROVAL_APPROVE", "APPROVAL_DENY", "CARD_ACK", "CARD_ACTIONS_BLOCK", "CARD_ESCALATE", "CARD_RESOLVE",
+    "COMMAND_INCIDENT", "COMMAND_ONCALL",
     "COMMAND_RUNBOOK", "RUNBOOK_STEP", "runbook_step_action", "runbook_step_block",
 ]
 
@@ -29,5 +30,8 @@ def runbook_step_action(index: int) -> str:
 def runbook_step_block(index: int) -> str:
     return f"runbook_step_{index}"
 
+
+# An approval request's buttons (their value: the request's opaque token).
+APPROVAL_APPROVE, APPROVAL_DENY = "approval_approve", "approval_deny"
 
 COMMAND_INCIDENT, COMMAND_ONCALL, COMMAND_RUNBOOK = "/incident", "/oncall", "/runbook"

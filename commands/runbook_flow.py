@@ -3,7 +3,7 @@
 * `runbook.post` (outbox, the incident's lane, after the card): the best-matching runbook, its
   buttons carrying only opaque tokens (bot.steps), split across messages when long.
 * A click (Bolt): acknowledged at once; refused with an ephemeral note to anyone not in the
-  channel; a diagnostic is queued, a remediation records an approval request.
+  channel; a diagnostic is queued, a remediation becomes an approval request (commands.approvals).
 * `runbook.run_step` (outbox): runs the diagnostic, answers in the step's thread (a code block,
   or a file when long), records it in the timeline; `runbook.refresh` then re-renders the
   runbook so the step shows who ran it, when, and whether it failed (and why).
@@ -31,12 +31,14 @@ from bot.outbox import PermanentError, RetryLater
 from bot.policy import Act, Policy
 from bot.runbook_format import localized
 from bot.runbooks import RunbookSet, param_context
+from commands.approvals import Approvals
 from commands.blockkit import LIMITS, clip, escape, section, trusted_mrkdwn
 from commands.feature import Action, Feature
 from commands.ids import COMMAND_RUNBOOK, RUNBOOK_STEP
 from commands.middleware import authorize, incident_of_step_button, tell
 from commands.runbook_blocks import no_runbook_blocks, runbook_fallback_text, runbook_message_parts
 from commands.slack_sync import incident_thread, message_tag, post_once, waiting_for_setup
+from commands.slack_sync import step_thread as _thread_of
 from commands.slack_time import slack_time
 from integrations.slack import SlackClient, SlackError
 
@@ -56,8 +58,9 @@ def _language(locale: str | None) -> str:
 class RunbookFlow:
     def __init__(self, db: Database, slack: SlackClient, config: OncallConfig, runbooks: RunbookSet,
                  actions: ActionContext, access: Policy, *, clock: Callable[[], datetime],
-                 on_commit: Callable[[], None]) -> None:
+                 on_commit: Callable[[], None], approvals: Approvals) -> None:
         self.db, self.slack, self.clock, self.kick = db, slack, clock, on_commit
+        self.approvals = approvals
         self.policy: RunbookPolicy = config.runbooks
         self.announce = config.channels.announce
         self.runbooks, self.actions, self.access = runbooks, actions, access
@@ -144,7 +147,10 @@ class RunbookFlow:
         if refusal:
             await tell(respond, user, refusal)
             return
-        await asyncio.to_thread(self._record_click, step.id, user, body.get("user", {}).get("locale"))
+        refused = await asyncio.to_thread(self._record_click, step.id, user, body.get("user", {}).get("locale"))
+        if refused:
+            await tell(respond, user, refused)
+            return
         self.kick()
 
     @staticmethod
@@ -155,16 +161,17 @@ class RunbookFlow:
             return "This step has nothing to run."
         return None
 
-    def _record_click(self, step_id: int | None, user: str, locale: str | None) -> None:
+    def _record_click(self, step_id: int | None, user: str, locale: str | None) -> str | None:
+        """Queue the diagnostic, or request approval of the remediation; a refusal to tell."""
         with self.db.session() as session:
             step = session.get(RunbookStep, step_id)
             incident = session.get(Incident, step.incident_id) if step else None
             if step is None or incident is None:
-                return
+                return None
             if step.kind == "diagnostic":
                 steps.request_run(session, step, user, self.clock(), locale=locale)
-            else:
-                steps.request_approval(session, step, incident, user, self.clock())
+                return None
+            return self.approvals.request(session, step, incident, user, self.clock())
 
     # -- running ------------------------------------------------------------------------------
 
@@ -234,7 +241,7 @@ class RunbookFlow:
     async def reply(self, job: Job) -> None:
         step, incident = await asyncio.to_thread(self._load, job.payload.get("step"))
         channel, thread = _thread_of(step, incident)
-        if job.payload.get("event") == "approval_requested":
+        if job.payload.get("event") == "approval_requested":  # queued by a version before the approval flow
             text = (f":lock: <@{job.payload['user']}> requested approval to run `{step.action}` "
                     f"({escape(_params_text(step.params))}). Nothing runs until an authorised responder approves it.")
         else:
@@ -270,14 +277,6 @@ class RunbookFlow:
         lines += [f"{n}. {escape(localized(step.title, language))}"
                   + (f" · `{step.action.type}`" if step.action else "") for n, step in enumerate(runbook.steps, 1)]
         return clip("\n".join(lines), LIMITS["text"])
-
-
-def _thread_of(step: RunbookStep, incident: Incident) -> tuple[str, str | None]:
-    """Where a step's answers go: its own thread in the incident channel; without a channel the
-    runbook already sits in the card's thread (Slack threads do not nest)."""
-    if incident.channel_id and step.message_channel == incident.channel_id:
-        return incident.channel_id, step.message_ts
-    return step.message_channel or incident.card_channel_id or "", incident.card_ts
 
 
 def _ran_note(row: RunbookStep, now: datetime) -> str:

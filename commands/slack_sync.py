@@ -22,7 +22,7 @@ from bot.card_view import CardView, load_card_view
 from bot.config import OncallConfig
 from bot.db import Database
 from bot.jobs import JOB_ANNOUNCE, JOB_CARD, JOB_NOTIFY, JOB_OPEN, JOB_PD_INVITE, enqueue
-from bot.models import Incident, Job
+from bot.models import Incident, Job, RunbookStep
 from bot.outbox import PermanentError, RetryLater, backoff
 from bot.paging import PagingService
 from commands.cards import announcement, incident_card
@@ -31,7 +31,7 @@ from commands.notices import mention, notice_text, plain_text
 from integrations.slack import Channel, SlackClient, SlackError
 
 __all__ = ["MESSAGE_EVENT", "SETUP_RETRY", "SETUP_WAIT", "SlackSync", "channel_name", "incident_thread", "message_tag",
-           "post_once", "slack_failure", "slack_text", "waiting_for_setup"]
+           "post_once", "slack_failure", "slack_text", "step_thread", "waiting_for_setup"]
 
 log = logging.getLogger(__name__)
 
@@ -361,6 +361,14 @@ def incident_thread(incident: Incident) -> tuple[str, str | None] | None:
     if incident.card_ts and incident.card_channel_id:
         return incident.card_channel_id, incident.card_ts
     return None
+
+
+def step_thread(step: RunbookStep, incident: Incident) -> tuple[str, str | None]:
+    """Where a runbook step's answers go: its own thread in the incident channel; without a
+    channel the runbook already sits in the card's thread (Slack threads do not nest)."""
+    if incident.channel_id and step.message_channel == incident.channel_id:
+        return incident.channel_id, step.message_ts
+    return step.message_channel or incident.card_channel_id or "", incident.card_ts
 
 
 def message_tag(incident: Incident, kind: str, **extra: Any) -> dict[str, Any]:

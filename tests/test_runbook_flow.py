@@ -210,7 +210,8 @@ def test_a_remediation_click_records_an_approval_request_and_runs_nothing(
     assert "requested approval" in answer.text and "k8s.delete_pod" in answer.text
     [entry] = timeline(rb_bot, incident.id or 0, "approval_requested")
     assert entry.actor == "U0ALICE" and entry.data["params"]["pod"] == "api-7d9f-x2"
-    assert kubernetes.requests_for("DELETE") == []
+    # Only the server-side dry run shown on the approval message reached the cluster.
+    assert [r.query.get("dryRun") for r in kubernetes.requests_for("DELETE")] == ["All"]
 
 
 def test_a_value_outside_the_allow_list_disables_the_button_and_says_why(

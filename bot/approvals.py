@@ -1,0 +1,184 @@
+"""Approval requests for remediations: asking, deciding once, recording the result.
+
+A remediation click creates an `ApprovalRequest` (`request`), refused with a reason when the
+kill switch is off, a budget is spent or the step already waits for approval. Every change of
+status afterwards is one compare-and-set UPDATE on the row (`claim`, `deny`, `expire`), so of
+two approvers clicking at the same moment exactly one wins, on SQLite as on PostgreSQL; only
+the winner's transaction enqueues the execution job.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import func, select, update
+from sqlmodel import Session, col
+
+from bot import audit
+from bot.config import RemediationPolicy
+from bot.jobs import JOB_APPROVAL_EXECUTE, JOB_APPROVAL_POST, enqueue
+from bot.lifecycle import add_timeline
+from bot.models import ApprovalRequest, ApprovalStatus, Incident, IncidentStatus, RunbookStep, new_token
+
+__all__ = ["ApprovalRefused", "Claim", "claim", "deny", "expire", "find", "finish", "is_open", "request", "started"]
+
+# Requests that count against a budget: those that may still run, or ran.
+_SPENT = (ApprovalStatus.PENDING, ApprovalStatus.APPROVED, ApprovalStatus.EXECUTING, ApprovalStatus.SUCCEEDED,
+          ApprovalStatus.FAILED)
+_CLOSED = (IncidentStatus.RESOLVED, IncidentStatus.POSTMORTEM)
+
+
+class ApprovalRefused(Exception):
+    """The request cannot be made; the message says why (shown to the requester)."""
+
+
+def is_open(incident: Incident) -> bool:
+    return IncidentStatus(incident.status) not in _CLOSED
+
+
+def request(session: Session, step: RunbookStep, incident: Incident, user: str, now: datetime,
+            config: RemediationPolicy, *, risk: str, params: dict[str, Any]) -> ApprovalRequest:
+    """Record a request to run `step` with `params` (validated by the caller against the
+    runbook's allow-lists) and queue its approval message; ApprovalRefused says why not."""
+    assert incident.id is not None and step.id is not None and step.action is not None
+    if not config.enabled:
+        raise ApprovalRefused("Remediations are switched off (`remediations.enabled: false` in ONCALL_CONFIG); "
+                              "nothing was requested.")
+    if not is_open(incident):
+        raise ApprovalRefused("This incident is resolved; its remediations can no longer be requested.")
+    pending = session.scalars(select(ApprovalRequest).where(
+        col(ApprovalRequest.step_id) == step.id, col(ApprovalRequest.status) == ApprovalStatus.PENDING,
+        col(ApprovalRequest.expires_at) > now)).first()
+    if pending is not None:
+        raise ApprovalRefused(f"<@{pending.requested_by}> already requested this step; approve or deny that "
+                              "request in the step's thread.")
+    spent = select(func.count()).select_from(ApprovalRequest).where(col(ApprovalRequest.status).in_(_SPENT))
+    used = session.scalar(spent.where(col(ApprovalRequest.incident_id) == incident.id)) or 0
+    if used >= config.budget_per_incident:
+        raise ApprovalRefused(f"This incident has used its budget of {config.budget_per_incident} remediations "
+                              "(`remediations.budget_per_incident`); nothing was requested.")
+    today = session.scalar(spent.where(col(ApprovalRequest.requested_at) > now - timedelta(days=1))) or 0
+    if today >= config.budget_per_day:
+        raise ApprovalRefused(f"The budget of {config.budget_per_day} remediations in 24 hours is used "
+                              "(`remediations.budget_per_day`); nothing was requested.")
+    row = ApprovalRequest(token=new_token(), incident_id=incident.id, step_id=step.id, action=step.action,
+                          params=params, risk=risk, requested_by=user, requested_at=now,
+                          expires_at=now + timedelta(minutes=config.expiry_minutes))
+    session.add(row)
+    session.flush()
+    add_timeline(session, incident, user, "approval_requested",
+                 f"requested approval to run {step.action} ({step.step_id}), risk {risk}", at=now,
+                 data={"approval": row.id, "step": step.step_id, "action": step.action, "params": params,
+                       "risk": risk})
+    enqueue(session, JOB_APPROVAL_POST, incident.id, now=now, payload={"approval": row.id})
+    audit.record(session, event="requested", actor=user, at=now, incident_id=incident.id, action=step.action,
+                 params=params, data={"approval": row.id, "step": step.step_id, "risk": risk,
+                                      "expires_at": row.expires_at.isoformat()})
+    return row
+
+
+def find(session: Session, token: str) -> ApprovalRequest | None:
+    if not token or len(token) > 32:
+        return None
+    return session.scalars(select(ApprovalRequest).where(col(ApprovalRequest.token) == token)).first()
+
+
+@dataclass(frozen=True)
+class Claim:
+    won: bool
+    current: ApprovalRequest | None  # the row after the attempt (who won, or why not)
+
+
+def _cas(session: Session, request_id: int, now: datetime, **values: Any) -> bool:
+    """pending → values, only while pending and unexpired: rowcount 1 means this caller won."""
+    result = session.execute(update(ApprovalRequest)
+                             .where(col(ApprovalRequest.id) == request_id,
+                                    col(ApprovalRequest.status) == ApprovalStatus.PENDING,
+                                    col(ApprovalRequest.expires_at) > now)
+                             .values(**values))
+    return bool(result.rowcount)  # type: ignore[attr-defined]
+
+
+def _after(session: Session, request_id: int) -> ApprovalRequest | None:
+    session.expire_all()
+    return session.get(ApprovalRequest, request_id)
+
+
+def claim(session: Session, request_id: int, user: str, now: datetime) -> Claim:
+    """Approve: pending → executing; only the winner queues the execution job."""
+    won = _cas(session, request_id, now, status=ApprovalStatus.EXECUTING, decided_by=user, decided_at=now)
+    row = _after(session, request_id)
+    if won and row is not None:
+        incident = session.get(Incident, row.incident_id)
+        assert incident is not None
+        add_timeline(session, incident, user, "approval_approved",
+                     f"approved {row.action} requested by {row.requested_by}", at=now,
+                     data={"approval": row.id, "action": row.action, "params": row.params})
+        enqueue(session, JOB_APPROVAL_EXECUTE, row.incident_id, now=now, payload={"approval": row.id})
+        audit.record(session, event="approved", actor=user, at=now, incident_id=row.incident_id, action=row.action,
+                     params=row.params, data={"approval": row.id, "requested_by": row.requested_by,
+                                              "risk": row.risk})
+    return Claim(won, row)
+
+
+def deny(session: Session, request_id: int, user: str, now: datetime, reason: str | None = None) -> Claim:
+    won = _cas(session, request_id, now, status=ApprovalStatus.DENIED, decided_by=user, decided_at=now,
+               reason=reason)
+    row = _after(session, request_id)
+    if won and row is not None:
+        incident = session.get(Incident, row.incident_id)
+        assert incident is not None
+        add_timeline(session, incident, user, "approval_denied", f"denied {row.action} requested by "
+                     f"{row.requested_by}", at=now, data={"approval": row.id, "action": row.action})
+        audit.record(session, event="denied", actor=user, at=now, incident_id=row.incident_id, action=row.action,
+                     params=row.params, data={"approval": row.id, "requested_by": row.requested_by,
+                                              "reason": reason})
+    return Claim(won, row)
+
+
+def expire(session: Session, request_id: int, now: datetime) -> Claim:
+    """pending → expired once its time is up (checked when someone clicks)."""
+    result = session.execute(update(ApprovalRequest)
+                             .where(col(ApprovalRequest.id) == request_id,
+                                    col(ApprovalRequest.status) == ApprovalStatus.PENDING,
+                                    col(ApprovalRequest.expires_at) <= now)
+                             .values(status=ApprovalStatus.EXPIRED, decided_at=now))
+    won = bool(result.rowcount)  # type: ignore[attr-defined]
+    row = _after(session, request_id)
+    if won and row is not None:
+        incident = session.get(Incident, row.incident_id)
+        assert incident is not None
+        add_timeline(session, incident, "oncall-bot", "approval_expired",
+                     f"the request to run {row.action} expired unapproved", at=now,
+                     data={"approval": row.id, "action": row.action})
+        audit.record(session, event="expired", actor="oncall-bot", at=now, incident_id=row.incident_id,
+                     action=row.action, params=row.params, data={"approval": row.id,
+                                                                 "requested_by": row.requested_by})
+    return Claim(won, row)
+
+
+def started(session: Session, request: ApprovalRequest, now: datetime, *, run: bool, why: str = "") -> None:
+    """The execution job is about to run the action (`run`), or will not (`why`): on the record
+    before anything happens in the cluster."""
+    audit.record(session, event="executed", actor=request.decided_by or "oncall-bot", at=now,
+                 incident_id=request.incident_id, action=request.action, params=request.params,
+                 data={"approval": request.id, "run": run, **({"why": why} if why else {})})
+
+
+def finish(session: Session, request_id: int, now: datetime, *, ok: bool, result: str) -> ApprovalRequest | None:
+    """executing → succeeded/failed, with the result and a timeline entry; None if not executing."""
+    row = session.get(ApprovalRequest, request_id, with_for_update=True)
+    if row is None or row.status != ApprovalStatus.EXECUTING:
+        return None
+    row.status = ApprovalStatus.SUCCEEDED if ok else ApprovalStatus.FAILED
+    row.result = result[:4000]
+    incident = session.get(Incident, row.incident_id)
+    assert incident is not None
+    add_timeline(session, incident, row.decided_by or "oncall-bot", "remediation",
+                 f"ran {row.action} (approved by {row.decided_by}): {result}"[:1000], at=now,
+                 data={"approval": row.id, "action": row.action, "params": row.params, "ok": ok})
+    audit.record(session, event="result", actor=row.decided_by or "oncall-bot", at=now, incident_id=row.incident_id,
+                 action=row.action, params=row.params, data={"approval": row.id, "ok": ok, "result": row.result})
+    return row

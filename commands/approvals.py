@@ -1,0 +1,350 @@
+"""Remediations behind a second person's approval, in the step's thread.
+
+* A remediation click (commands.runbook_flow) calls `Approvals.request`: the parameters are
+  validated again and the request stored (bot.approvals), or refused with a reason.
+* `approval.post` (outbox, the incident's Slack lane): a server-side dry run, then the approval
+  message: action, exact parameters, the kubectl equivalent, the dry run's outcome, who may
+  approve and until when, Approve and Deny buttons carrying only the request's token.
+* Approve / Deny (Bolt): the request is loaded by its token; the policy (bot.policy.may_approve)
+  is asked first, then one compare-and-set decides; whoever did not win is told privately why.
+* `approval.execute` (outbox, no lane): re-checks the incident is open, runs the action for
+  real once, records the result, answers in the thread and redraws the approval message.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import replace
+from datetime import datetime
+from typing import Any
+
+from slack_bolt.response import BoltResponse
+from sqlmodel import Session
+
+from bot import approvals
+from bot.action_params import ParamError
+from bot.action_runner import run_action, validate_params
+from bot.actions import RISK_ORDER, ActionContext, ActionError, get_action
+from bot.config import OncallConfig, RemediationPolicy
+from bot.db import Database
+from bot.jobs import JOB_APPROVAL_EXECUTE, JOB_APPROVAL_POST
+from bot.models import ApprovalRequest, ApprovalStatus, Incident, Job, RunbookStep
+from bot.outbox import PermanentError
+from bot.policy import Decision, may_approve
+from bot.runbooks import RunbookSet, param_context
+from commands.approval_blocks import ApprovalView, approval_blocks, approval_text
+from commands.blockkit import LIMITS, clip, escape, section, trusted_mrkdwn
+from commands.feature import Action, Feature, Middleware
+from commands.ids import APPROVAL_APPROVE, APPROVAL_DENY
+from commands.middleware import tell
+from commands.slack_sync import message_tag, post_once, step_thread, waiting_for_setup
+from commands.slack_time import slack_time
+from integrations.slack import SlackClient, SlackError
+
+__all__ = ["Approvals"]
+
+log = logging.getLogger(__name__)
+
+Loaded = tuple[ApprovalRequest, RunbookStep, Incident]
+
+
+class Approvals:
+    def __init__(self, db: Database, slack: SlackClient, config: OncallConfig, runbooks: RunbookSet,
+                 actions: ActionContext, *, clock: Callable[[], datetime], on_commit: Callable[[], None]) -> None:
+        self.db, self.slack, self.clock, self.kick = db, slack, clock, on_commit
+        self.policy: RemediationPolicy = config.remediations
+        self.runbook_policy = config.runbooks
+        self.announce = config.channels.announce
+        self.runbooks, self.actions = runbooks, actions
+
+    def feature(self) -> Feature:
+        handlers = waiting_for_setup({JOB_APPROVAL_POST: self.post, JOB_APPROVAL_EXECUTE: self.execute},
+                                     self.announce)
+        load = (approval_of_button(self.db),)
+        return Feature(handlers=handlers, actions=[Action(APPROVAL_APPROVE, self.on_approve, load),
+                                                   Action(APPROVAL_DENY, self.on_deny, load)])
+
+    # -- the request (in the clicking transaction) ---------------------------------------------
+
+    def request(self, session: Session, step: RunbookStep, incident: Incident, user: str,
+                now: datetime) -> str | None:
+        """Store the request to run `step`; the refusal to tell the clicker, or None."""
+        runbook = self.runbooks.get(step.runbook_id)
+        spec = get_action(step.action or "")
+        if runbook is None or spec is None or step.step_index >= len(runbook.steps):
+            return f"The runbook {escape(step.runbook_id)} or its action is no longer loaded; nothing was requested."
+        context = param_context(runbook, self.runbook_policy.namespaces, self.runbook_policy.urls,
+                                self.runbook_policy.nodes)
+        try:
+            params = validate_params(spec.name, step.params, context).model_dump(mode="json")
+        except ParamError as exc:
+            return f"This step's parameters are no longer valid: {escape(str(exc))}"
+        own = runbook.steps[step.step_index].risk
+        risk = own if own and RISK_ORDER[own] > RISK_ORDER[spec.risk] else spec.risk
+        try:
+            approvals.request(session, step, incident, user, now, self.policy, risk=risk, params=params)
+        except approvals.ApprovalRefused as exc:
+            return str(exc)
+        return None
+
+    # -- the approval message -----------------------------------------------------------------
+
+    async def post(self, job: Job) -> None:
+        row, step, incident = await asyncio.to_thread(self._load, job.payload.get("approval"))
+        if row.message_ts:
+            return  # posted by an earlier attempt
+        started = self.clock()
+        if row.dry_run_outcome is None:
+            ok, outcome = await self._run(row, step, row.requested_by, dry_run=True)
+            row.dry_run_outcome = f"{'ok' if ok else 'failed'}: {outcome}"
+            await asyncio.to_thread(self._save, row.id, dry_run_outcome=row.dry_run_outcome)
+        channel, thread = step_thread(step, incident)
+        blocks = approval_blocks(ApprovalView(row, await self._approvers(row, incident), self.clock()))
+        ts = await post_once(self.slack, channel, approval_text(row), blocks=blocks, thread_ts=thread,
+                             retry=job.attempts > 1, tag=message_tag(incident, "approval", approval=row.id))
+        await asyncio.to_thread(self._save, row.id, message_channel=channel, message_ts=ts)
+        log.info("approval requested", extra={"incident": incident.id, "approval": row.id, "action": row.action,
+                                              "risk": row.risk, "elapsed_ms": _ms(started, self.clock()),
+                                              "since_click_ms": _ms(row.requested_at, self.clock())})
+
+    async def _approvers(self, row: ApprovalRequest, incident: Incident) -> str:
+        """Who may approve, as trusted mrkdwn."""
+        experts = ", ".join(f"<!subteam^{who}>" if who.startswith("S") else f"<@{who}>"
+                            for who in self.policy.experts)
+        if row.risk not in ("low", "medium"):
+            return (f"an expert: {experts}" if experts else "nobody: high-risk remediations need an expert and "
+                    "`remediations.experts` is empty in ONCALL_CONFIG")
+        who = [f"the commander (<@{incident.commander}>)" if incident.commander else "the commander"]
+        if experts:
+            who.append(experts)
+        who.append(f"members of <#{incident.channel_id}>" if incident.channel_id else "the responders")
+        self_ok = row.risk == "low" and self.policy.self_approve_low
+        return ", ".join(who) + ("" if self_ok else f" (not <@{row.requested_by}>, who asked)")
+
+    # -- the buttons --------------------------------------------------------------------------
+
+    async def on_approve(self, ack: Any, body: dict[str, Any], context: dict[str, Any], respond: Any) -> None:
+        await ack()
+        user, row, incident = body["user"]["id"], context["approval"], context["incident"]
+        now = self.clock()
+        refused = _decided(row) or await self._expired(row, now)
+        if refused is None and not approvals.is_open(incident):
+            refused = "This incident is resolved; its remediations no longer run."
+        if refused is None:
+            decision = may_approve(row, user, incident, await self._experts(), await self._in_channel(user, incident),
+                                   self_approve_low=self.policy.self_approve_low)
+            refused = None if decision.allowed else self._why(decision, row, incident)
+        if refused is None:
+            claim = await asyncio.to_thread(self._decide, approvals.claim, row.id, user, now)
+            if claim.won:
+                log.info("approval approved", extra={"incident": incident.id, "approval": row.id, "user": user})
+                self.kick()
+                return
+            refused = (_decided(claim.current) if claim.current else None) or await self._expired(row, self.clock())
+            refused = refused or "This request can no longer be approved."
+        await tell(respond, user, refused)
+
+    async def on_deny(self, ack: Any, body: dict[str, Any], context: dict[str, Any], respond: Any) -> None:
+        await ack()
+        user, row, incident = body["user"]["id"], context["approval"], context["incident"]
+        now = self.clock()
+        refused = _decided(row) or await self._expired(row, now)
+        if refused is None and user != row.requested_by and user != incident.commander \
+                and user not in await self._experts() and not await self._in_channel(user, incident):
+            refused = f"Only the requester, the commander, experts and {_members(incident)} may deny it."
+        if refused is None:
+            claim = await asyncio.to_thread(self._decide, approvals.deny, row.id, user, now)
+            if claim.won and claim.current is not None:
+                await self._redraw(claim.current, incident)
+                return
+            refused = (_decided(claim.current) if claim.current else None) or "This request can no longer be denied."
+        await tell(respond, user, refused)
+
+    async def _expired(self, row: ApprovalRequest, now: datetime) -> str | None:
+        """The refusal for a request past its time, marking it expired (and its message) first."""
+        if row.status != ApprovalStatus.PENDING or row.expires_at > now:
+            return None
+        claim = await asyncio.to_thread(self._decide, approvals.expire, row.id, now)
+        if claim.current is not None:
+            incident = await asyncio.to_thread(self._incident, claim.current.incident_id)
+            await self._redraw(claim.current, incident)
+        return (f"This request expired at {slack_time(row.expires_at, now)}; request it again from the runbook "
+                "if it is still needed.")
+
+    def _why(self, decision: Decision, row: ApprovalRequest, incident: Incident) -> str:
+        if decision.reason == "own_request":
+            extra = " (`remediations.self_approve_low` lets requesters approve low-risk ones)" \
+                if row.risk == "low" else ""
+            return f"You requested this; a second person must approve it{extra}."
+        if decision.reason == "no_experts":
+            return ("This is a high-risk remediation and no experts are configured (`remediations.experts` in "
+                    "ONCALL_CONFIG), so nobody can approve it.")
+        if decision.reason == "not_an_expert":
+            return "This is a high-risk remediation: only the configured experts may approve it."
+        if decision.reason == "membership_unknown":
+            return f"Could not check that you are in <#{incident.channel_id}>; try again."
+        return f"Only the commander, experts and {_members(incident)} may approve remediations."
+
+    async def _experts(self) -> set[str]:
+        """The configured experts, user groups resolved to their members (a failed lookup adds nobody)."""
+        found: set[str] = set()
+        for who in self.policy.experts:
+            if not who.startswith("S"):
+                found.add(who)
+                continue
+            try:
+                found.update(await self.slack.usergroup_members(who))
+            except SlackError as exc:
+                log.warning("could not resolve the expert group %s: %s", who, exc)
+        return found
+
+    async def _in_channel(self, user: str, incident: Incident) -> bool | None:
+        if incident.channel_id is None:
+            return user in incident.responders or user == incident.acknowledged_by
+        try:
+            return user in await self.slack.channel_members(incident.channel_id)
+        except SlackError:
+            return None
+
+    # -- execution ----------------------------------------------------------------------------
+
+    async def execute(self, job: Job) -> None:
+        row, step, incident = await asyncio.to_thread(self._load, job.payload.get("approval"))
+        if row.status == ApprovalStatus.EXECUTING:
+            if job.attempts > 1:  # an earlier attempt may have run it: at most once
+                ok, outcome = False, ("interrupted before its result was recorded; not run again: check the "
+                                      "cluster before requesting it again")
+            elif not approvals.is_open(incident):
+                ok, outcome = False, "not run: the incident was resolved before it ran"
+            else:
+                ok, outcome = True, ""
+            await asyncio.to_thread(self._started, row, run=ok, why=outcome)
+            if ok:
+                ok, outcome = await self._run(row, step, row.decided_by or "", dry_run=False)
+            finished = await asyncio.to_thread(self._finish, row.id, ok, outcome)
+            row = finished or row
+            log.info("remediation executed", extra={"incident": incident.id, "approval": row.id, "ok": ok,
+                                                    "since_approval_ms": _ms(row.decided_at, self.clock())})
+        if row.status not in (ApprovalStatus.SUCCEEDED, ApprovalStatus.FAILED):
+            return
+        channel, thread = step_thread(step, incident)
+        ok = row.status == ApprovalStatus.SUCCEEDED
+        head = (f"{':white_check_mark:' if ok else ':x:'} `{escape(row.action)}` approved by <@{row.decided_by}>"
+                f" (requested by <@{row.requested_by}>): {escape(clip(row.result or '', 2000))}")
+        await post_once(self.slack, channel, clip(f"{row.action}: {row.result or ''}", LIMITS["text"]),
+                        blocks=[section(trusted_mrkdwn(head, LIMITS["section"]))], thread_ts=thread,
+                        retry=job.attempts > 1, tag=message_tag(incident, "approval_result", approval=row.id))
+        await self._redraw(row, incident)
+
+    async def _run(self, row: ApprovalRequest, step: RunbookStep, user: str, *, dry_run: bool) -> tuple[bool, str]:
+        runbook = self.runbooks.get(step.runbook_id)
+        if runbook is None:
+            return False, f"runbook {step.runbook_id} is no longer loaded"
+        context = param_context(runbook, self.runbook_policy.namespaces, self.runbook_policy.urls,
+                                self.runbook_policy.nodes)
+        try:
+            # Checked again: the allow-lists may have shrunk since the request.
+            params = validate_params(row.action, row.params, context)
+            output = await run_action(row.action, params, replace(self.actions, user=user, now=self.clock,
+                                                                  dry_run=dry_run))
+        except (ParamError, ActionError) as exc:
+            return False, str(exc)
+        return True, output.summary or output.text
+
+    async def _redraw(self, row: ApprovalRequest, incident: Incident) -> None:
+        if not (row.message_channel and row.message_ts):
+            return  # not posted yet: its post job draws the current state
+        blocks = approval_blocks(ApprovalView(row, "", self.clock()))
+        await self.slack.update_message(row.message_channel, row.message_ts, approval_text(row), blocks=blocks)
+
+    # -- storage ------------------------------------------------------------------------------
+
+    def _load(self, approval_id: Any) -> Loaded:
+        with self.db.read() as session:
+            row = session.get(ApprovalRequest, approval_id) if isinstance(approval_id, int) else None
+            step = session.get(RunbookStep, row.step_id) if row else None
+            incident = session.get(Incident, row.incident_id) if row else None
+            if row is None or step is None or incident is None:
+                raise PermanentError(f"approval request {approval_id} does not exist")
+            return row, step, incident
+
+    def _incident(self, incident_id: int) -> Incident:
+        with self.db.read() as session:
+            incident = session.get(Incident, incident_id)
+            assert incident is not None
+            return incident
+
+    def _save(self, approval_id: int | None, **values: Any) -> None:
+        with self.db.session() as session:
+            row = session.get(ApprovalRequest, approval_id)
+            if row is not None:
+                for key, value in values.items():
+                    setattr(row, key, value)
+
+    def _decide(self, change: Callable[..., approvals.Claim], *args: Any) -> approvals.Claim:
+        with self.db.session() as session:
+            claim = change(session, *args)
+            if claim.current is not None:
+                session.expunge(claim.current)
+            return claim
+
+    def _started(self, row: ApprovalRequest, *, run: bool, why: str) -> None:
+        with self.db.session() as session:
+            approvals.started(session, row, self.clock(), run=run, why=why)
+
+    def _finish(self, approval_id: int | None, ok: bool, outcome: str) -> ApprovalRequest | None:
+        with self.db.session() as session:
+            row = approvals.finish(session, approval_id or 0, self.clock(), ok=ok, result=outcome)
+            if row is not None:
+                session.flush()
+                session.expunge(row)
+            return row
+
+
+def _decided(row: ApprovalRequest) -> str | None:
+    """Why a request that is no longer pending cannot be approved or denied."""
+    status = ApprovalStatus(row.status)
+    if status == ApprovalStatus.PENDING:
+        return None
+    if status == ApprovalStatus.DENIED:
+        return f"This request was denied by <@{row.decided_by}>."
+    if status == ApprovalStatus.EXPIRED:
+        return "This request expired; request it again from the runbook if it is still needed."
+    return f"This request was already approved by <@{row.decided_by}> ({status.value})."
+
+
+def _members(incident: Incident) -> str:
+    return f"members of <#{incident.channel_id}>" if incident.channel_id else "the incident's responders"
+
+
+def _ms(start: datetime | None, end: datetime) -> int | None:
+    return int((end - start).total_seconds() * 1000) if start else None
+
+
+def approval_of_button(db: Database) -> Middleware:
+    """The request an Approve/Deny button points at, and its incident: found by the token in the
+    button's value, and only on the request's own message."""
+    async def load(body: dict[str, Any], context: dict[str, Any], respond: Any,
+                   next: Callable[[], Awaitable[BoltResponse]]) -> BoltResponse | None:
+        token = str((body.get("actions") or [{}])[0].get("value", ""))
+        found = await asyncio.to_thread(_request_and_incident, db, token)
+        container = body.get("container") or {}
+        if found is None or (container.get("channel_id"), container.get("message_ts")) != (
+                found[0].message_channel, found[0].message_ts):
+            await tell(respond, body.get("user", {}).get("id", ""), "This approval request is no longer available.")
+            return BoltResponse(status=200, body="")
+        context["approval"], context["incident"] = found
+        return await next()
+
+    return load
+
+
+def _request_and_incident(db: Database, token: str) -> tuple[ApprovalRequest, Incident] | None:
+    with db.read() as session:
+        row = approvals.find(session, token)
+        incident = session.get(Incident, row.incident_id) if row is not None else None
+        if row is None or incident is None or row.message_ts is None:
+            return None
+        return row, incident
