@@ -193,6 +193,16 @@ def start_bot(settings: Settings, clock=None, *, migrate: bool = True) -> Runnin
 
 
 @pytest.fixture
+def running() -> Iterator[list[RunningBot]]:
+    """Bots a test starts itself (append them): stopped and their databases closed at the end."""
+    bots: list[RunningBot] = []
+    yield bots
+    for bot in bots:
+        bot.stop()
+        bot.services.db.dispose()
+
+
+@pytest.fixture
 def bot(database_url: str, slack: FakeSlack, clock: FakeClock) -> Iterator[RunningBot]:
     running = start_bot(make_settings(database_url, slack), clock=clock)
     try:

@@ -5,7 +5,6 @@ log only, at error level."""
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
 
 import httpx
 import pytest
@@ -17,15 +16,6 @@ from tests.fakes.slack import FakeSlack
 LEAKS = ("127.0.0.1", "localhost", "nobody", "secret", "nothing", "psycopg", "OperationalError", "redis.",
          "ConnectionError", "refused", "Connect call failed", "Errno", "aiohttp", "ClientConnector", "sqlite",
          "no such table", "Background on this error")
-
-
-@pytest.fixture
-def running() -> Iterator[list[RunningBot]]:
-    bots: list[RunningBot] = []
-    yield bots
-    for bot in bots:
-        bot.stop()
-        bot.services.db.dispose()
 
 
 def _assert_no_details(text: str, *ports: int) -> None:

@@ -6,11 +6,9 @@ a listener."""
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
-import pytest
 import yaml
 from sqlalchemy import select
 
@@ -32,15 +30,6 @@ def _bot(database_url: str, slack: FakeSlack, clock: FakeClock, announce: str = 
          **settings: object) -> RunningBot:
     config = OncallConfig.model_validate({"channels": {"announce": announce}})
     return start_bot(make_settings(database_url, slack, config, **settings), clock=clock)
-
-
-@pytest.fixture
-def running() -> Iterator[list[RunningBot]]:
-    bots: list[RunningBot] = []
-    yield bots
-    for bot in bots:
-        bot.stop()
-        bot.services.db.dispose()
 
 
 def _incident(bot: RunningBot, incident_id: int) -> Incident:
