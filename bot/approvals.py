@@ -18,11 +18,12 @@ from sqlmodel import Session, col
 
 from bot import audit
 from bot.config import RemediationPolicy
-from bot.jobs import JOB_APPROVAL_EXECUTE, JOB_APPROVAL_POST, enqueue
+from bot.jobs import JOB_APPROVAL_EXECUTE, JOB_APPROVAL_EXPIRE, JOB_APPROVAL_POST, enqueue
 from bot.lifecycle import add_timeline
 from bot.models import ApprovalRequest, ApprovalStatus, Incident, IncidentStatus, RunbookStep, new_token
 
-__all__ = ["ApprovalRefused", "Claim", "claim", "deny", "expire", "find", "finish", "is_open", "request", "started"]
+__all__ = ["ApprovalRefused", "Claim", "claim", "deny", "expire", "find", "finish", "is_open", "reconciled", "request",
+           "started"]
 
 # Requests that count against a budget: those that may still run, or ran.
 _SPENT = (ApprovalStatus.PENDING, ApprovalStatus.APPROVED, ApprovalStatus.EXECUTING, ApprovalStatus.SUCCEEDED,
@@ -73,6 +74,7 @@ def request(session: Session, step: RunbookStep, incident: Incident, user: str, 
                  data={"approval": row.id, "step": step.step_id, "action": step.action, "params": params,
                        "risk": risk})
     enqueue(session, JOB_APPROVAL_POST, incident.id, now=now, payload={"approval": row.id})
+    enqueue(session, JOB_APPROVAL_EXPIRE, incident.id, now=now, payload={"approval": row.id}, run_at=row.expires_at)
     audit.record(session, event="requested", actor=user, at=now, incident_id=incident.id, action=step.action,
                  params=params, data={"approval": row.id, "step": step.step_id, "risk": risk,
                                       "expires_at": row.expires_at.isoformat()})
@@ -139,7 +141,7 @@ def deny(session: Session, request_id: int, user: str, now: datetime, reason: st
 
 
 def expire(session: Session, request_id: int, now: datetime) -> Claim:
-    """pending → expired once its time is up (checked when someone clicks)."""
+    """pending → expired once its time is up (when someone clicks, or the approval.expire job)."""
     result = session.execute(update(ApprovalRequest)
                              .where(col(ApprovalRequest.id) == request_id,
                                     col(ApprovalRequest.status) == ApprovalStatus.PENDING,
@@ -159,12 +161,31 @@ def expire(session: Session, request_id: int, now: datetime) -> Claim:
     return Claim(won, row)
 
 
-def started(session: Session, request: ApprovalRequest, now: datetime, *, run: bool, why: str = "") -> None:
+def started(session: Session, request: ApprovalRequest, now: datetime, *, run: bool, why: str = "",
+            before: dict[str, Any] | None = None) -> None:
     """The execution job is about to run the action (`run`), or will not (`why`): on the record
-    before anything happens in the cluster."""
+    before anything happens in the cluster. A run sets the started mark with the cluster's facts
+    `before` it, so a later attempt reconciles instead of running it again."""
+    if run:
+        session.execute(update(ApprovalRequest).where(col(ApprovalRequest.id) == request.id)
+                        .values(started_at=now, before=before or {}))
+        request.started_at, request.before = now, before or {}
     audit.record(session, event="executed", actor=request.decided_by or "oncall-bot", at=now,
                  incident_id=request.incident_id, action=request.action, params=request.params,
                  data={"approval": request.id, "run": run, **({"why": why} if why else {})})
+
+
+def reconciled(session: Session, request_id: int, now: datetime, *, ok: bool, result: str,
+               facts: dict[str, Any]) -> ApprovalRequest | None:
+    """executing → succeeded/failed from what the cluster shows after an interrupted run (never
+    run again), with a "reconciled" audit entry; None if not executing."""
+    row = finish(session, request_id, now, ok=ok, result=result)
+    if row is not None:
+        audit.record(session, event="reconciled", actor="oncall-bot", at=now, incident_id=row.incident_id,
+                     action=row.action, params=row.params,
+                     data={"approval": row.id, "happened": ok, "before": row.before, "after": facts,
+                           "result": row.result})
+    return row
 
 
 def finish(session: Session, request_id: int, now: datetime, *, ok: bool, result: str) -> ApprovalRequest | None:

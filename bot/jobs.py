@@ -19,7 +19,8 @@ from bot import outbox
 from bot.models import Job
 
 __all__ = [
-    "JOB_ANNOUNCE", "JOB_APPROVAL_EXECUTE", "JOB_APPROVAL_POST", "JOB_CARD", "JOB_NOTIFY", "JOB_OPEN",
+    "JOB_ANNOUNCE", "JOB_APPROVAL_EXECUTE", "JOB_APPROVAL_EXPIRE", "JOB_APPROVAL_POST", "JOB_CARD", "JOB_NOTIFY",
+    "JOB_OPEN",
     "JOB_PD_ESCALATE", "JOB_PD_EVENT", "JOB_PD_INVITE",
     "JOB_RUNBOOK_POST", "JOB_RUNBOOK_REFRESH", "JOB_STEP_REPLY", "JOB_STEP_RUN", "enqueue", "lane_of",
 ]
@@ -37,6 +38,7 @@ JOB_PD_ESCALATE = "pagerduty.escalate"      # REST: raise the PagerDuty incident
 JOB_PD_INVITE = "pagerduty.invite_oncall"   # who is on call (PagerDuty) joins the channel (Slack)
 JOB_APPROVAL_POST = "approval.post"         # dry-run a requested remediation, post its approval message
 JOB_APPROVAL_EXECUTE = "approval.execute"   # run an approved remediation (once), report in its thread
+JOB_APPROVAL_EXPIRE = "approval.expire"     # at a request's expiry: expire it if still pending, redraw
 
 LaneName = Literal["slack", "pagerduty"]
 _LANES: dict[str, LaneName | None] = {
@@ -49,6 +51,9 @@ _LANES: dict[str, LaneName | None] = {
     JOB_ANNOUNCE: None, JOB_STEP_RUN: None, JOB_STEP_REPLY: None, JOB_PD_INVITE: None,
     # An approved remediation runs at once, behind no queued card update.
     JOB_APPROVAL_EXECUTE: None,
+    # Due only at the request's expiry: a pending job holds up every later job of its lane, so
+    # in the Slack lane it would stall the incident's card and notices until then.
+    JOB_APPROVAL_EXPIRE: None,
 }
 
 

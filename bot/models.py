@@ -247,6 +247,10 @@ class ApprovalRequest(SQLModel, table=True):
     result: str | None = Field(default=None, sa_type=Text)
     message_channel: str | None = Field(default=None, max_length=32)
     message_ts: str | None = Field(default=None, max_length=32)
+    # Set in one transaction just before the real call: the started mark, and what the cluster
+    # looked like then (bot.reconcile), so a retry after a crash compares instead of re-running.
+    started_at: datetime | None = _ts(default=None)
+    before: dict[str, Any] | None = Field(default=None, sa_column=Column(JSON, nullable=True))
 
 
 # -- escalation: timers, the PagerDuty side, maintenance windows ----------------------------

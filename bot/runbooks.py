@@ -86,6 +86,10 @@ def prepare_steps(runbook: Runbook, alert_labels: Mapping[str, str], alert_annot
                   allowed_namespaces: Iterable[str] = (), *, allowed_urls: Iterable[str] = (),
                   allowed_nodes: Iterable[str] = ()) -> list[PreparedStep]:
     ctx = param_context(runbook, allowed_namespaces, allowed_urls, allowed_nodes)
+    # A label with an empty value is an absent one, as Prometheus and Alertmanager have it: a step
+    # templating it is disabled naming the label, instead of rendering "" and so dropping an optional
+    # filter (k8s.events `name`: every pod's events) or matching alerts without the label (silences).
+    alert_labels = {key: value for key, value in alert_labels.items() if value != ""}
     prepared = []
     for index, step in enumerate(runbook.steps):
         spec = get_action(step.action.type) if step.action else None

@@ -7,8 +7,13 @@
   approve and until when, Approve and Deny buttons carrying only the request's token.
 * Approve / Deny (Bolt): the request is loaded by its token; the policy (bot.policy.may_approve)
   is asked first, then one compare-and-set decides; whoever did not win is told privately why.
-* `approval.execute` (outbox, no lane): re-checks the incident is open, runs the action for
-  real once, records the result, answers in the thread and redraws the approval message.
+* `approval.execute` (outbox, no lane): re-checks the incident is open, records the started
+  mark with the cluster's facts (bot.reconcile), runs the action for real once, records the
+  result, answers in the thread and redraws the approval message. Run again with the mark set
+  (a crash, or a call whose answer was lost), it reads the cluster and reports what is true:
+  it never runs the action twice.
+* `approval.expire` (outbox, no lane, due at the expiry): expires a request still pending and
+  redraws its message; a request already decided is left alone.
 """
 
 from __future__ import annotations
@@ -23,13 +28,13 @@ from typing import Any
 from slack_bolt.response import BoltResponse
 from sqlmodel import Session
 
-from bot import approvals
+from bot import approvals, reconcile
 from bot.action_params import ParamError
 from bot.action_runner import run_action, validate_params
 from bot.actions import RISK_ORDER, ActionContext, ActionError, get_action
 from bot.config import OncallConfig, RemediationPolicy
 from bot.db import Database
-from bot.jobs import JOB_APPROVAL_EXECUTE, JOB_APPROVAL_POST
+from bot.jobs import JOB_APPROVAL_EXECUTE, JOB_APPROVAL_EXPIRE, JOB_APPROVAL_POST
 from bot.models import ApprovalRequest, ApprovalStatus, Incident, Job, RunbookStep
 from bot.outbox import PermanentError
 from bot.policy import Decision, may_approve
@@ -41,6 +46,7 @@ from commands.ids import APPROVAL_APPROVE, APPROVAL_DENY
 from commands.middleware import tell
 from commands.slack_sync import message_tag, post_once, step_thread, waiting_for_setup
 from commands.slack_time import slack_time
+from integrations.errors import IntegrationError
 from integrations.slack import SlackClient, SlackError
 
 __all__ = ["Approvals"]
@@ -60,8 +66,8 @@ class Approvals:
         self.runbooks, self.actions = runbooks, actions
 
     def feature(self) -> Feature:
-        handlers = waiting_for_setup({JOB_APPROVAL_POST: self.post, JOB_APPROVAL_EXECUTE: self.execute},
-                                     self.announce)
+        handlers = waiting_for_setup({JOB_APPROVAL_POST: self.post, JOB_APPROVAL_EXECUTE: self.execute,
+                                      JOB_APPROVAL_EXPIRE: self.expire}, self.announce)
         load = (approval_of_button(self.db),)
         return Feature(handlers=handlers, actions=[Action(APPROVAL_APPROVE, self.on_approve, load),
                                                    Action(APPROVAL_DENY, self.on_deny, load)])
@@ -173,6 +179,25 @@ class Approvals:
         return (f"This request expired at {slack_time(row.expires_at, now)}; request it again from the runbook "
                 "if it is still needed.")
 
+    async def expire(self, job: Job) -> None:
+        """At the request's expiry: pending → expired, the message redrawn, a line in the thread."""
+        row, step, incident = await asyncio.to_thread(self._load, job.payload.get("approval"))
+        if row.status == ApprovalStatus.PENDING:
+            claim = await asyncio.to_thread(self._decide, approvals.expire, row.id, self.clock())
+            if not claim.won or claim.current is None:
+                return  # decided meanwhile (or not due yet: its click-time check covers it)
+            row = claim.current
+        elif row.status != ApprovalStatus.EXPIRED or job.attempts == 1:
+            return  # decided before its time, or expired by a click that redrew it
+        # ours (this attempt or an earlier one that failed before finishing)
+        await self._redraw(row, incident)
+        channel, thread = step_thread(step, incident)
+        text = (f":hourglass: The request by <@{row.requested_by}> to run `{escape(row.action)}` expired "
+                f"unapproved; request it again from the runbook if it is still needed.")
+        await post_once(self.slack, channel, clip(f"{row.action}: the request expired unapproved", LIMITS["text"]),
+                        blocks=[section(trusted_mrkdwn(text, LIMITS["section"]))], thread_ts=thread,
+                        retry=job.attempts > 1, tag=message_tag(incident, "approval_expired", approval=row.id))
+
     def _why(self, decision: Decision, row: ApprovalRequest, incident: Incident) -> str:
         if decision.reason == "own_request":
             extra = " (`remediations.self_approve_low` lets requesters approve low-risk ones)" \
@@ -212,16 +237,21 @@ class Approvals:
 
     async def execute(self, job: Job) -> None:
         row, step, incident = await asyncio.to_thread(self._load, job.payload.get("approval"))
-        if row.status == ApprovalStatus.EXECUTING:
-            if job.attempts > 1:  # an earlier attempt may have run it: at most once
-                ok, outcome = False, ("interrupted before its result was recorded; not run again: check the "
-                                      "cluster before requesting it again")
-            elif not approvals.is_open(incident):
+        if row.status == ApprovalStatus.EXECUTING and row.started_at is not None:
+            # An earlier attempt set the started mark: its call may or may not have reached the
+            # cluster. Read what is true; never run it again.
+            finished = await self._reconcile(row)
+            row = finished or row
+            log.info("remediation reconciled", extra={"incident": incident.id, "approval": row.id,
+                                                      "status": row.status})
+        elif row.status == ApprovalStatus.EXECUTING:
+            if not approvals.is_open(incident):
                 ok, outcome = False, "not run: the incident was resolved before it ran"
+                await asyncio.to_thread(self._started, row, run=False, why=outcome)
             else:
-                ok, outcome = True, ""
-            await asyncio.to_thread(self._started, row, run=ok, why=outcome)
-            if ok:
+                # Read before the mark: a failure here has changed nothing, and the retry runs it.
+                before = await self._observe(row)
+                await asyncio.to_thread(self._started, row, run=True, why="", before=before)
                 ok, outcome = await self._run(row, step, row.decided_by or "", dry_run=False)
             finished = await asyncio.to_thread(self._finish, row.id, ok, outcome)
             row = finished or row
@@ -250,8 +280,34 @@ class Approvals:
             output = await run_action(row.action, params, replace(self.actions, user=user, now=self.clock,
                                                                   dry_run=dry_run))
         except (ParamError, ActionError) as exc:
+            cause = exc.__cause__
+            if not dry_run and isinstance(cause, IntegrationError) and cause.retryable:
+                # No answer (a timeout, a dropped connection, server trouble): the call may have
+                # taken effect. The job is retried and reconciles against the cluster.
+                raise cause from exc
             return False, str(exc)
         return True, output.summary or output.text
+
+    async def _observe(self, row: ApprovalRequest) -> dict[str, Any]:
+        """The cluster's facts the action changes, just before it runs ({} when not readable here)."""
+        kube = self.actions.kubernetes
+        if kube is None or row.action not in reconcile.RECONCILABLE:
+            return {}
+        return await reconcile.observe(kube, row.action, row.params)
+
+    async def _reconcile(self, row: ApprovalRequest) -> ApprovalRequest | None:
+        """Succeeded or failed from what the cluster shows now, compared with the started mark's facts."""
+        kube = self.actions.kubernetes
+        if kube is None or row.action not in reconcile.RECONCILABLE or not row.before:
+            ok, facts = False, {}
+            outcome = ("interrupted before its result was recorded and the cluster cannot be compared; not run "
+                       "again: check the cluster, and run it again by a new request if needed")
+        else:
+            facts = await reconcile.observe(kube, row.action, row.params)  # unreadable: retried later
+            ok, what = reconcile.verdict(row.action, row.params, row.before, facts)
+            outcome = (f"done before the restart: {what} (reconciled with the cluster; not run again)" if ok else
+                       f"did not happen: {what}; not run again; run it again by a new request")
+        return await asyncio.to_thread(self._reconciled, row.id, ok, outcome, facts)
 
     async def _redraw(self, row: ApprovalRequest, incident: Incident) -> None:
         if not (row.message_channel and row.message_ts):
@@ -290,9 +346,18 @@ class Approvals:
                 session.expunge(claim.current)
             return claim
 
-    def _started(self, row: ApprovalRequest, *, run: bool, why: str) -> None:
+    def _started(self, row: ApprovalRequest, *, run: bool, why: str, before: dict[str, Any] | None = None) -> None:
         with self.db.session() as session:
-            approvals.started(session, row, self.clock(), run=run, why=why)
+            approvals.started(session, row, self.clock(), run=run, why=why, before=before)
+
+    def _reconciled(self, approval_id: int | None, ok: bool, outcome: str,
+                    facts: dict[str, Any]) -> ApprovalRequest | None:
+        with self.db.session() as session:
+            row = approvals.reconciled(session, approval_id or 0, self.clock(), ok=ok, result=outcome, facts=facts)
+            if row is not None:
+                session.flush()
+                session.expunge(row)
+            return row
 
     def _finish(self, approval_id: int | None, ok: bool, outcome: str) -> ApprovalRequest | None:
         with self.db.session() as session:

@@ -396,6 +396,30 @@ class KubernetesClient:
                         for c in status.conditions or []],
             replica_sets=sorted(replica_sets, key=lambda rs: rs.revision, reverse=True))
 
+    def observe(self, kind: Literal["Deployment", "Pod", "Node"], namespace: str | None,
+                name: str) -> dict[str, Any]:
+        """The facts a remediation of `kind` changes, read without changing anything (JSON-ready):
+        a Deployment's generation, restartedAt, replicas and revision; a Pod's uid and whether it
+        is terminating; a Node's unschedulable flag. `exists` is False when it is gone (404)."""
+        try:
+            if kind == "Node":
+                with _converted(f"read node {name}"):
+                    node = self._core.read_node(name, _request_timeout=self._timeout)
+                return {"exists": True, "unschedulable": bool(node.spec and node.spec.unschedulable)}
+            assert namespace is not None, f"a {kind} is namespaced"
+            if kind == "Pod":
+                with _converted(f"read pod {namespace}/{name}"):
+                    pod = self._core.read_namespaced_pod(name, namespace, _request_timeout=self._timeout)
+                meta = pod.metadata or k8s.V1ObjectMeta()
+                return {"exists": True, "uid": meta.uid, "terminating": meta.deletion_timestamp is not None}
+            dep = self._read_deployment(namespace, name)
+            template = (dep.spec.template.metadata.annotations if dep.spec.template.metadata else None) or {}
+            return {"exists": True, "generation": _meta(dep).generation, "restarted_at": template.get(RESTARTED_AT),
+                    "replicas": dep.spec.replicas if dep.spec.replicas is not None else 1,
+                    "revision": _revision(dep.metadata)}
+        except NotFoundError:
+            return {"exists": False}
+
     # -- remediations --
 
     def rollout_restart(self, namespace: str, name: str, *, dry_run: bool = False,

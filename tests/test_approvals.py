@@ -20,7 +20,7 @@ import httpx
 import pytest
 from sqlalchemy import select
 
-from bot.models import ApprovalRequest, AuditEntry, Incident, RunbookStep
+from bot.models import ApprovalRequest, AuditEntry, Incident, Job, RunbookStep
 from tests.alerts import alert, group, resolved
 from tests.conftest import FakeClock, RunningBot, start_bot, wait_for
 from tests.fakes.kubernetes import FakeKubernetes
@@ -327,3 +327,71 @@ def test_approval_on_a_resolved_incident_is_refused(
     [text] = wait_for(lambda: answers(slack), what="the refusal")
     assert "resolved" in text
     assert rows(bot)[0].status == "pending" and real(kubernetes) == []
+
+
+def expire_jobs(bot: RunningBot) -> list[Job]:
+    with bot.services.db.read() as session:
+        return list(session.scalars(select(Job).where(Job.kind == "approval.expire")))  # type: ignore[arg-type]
+
+
+def test_a_pending_request_expires_by_itself_and_approve_afterwards_is_refused(
+        start: Starter, slack: FakeSlack, kubernetes: FakeKubernetes, clock: FakeClock) -> None:
+    bot = start(expiry_minutes=15)
+    incident, _ = open_incident(bot, slack)
+    step, message = request(bot, slack, incident)
+    [job] = expire_jobs(bot)
+    assert job.run_at == rows(bot)[0].expires_at and job.lane is None  # queued with the request, due at expiry
+    clock.advance(minutes=16)  # nobody clicks
+    wait_for(lambda: "expired unapproved" in json.dumps(current(slack, incident, message).blocks), timeout=5,
+             what="the message redrawn as expired")
+    assert not [b for b in current(slack, incident, message).blocks if b.get("type") == "actions"]  # no buttons
+    wait_for(lambda: [m for m in thread(slack, incident.channel_id, step.message_ts)
+                      if m.ts != message.ts and "expired unapproved" in m.text], what="the line in the thread")
+    assert rows(bot)[0].status == "expired" and audit_events(bot).count("expired") == 1
+    decide(bot, slack, incident, message, "U0BOB")  # a late click on the message as first posted
+    [text] = wait_for(lambda: answers(slack), what="the refusal")
+    assert "expired" in text
+    assert rows(bot)[0].status == "expired" and real(kubernetes) == [] and audit_events(bot).count("expired") == 1
+    assert len([m for m in thread(slack, incident.channel_id, step.message_ts) if "expired unapproved" in m.text
+                and m.ts != message.ts]) == 1
+
+
+def test_a_request_decided_before_its_expiry_is_left_alone_by_the_expiry_job(
+        start: Starter, slack: FakeSlack, kubernetes: FakeKubernetes, clock: FakeClock) -> None:
+    bot = start(expiry_minutes=15)
+    incident, _ = open_incident(bot, slack)
+    step, message = request(bot, slack, incident)
+    decide(bot, slack, incident, message, "U0BOB", "approval_deny")
+    wait_for(lambda: "denied by <@U0BOB>" in json.dumps(current(slack, incident, message).blocks),
+             what="the message to say denied")
+    updates = len(slack.calls_to("chat.update"))
+    clock.advance(minutes=16)
+    wait_for(lambda: all(j.status == "done" for j in expire_jobs(bot)), what="the expiry job to run")
+    assert rows(bot)[0].status == "denied" and "expired" not in audit_events(bot)
+    assert len(slack.calls_to("chat.update")) == updates  # not redrawn
+    assert not [m for m in thread(slack, incident.channel_id, step.message_ts) if "expired" in m.text]
+
+
+def test_an_execution_interrupted_after_its_call_is_reconciled_never_run_again(
+        start: Starter, slack: FakeSlack, kubernetes: FakeKubernetes) -> None:
+    bot = start()
+    incident, _ = open_incident(bot, slack)
+    step, message = request(bot, slack, incident)
+    # The DELETE takes effect in the cluster, but its answer never comes back (504): the first
+    # attempt cannot know whether it happened, so the job is retried.
+    kubernetes.lose_answer("DELETE", POD)
+    assert decide(bot, slack, incident, message, "U0BOB").status_code == 200
+    wait_for(lambda: rows(bot)[0].status == "succeeded", what="the reconciled result")
+    [row] = rows(bot)
+    assert len(real(kubernetes)) == 1  # exactly one real call: the retry read the cluster instead
+    assert [r.status for r in real(kubernetes)] == [504]
+    assert row.started_at is not None and row.before and row.before["exists"] is True
+    assert (row.result or "").startswith("done before the restart: pod/api-7d9f-x2 in prod")
+    assert "not run again" in (row.result or "")
+    events = [e for e in audit_events(bot) if e != "diagnostic_run"]
+    assert events == ["requested", "approved", "executed", "result", "reconciled"]
+    wait_for(lambda: [m for m in thread(slack, incident.channel_id, step.message_ts)
+                      if m.ts != message.ts and "done before the restart" in m.text], what="the thread to say so")
+    wait_for(lambda: "executed" in json.dumps(current(slack, incident, message).blocks), what="the redrawn message")
+    assert len(timeline(bot, incident.id or 0, "remediation")) == 1
+    assert len(real(kubernetes)) == 1

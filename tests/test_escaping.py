@@ -62,8 +62,9 @@ def _paging(bot: RunningBot, incident_id: int) -> Paging | None:
 
 # No shrinking: each example drives the whole bot for a second or two; the failing input is
 # printed as found.
-@settings(max_examples=12, deadline=None, phases=[Phase.explicit, Phase.reuse, Phase.generate],
-          suppress_health_check=[HealthCheck.function_scoped_fixture])
+# Derandomised: the same examples on every run, so CI's verdict never depends on luck.
+@settings(max_examples=12, deadline=None, derandomize=True, database=None,
+          phases=[Phase.explicit, Phase.generate], suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(label=hostile_text, annotation=hostile_text, pd_name=hostile_text)
 def test_hostile_text_from_alerts_and_pagerduty_never_reaches_slack_live(
         pd_bot: RunningBot, slack: FakeSlack, pagerduty: FakePagerDuty,  # noqa: F811 - the fixtures above

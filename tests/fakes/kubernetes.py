@@ -206,6 +206,9 @@ class _Handler(BaseHTTPRequestHandler):
         except Exception as exc:  # a bug in the fake: answer like the API server, keep the cause visible
             error = ApiError(500, "InternalError", f"fake API server error: {exc!r}")
             status, content_type, payload = 500, "application/json", json.dumps(error.status()).encode()
+        if status < 400 and fake._take_loss(self.command, url.path, query):
+            lost = ApiError(504, "Timeout", "Timeout: request did not complete within the allotted timeout")
+            status, content_type, payload = 504, "application/json", json.dumps(lost.status()).encode()
         fake._record(RecordedRequest(self.command, url.path, query, headers.get("content-type"),
                                      _decode(raw, headers.get("content-type")), headers, status))
         self.send_response(status)
@@ -253,6 +256,7 @@ class FakeKubernetes(KubernetesStore):
         self._ca_pem: bytes | None = None
         self.requests: list[RecordedRequest] = []
         self._forbidden: set[tuple[str, str, str | None]] = set()
+        self._losses: list[tuple[str, str]] = []
         self._server: _Server | None = None
         self._thread: threading.Thread | None = None
 
@@ -311,6 +315,20 @@ class FakeKubernetes(KubernetesStore):
         """Answer 403 to `verb` ("get", "list", "patch", "update", "delete") on `resource`
         ("pods", "deployments/scale", "pods/log", ...), in one namespace or all."""
         self._forbidden.add((verb, resource, namespace))
+
+    def lose_answer(self, method: str, path: str, *, times: int = 1) -> None:
+        """The next `times` `method` requests on `path` (dry runs aside) take effect, but their
+        answer is lost: the caller sees 504 Timeout, as when the API server's answer does not
+        come back in time (the write is done all the same; kubectl then reports an error)."""
+        with self.lock:
+            self._losses += [(method, path)] * times
+
+    def _take_loss(self, method: str, path: str, query: dict[str, str]) -> bool:
+        with self.lock:
+            if query.get("dryRun") != "All" and (method, path) in self._losses:
+                self._losses.remove((method, path))
+                return True
+            return False
 
     def requests_for(self, method: str | None = None, path: str | None = None) -> list[RecordedRequest]:
         """Recorded requests, optionally filtered by method and exact path."""
