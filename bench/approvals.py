@@ -32,17 +32,17 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Callable
 from contextlib import ExitStack
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import httpx
 from sqlalchemy import select
 from sqlmodel import col
 
+from bench import wait_until
 from bench.webhook_to_card import _contextmanager, percentile
 from bot.config import OncallConfig
 from bot.models import ApprovalRequest, Incident, RunbookStep
@@ -54,7 +54,6 @@ from tests.fakes.slack import Call, FakeSlack
 from tests.slack_requests import block_actions, signed_headers
 
 REQUESTER, APPROVER = "U0ALICE", "U0BOB"
-T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -85,13 +84,6 @@ class TimedKubernetes(FakeKubernetes):
             return [a for a in self.arrivals if (a.method, a.path, a.dry_run) == (method, path, dry_run)]
 
 
-def _wait(predicate: Callable[[], T | None], what: str, timeout: float = 30.0) -> T:
-    deadline = time.monotonic() + timeout
-    while not (value := predicate()):
-        if time.monotonic() > deadline:
-            raise SystemExit(f"timed out waiting for {what}")
-        time.sleep(0.001)
-    return value
 
 
 def _pod(n: int) -> str:
@@ -148,7 +140,7 @@ def _open_incidents(bot: RunningBot, requests: int) -> list[tuple[Incident, Runb
             return None
         return [(incidents[i], steps[i]) for i in ids]
 
-    return _wait(posted, "the runbooks to be posted", timeout=60 + requests)
+    return wait_until(posted, "the runbooks to be posted", timeout=60 + requests)
 
 
 def _recorded(bot: RunningBot, token: str) -> ApprovalRequest | None:
@@ -195,7 +187,8 @@ def run(requests: int, database: str) -> dict[str, float]:
             clicked = time.monotonic()
             reply = http.post("/slack/events", content=body, headers=signed_headers(body))
             assert reply.status_code == 200, reply.text
-            posted = _wait(partial(_approval_post, slack, before, channel, step.message_ts), "the approval message")
+            posted = wait_until(partial(_approval_post, slack, before, channel, step.message_ts),
+                                "the approval message")
             shown = json.dumps(_blocks(posted))
             if "(server dry run)" not in shown or "ok:" not in shown:
                 raise SystemExit(f"the approval message does not show a successful dry run: {shown}")
@@ -204,7 +197,7 @@ def run(requests: int, database: str) -> dict[str, float]:
             request_ms.append((posted.at - clicked) * 1000)
             ts = str(posted.response["ts"])
             token = _approve_value(posted)
-            _wait(partial(_recorded, bot, token), "the approval message to be recorded")
+            wait_until(partial(_recorded, bot, token), "the approval message to be recorded")
             assert not kube.arrived("DELETE", pod, dry_run=False), "ran before it was approved"
 
             before = len(slack.calls)
@@ -214,9 +207,9 @@ def run(requests: int, database: str) -> dict[str, float]:
             approved = time.monotonic()
             reply = http.post("/slack/events", content=body, headers=signed_headers(body))
             assert reply.status_code == 200, reply.text
-            [real] = _wait(partial(kube.arrived, "DELETE", pod, dry_run=False), "the real DELETE")
+            [real] = wait_until(partial(kube.arrived, "DELETE", pod, dry_run=False), "the real DELETE")
             executed_ms.append((real.at - approved) * 1000)
-            redraw = _wait(partial(_redraw, slack, before, ts), "the redrawn approval message")
+            redraw = wait_until(partial(_redraw, slack, before, ts), "the redrawn approval message")
             if f"approved by <@{APPROVER}>, executed" not in json.dumps(_blocks(redraw)):
                 raise SystemExit(f"the remediation did not succeed: {json.dumps(_blocks(redraw))}")
             redrawn_ms.append((redraw.at - approved) * 1000)

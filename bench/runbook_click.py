@@ -23,6 +23,7 @@ from pathlib import Path
 import httpx
 from sqlalchemy import select
 
+from bench import wait_until
 from bench.webhook_to_card import _contextmanager, percentile
 from bot.config import OncallConfig
 from bot.models import RunbookStep
@@ -35,13 +36,6 @@ from tests.slack_requests import block_actions, signed_headers
 POD = "api-7d9f-x2"
 
 
-def _wait(predicate, what: str, timeout: float = 30.0):  # type: ignore[no-untyped-def]
-    deadline = time.monotonic() + timeout
-    while not (value := predicate()):
-        if time.monotonic() > deadline:
-            raise SystemExit(f"timed out waiting for {what}")
-        time.sleep(0.001)
-    return value
 
 
 def run(clicks: int, database: str, lines: int) -> dict[str, float]:
@@ -61,7 +55,7 @@ def run(clicks: int, database: str, lines: int) -> dict[str, float]:
         stack.callback(bot.stop)
 
         bot.post_alerts(group(alert("PodRestartLoop", labels={"pod": POD, "deployment": "api"})))
-        step = _wait(lambda: _step(bot, "previous-logs"), "the runbook to be posted")
+        step = wait_until(lambda: _step(bot, "previous-logs"), "the runbook to be posted")
         channel = slack.channels[step.message_channel]
         ack_ms: list[float] = []
         output_ms: list[float] = []
@@ -77,7 +71,7 @@ def run(clicks: int, database: str, lines: int) -> dict[str, float]:
             reply = http.post("/slack/events", content=body, headers=signed_headers(body))
             ack_ms.append((time.perf_counter() - started) * 1000)
             assert reply.status_code == 200, reply.text
-            _wait(lambda before=before: any(m.thread_ts == step.message_ts and "crash" in json.dumps(m.blocks)
+            wait_until(lambda before=before: any(m.thread_ts == step.message_ts and "crash" in json.dumps(m.blocks)
                                             for m in channel.messages[before:]), "the output")
             output_ms.append((time.perf_counter() - started) * 1000)
             if n % 25 == 24:

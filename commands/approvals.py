@@ -43,7 +43,7 @@ from commands.approval_blocks import ApprovalView, approval_blocks, approval_tex
 from commands.blockkit import LIMITS, clip, escape, section, trusted_mrkdwn
 from commands.feature import Action, Feature, Middleware
 from commands.ids import APPROVAL_APPROVE, APPROVAL_DENY
-from commands.middleware import tell
+from commands.middleware import tell, who_asks
 from commands.slack_sync import message_tag, post_once, step_thread, waiting_for_setup
 from commands.slack_time import slack_time
 from integrations.errors import IntegrationError
@@ -228,10 +228,7 @@ class Approvals:
     async def _in_channel(self, user: str, incident: Incident) -> bool | None:
         if incident.channel_id is None:
             return user in incident.responders or user == incident.acknowledged_by
-        try:
-            return user in await self.slack.channel_members(incident.channel_id)
-        except SlackError:
-            return None
+        return (await who_asks(self.slack, user, incident.channel_id)).in_channel
 
     # -- execution ----------------------------------------------------------------------------
 

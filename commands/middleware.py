@@ -34,7 +34,7 @@ from commands.feature import Middleware
 from integrations.slack import SlackClient, SlackError
 
 __all__ = ["Middleware", "act_once", "authorize", "delivery_key", "incident_of_card_button", "incident_of_step_button",
-           "log_request", "tell"]
+           "log_request", "tell", "who_asks"]
 
 log = logging.getLogger(__name__)
 
@@ -108,7 +108,7 @@ def authorize(act: Act | Callable[[dict[str, Any]], Act], policy: Policy, slack:
         incident: Incident = context["incident"]
         wanted = act if isinstance(act, Act) else act(context)
         channel = policy.deciding_channel(incident)
-        requester = await _requester(slack, body["user"]["id"], channel)
+        requester = await who_asks(slack, body["user"]["id"], channel)
         decision = policy.decide(wanted, requester, incident)
         if not decision.allowed:
             log.info("refused", extra={"incident": incident.id, "user": requester.user, "act": wanted.name,
@@ -119,7 +119,8 @@ def authorize(act: Act | Callable[[dict[str, Any]], Act], policy: Policy, slack:
     return check
 
 
-async def _requester(slack: SlackClient, user: str, channel: str | None) -> Requester:
+async def who_asks(slack: SlackClient, user: str, channel: str | None) -> Requester:
+    """Who is asking, and whether Slack says they are in `channel` (None: it could not say)."""
     if channel is None:
         return Requester(user, None, False)
     try:

@@ -10,7 +10,7 @@ import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import httpx
 import psycopg
@@ -18,6 +18,7 @@ import pytest
 import uvicorn
 
 from bot.config import OncallConfig, Settings
+from bot.models import Incident
 from commands.app import Bot, build, create_app
 
 if TYPE_CHECKING:
@@ -220,3 +221,18 @@ def wait_for(predicate, timeout: float = 10.0, what: str = "condition"):  # type
             return value
         time.sleep(0.02)
     raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+
+
+def open_with_card(bot: RunningBot, payload: dict[str, Any]) -> Incident:
+    """Send an Alertmanager notification and wait until the incident's card is in Slack."""
+    reply = bot.post_alerts(payload)
+    assert reply.status_code == 200, reply.text
+    incident_id = reply.json()["incident_id"]
+
+    def posted() -> Incident | None:
+        with bot.services.db.read() as session:
+            row = session.get(Incident, incident_id)
+            return row if row and row.card_ts else None
+
+    found: Incident = wait_for(posted, what="the incident card")
+    return found

@@ -22,7 +22,7 @@ from sqlalchemy import select
 
 from bot.models import ApprovalRequest, AuditEntry, Incident, Job, RunbookStep
 from tests.alerts import alert, group, resolved
-from tests.conftest import FakeClock, RunningBot, start_bot, wait_for
+from tests.conftest import FakeClock, RunningBot, open_with_card, start_bot, wait_for
 from tests.fakes.kubernetes import FakeKubernetes
 from tests.fakes.slack import FakeSlack, Message
 from tests.slack_requests import block_actions, post_to_slack_events
@@ -82,16 +82,7 @@ def start(database_url: str, slack: FakeSlack, kubernetes: FakeKubernetes, tmp_p
 def open_incident(bot: RunningBot, slack: FakeSlack, alertname: str = "PodRestartLoop",
                   key: str = "restart") -> tuple[Incident, dict[str, Any]]:
     payload = group(alert(alertname, labels=LABELS), group_key=f"{{}}:{{alertname=\"{alertname}\",k=\"{key}\"}}")
-    reply = bot.post_alerts(payload)
-    assert reply.status_code == 200, reply.text
-    incident_id = reply.json()["incident_id"]
-
-    def posted() -> Incident | None:
-        with bot.services.db.read() as session:
-            row = session.get(Incident, incident_id)
-            return row if row and row.card_ts else None
-
-    incident = wait_for(posted, what="the incident card")
+    incident = open_with_card(bot, payload)
     for member in ("U0BOB", "U0CAROL"):
         slack.channels[incident.channel_id or ""].members.add(member)
     return incident, payload

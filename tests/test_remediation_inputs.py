@@ -32,7 +32,7 @@ from sqlalchemy import select
 from bot.models import ApprovalRequest, Incident, RunbookStep, TimelineEntry
 from commands.blockkit import escape
 from tests.alerts import alert, group
-from tests.conftest import RunningBot, make_settings, start_bot, wait_for
+from tests.conftest import RunningBot, make_settings, open_with_card, start_bot, wait_for
 from tests.fakes.kubernetes import FakeKubernetes, RecordedRequest
 from tests.fakes.slack import FakeSlack, Message
 from tests.slack_requests import block_actions, post_to_slack_events
@@ -183,17 +183,8 @@ def bot(slack: FakeSlack, kubernetes: FakeKubernetes, tmp_path_factory: pytest.T
 
 def open_incident(bot: RunningBot, labels: dict[str, str]) -> Incident:
     key = next(_keys)
-    reply = bot.post_alerts(group(alert("HostileInput", labels=labels),
-                                  group_key=f'{{}}:{{alertname="HostileInput",k="{key}"}}'))
-    assert reply.status_code == 200, reply.text
-    incident_id = reply.json()["incident_id"]
-
-    def posted() -> Incident | None:
-        with bot.services.db.read() as session:
-            row = session.get(Incident, incident_id)
-            return row if row and row.card_ts else None
-
-    return wait_for(posted, what="the incident card")
+    return open_with_card(bot, group(alert("HostileInput", labels=labels),
+                                     group_key=f'{{}}:{{alertname="HostileInput",k="{key}"}}'))
 
 
 def posted_steps(bot: RunningBot, incident: Incident) -> list[RunbookStep]:

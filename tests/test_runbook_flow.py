@@ -21,7 +21,7 @@ from sqlalchemy import select
 from bot.config import OncallConfig
 from bot.models import Incident, RunbookStep, TimelineEntry
 from tests.alerts import alert, group
-from tests.conftest import RunningBot, make_settings, start_bot, wait_for
+from tests.conftest import RunningBot, make_settings, open_with_card, start_bot, wait_for
 from tests.fakes.kubernetes import FakeKubernetes
 from tests.fakes.processes import start_prometheus
 from tests.fakes.slack import FakeSlack, Message
@@ -65,17 +65,8 @@ def rb_bot(database_url: str, slack: FakeSlack, kubernetes: FakeKubernetes, tmp_
 
 def open_incident(bot: RunningBot, alertname: str = "PodRestartLoop", labels: dict[str, str] | None = None,
                   key: str = "restart") -> Incident:
-    reply = bot.post_alerts(group(alert(alertname, labels=labels if labels is not None else LABELS),
-                                  group_key=f"{{}}:{{alertname=\"{alertname}\",k=\"{key}\"}}"))
-    assert reply.status_code == 200, reply.text
-    incident_id = reply.json()["incident_id"]
-
-    def posted() -> Incident | None:
-        with bot.services.db.read() as session:
-            row = session.get(Incident, incident_id)
-            return row if row and row.card_ts else None
-
-    return wait_for(posted, what="the incident card")
+    return open_with_card(bot, group(alert(alertname, labels=labels if labels is not None else LABELS),
+                                     group_key=f"{{}}:{{alertname=\"{alertname}\",k=\"{key}\"}}"))
 
 
 def runbook_messages(slack: FakeSlack, channel: str | None) -> list[Message]:
