@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING
 from bot.config import ConfigError, OncallConfig, load_settings
 
 if TYPE_CHECKING:
+    from bot.audit import Anchor
     from bot.db import Database
     from bot.runbook_lint import LintProblem
 
@@ -410,20 +411,57 @@ def _since(text: str, now: datetime) -> datetime:
     return _when("--since", text)  # names a missing time zone
 
 
-def _audit_verify(_: argparse.Namespace) -> int:
+def _anchors(values: list[str]) -> list[Anchor]:
+    """--anchor: the JSON itself (it starts with `{` or `[`), `-` for stdin, or a file of them."""
+    from bot.audit import AnchorError, parse_anchors
+
+    anchors: list[Anchor] = []
+    for value in values:
+        if value.lstrip().startswith(("{", "[")):
+            anchors += parse_anchors("--anchor", value)
+        elif value == "-":
+            anchors += parse_anchors("--anchor - (stdin)", sys.stdin.read())
+        else:
+            try:
+                content = Path(value).read_text(encoding="utf-8")
+            except (OSError, UnicodeDecodeError) as exc:
+                reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+                raise AnchorError(f"--anchor {value!r}: cannot read it ({reason}); give a file of what "
+                                  "`oncall-bot audit head` printed, or that JSON itself") from None
+            anchors += parse_anchors(value, content)
+    return anchors
+
+
+def _audit_verify(args: argparse.Namespace) -> int:
     from sqlalchemy import func, select
 
-    from bot.audit import verify
+    from bot.audit import AnchorError, check_anchors, verify
     from bot.models import AuditEntry
 
+    try:
+        anchors = _anchors(args.anchor)  # before the database is touched
+    except AnchorError as exc:
+        print(f"oncall-bot: {exc}", file=sys.stderr)
+        return 2
     with _database() as db, db.read() as session:
         count = session.scalar(select(func.count()).select_from(AuditEntry)) or 0  # before: all of them verified
-        problems = verify(session)
+        problems = [*verify(session), *check_anchors(session, anchors)]
     for problem in problems:
         print(problem)
     if problems:
         return 1
-    print(f"audit log ok: {count} entr{'y' if count == 1 else 'ies'}")
+    held = {anchor.id for anchor in anchors}
+    matching = (f", matching {len(held)} anchor{'s' if len(held) != 1 else ''} "
+                f"({'entry' if len(held) == 1 else 'up to entry'} {max(held)})") if held else ""
+    print(f"audit log ok: {count} entr{'y' if count == 1 else 'ies'}{matching}")
+    return 0
+
+
+def _audit_head(_: argparse.Namespace) -> int:
+    from bot.audit import head
+
+    with _database() as db, db.read() as session:
+        print(json.dumps(head(session)))
     return 0
 
 
@@ -503,8 +541,15 @@ def parser() -> argparse.ArgumentParser:
 
     audit = sub.add_parser("audit", help="the audit log of what was run, asked for and decided (DATABASE_URL)") \
         .add_subparsers(dest="what", required=True)
-    audit.add_parser("verify", help="check the hash chain: `audit log ok: N entries`, else each broken entry, exit 1") \
-        .set_defaults(run=_on_database(_audit_verify))
+    check_log = audit.add_parser("verify", help="check the hash chain: `audit log ok: N entries`, else each broken "
+                                                "entry, exit 1")
+    check_log.add_argument("--anchor", action="append", default=[], metavar="ANCHOR",
+                           help="also check a head kept elsewhere: the JSON `audit head` printed, a file of such "
+                                "lines, or - for stdin (repeatable); catches the newest entries deleted or re-hashed")
+    check_log.set_defaults(run=_on_database(_audit_verify))
+    audit.add_parser("head", help='the newest entry as one JSON line {"id", "hash", "at"}: an anchor to keep '
+                                  "elsewhere for `audit verify --anchor`") \
+        .set_defaults(run=_on_database(_audit_head))
     dump = audit.add_parser("export", help="entries as JSON lines on stdout, oldest first")
     dump.add_argument("--since", required=True, metavar="T",
                       help="an ISO time with a zone (2026-12-01T00:00:00Z) or how long ago (24h, 7d)")

@@ -1,11 +1,13 @@
 """The audit log (bot.audit): one hash chain on SQLite and PostgreSQL, even with concurrent
-writers; `verify` names every entry edited, inserted or deleted by hand; `oncall-bot audit`;
-a diagnostic clicked in Slack is in it."""
+writers; `verify` names every entry edited, inserted or deleted by hand; anchors kept outside the
+database (`audit head`, the "audit appended" log line, logged only once committed) catch the
+newest entries deleted or re-hashed; `oncall-bot audit`; a diagnostic clicked in Slack is in it."""
 
 from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import re
 import subprocess
 import threading
@@ -20,6 +22,7 @@ from sqlalchemy import select, text
 from bot import audit
 from bot.audit import GENESIS_HASH, Problem
 from bot.db import Database
+from bot.logs import JsonFormatter
 from bot.models import AuditEntry
 from commands.cli import main
 from tests.conftest import FakeClock, RunningBot, start_bot, wait_for
@@ -272,7 +275,8 @@ def test_audit_export_refuses_a_bad_since(tmp_path: Path, clock: FakeClock, caps
     assert not database.exists()  # checked before the database is touched
 
 
-@pytest.mark.parametrize("command", [["audit", "verify"], ["audit", "export", "--since", "24h"]], ids=" ".join)
+@pytest.mark.parametrize("command", [["audit", "verify"], ["audit", "export", "--since", "24h"], ["audit", "head"]],
+                         ids=" ".join)
 def test_audit_commands_create_no_database(tmp_path: Path, capsys: pytest.CaptureFixture[str],
                                            monkeypatch: pytest.MonkeyPatch, command: list[str]) -> None:
     monkeypatch.chdir(tmp_path)
@@ -280,6 +284,211 @@ def test_audit_commands_create_no_database(tmp_path: Path, capsys: pytest.Captur
     assert main(command) == 2
     assert "no database at" in capsys.readouterr().err
     assert list(tmp_path.iterdir()) == []
+
+
+# -- anchors: the head kept outside the database --------------------------------------------------------
+
+def head_now(capsys: pytest.CaptureFixture[str]) -> str:
+    """What `oncall-bot audit head` prints (one JSON line), as a cron job would store it."""
+    assert main(["audit", "head"]) == 0
+    out = capsys.readouterr().out
+    assert out.count("\n") == 1
+    return out.strip()
+
+
+def verify_with(capsys: pytest.CaptureFixture[str], *anchors: str) -> tuple[int, list[str]]:
+    code = main(["audit", "verify", *(arg for anchor in anchors for arg in ("--anchor", anchor))])
+    return code, capsys.readouterr().out.splitlines()
+
+
+def appended(caplog: pytest.LogCaptureFixture) -> list[logging.LogRecord]:
+    return [r for r in caplog.records if r.name == "bot.audit" and r.getMessage() == "audit appended"]
+
+
+def logged(record: logging.LogRecord) -> dict[str, Any]:
+    return {key: record.__dict__[key] for key in ("audit_id", "event", "hash", "at")}
+
+
+def test_audit_head_prints_the_newest_entry(db_env: Database, clock: FakeClock,
+                                           capsys: pytest.CaptureFixture[str]) -> None:
+    assert json.loads(head_now(capsys)) == {"id": 0, "hash": GENESIS_HASH, "at": None}  # an empty log
+    start = clock()
+    write_chain(db_env, clock, 3)
+    with db_env.read() as session:
+        last = list(audit.export(session, start))[-1]
+    assert json.loads(head_now(capsys)) == {"id": 3, "hash": last["hash"], "at": last["at"]}
+
+
+@pytest.mark.parametrize("kept, expected", [
+    (3, "entries from 4 on were deleted (the log now ends at entry 3)"),
+    (0, "entries from 1 on were deleted (the log is now empty)"),
+], ids=["the newest two", "all"])
+def test_the_newest_entries_deleted_pass_the_chain_but_not_the_anchor(
+        db_env: Database, clock: FakeClock, capsys: pytest.CaptureFixture[str], kept: int, expected: str) -> None:
+    write_chain(db_env, clock)
+    anchor = head_now(capsys)
+    assert verify_with(capsys, anchor) == (0, ["audit log ok: 5 entries, matching 1 anchor (entry 5)"])
+    tamper(db_env, "DELETE FROM audit_entry WHERE id > :kept", kept=kept)
+    assert verify_with(capsys) == (0, [f"audit log ok: {kept} entries"])  # the gap the anchor closes
+    at = json.loads(anchor)["at"]
+    assert verify_with(capsys, anchor) == (1, [f"entry 5 of the anchor from {at} is missing: {expected}"])
+
+
+def test_the_tail_rewritten_and_re_hashed_passes_the_chain_but_not_the_anchors(
+        db_env: Database, clock: FakeClock, capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    anchors = tmp_path / "anchors.jsonl"  # a head stored after every append
+    for _ in range(5):
+        write_chain(db_env, clock, 1)
+        with anchors.open("a") as kept:
+            kept.write(head_now(capsys) + "\n")
+    at = [json.loads(line)["at"] for line in anchors.read_text().splitlines()]
+
+    # What someone with the password and the README does: edit entry 4, re-hash it and entry 5.
+    with db_env.read() as session:
+        lines = list(audit.export(session, clock() - timedelta(days=1)))
+    prev = lines[2]["hash"]
+    for line in lines[3:]:
+        line.update(actor="U0MALLORY", prev_hash=prev)
+        prev = line["hash"] = canonical_sha256(line)
+        tamper(db_env, "UPDATE audit_entry SET actor = :actor, prev_hash = :prev, hash = :hash WHERE id = :id",
+               actor=line["actor"], prev=line["prev_hash"], hash=line["hash"], id=line["id"])
+    assert verify_with(capsys) == (0, ["audit log ok: 5 entries"])
+    rewritten = (f"entry 4 no longer has the hash of the anchor from {at[3]}: the chain was rewritten from there or "
+                 "from an earlier entry (after entry 3, whose anchor holds)")
+    assert verify_with(capsys, str(anchors)) == (1, [f"{rewritten}; 1 later anchor (entry 5) fails the same way"])
+
+    tamper(db_env, "DELETE FROM audit_entry WHERE id = 5")  # and then the newest one deleted as well
+    assert verify_with(capsys, str(anchors)) == (1, [
+        rewritten, f"entry 5 of the anchor from {at[4]} is missing: entries from 5 on were deleted (the log now "
+                   "ends at entry 4)"])
+
+
+def test_anchors_that_hold_pass(db_env: Database, clock: FakeClock, capsys: pytest.CaptureFixture[str],
+                                caplog: pytest.LogCaptureFixture, tmp_path: Path) -> None:
+    caplog.set_level(logging.INFO, logger="bot.audit")
+    empty = head_now(capsys)
+    start = clock()
+    write_chain(db_env, clock, 2)
+    second = head_now(capsys)
+    write_chain(db_env, clock, 3)
+    with db_env.read() as session:
+        export_line = json.dumps(list(audit.export(session, start))[3])  # entry 4, every column
+    log_lines = tmp_path / "bot.log"  # the shipped logs, grepped for "audit appended"
+    log_lines.write_text("".join(JsonFormatter().format(record) + "\n" for record in appended(caplog)))
+    listed = json.dumps([json.loads(second), json.loads(head_now(capsys))])
+
+    assert verify_with(capsys, empty, second, export_line, listed) == \
+        (0, ["audit log ok: 5 entries, matching 4 anchors (up to entry 5)"])  # 0, 2, 4, 5
+    assert verify_with(capsys, str(log_lines)) == (0, ["audit log ok: 5 entries, matching 5 anchors (up to entry 5)"])
+    tamper(db_env, "DELETE FROM audit_entry WHERE id >= 4")
+    code, out = verify_with(capsys, str(log_lines))
+    assert code == 1 and out == [f"entry 4 of the anchor from {json.loads(export_line)['at']} is missing: entries "
+                                 "from 4 on were deleted (the log now ends at entry 3); 1 later anchor (entry 5) "
+                                 "fails the same way"]
+
+
+_HASH = "ab" * 32
+_FORMAT = 'write a JSON object {"id": N, "hash": "<64 hex digits>", "at": "..."} as `oncall-bot audit head` prints'
+
+
+@pytest.mark.parametrize("anchor, message", [
+    ('{"id": 5}', '--anchor: "hash" must be the entry\'s SHA-256 as 64 hex digits, it has none; ' + _FORMAT),
+    (f'{{"hash": "{_HASH}"}}', '--anchor: "id" must be an entry id (a whole number, 0 or more), it has none; '
+                              + _FORMAT),
+    (f'{{"id": "5", "hash": "{_HASH}"}}', '--anchor: "id" must be an entry id (a whole number, 0 or more), not "5"'),
+    (f'{{"id": -1, "hash": "{_HASH}"}}', '--anchor: "id" must be an entry id (a whole number, 0 or more), not -1'),
+    ('{"id": 5, "hash": "5f3a"}', '--anchor: "hash" must be the entry\'s SHA-256 as 64 hex digits, not "5f3a"'),
+    (f'{{"id": 5, "hash": "{_HASH}", "at": 1733000000}}', '--anchor: "at" must be the entry\'s time as text, not '
+                                                          '1733000000'),
+    (f'{{"id": 0, "hash": "{_HASH}"}}', f"--anchor: id 0 is the start of the log, whose hash is {GENESIS_HASH}"),
+    ("[5]", "--anchor: item 1: not an anchor but 5; " + _FORMAT),
+    ("{id: 5}", "--anchor:1: not JSON (Expecting property name enclosed in double quotes); " + _FORMAT),
+    ("head.json", "--anchor 'head.json': cannot read it (No such file or directory); give a file of what "
+                  "`oncall-bot audit head` printed, or that JSON itself"),
+    ("anchors.jsonl", "anchors.jsonl:3: not JSON (Expecting value); " + _FORMAT),
+    ("empty.jsonl", "empty.jsonl: no anchors in it; " + _FORMAT),
+], ids=["no hash", "no id", "id text", "id negative", "hash short", "at number", "id 0 not genesis", "a list",
+        "not json", "no such file", "a bad line", "empty file"])
+def test_a_malformed_anchor_is_refused_before_the_database(tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                                            monkeypatch: pytest.MonkeyPatch, anchor: str,
+                                                            message: str) -> None:
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("DATABASE_URL", f"sqlite:///{tmp_path / 'oncall.db'}")
+    (tmp_path / "anchors.jsonl").write_text(f'{{"id": 1, "hash": "{_HASH}"}}\n\nnot json\n')
+    (tmp_path / "empty.jsonl").write_text("\n")
+    assert main(["audit", "verify", "--anchor", anchor]) == 2
+    out, err = capsys.readouterr()
+    assert out == "" and err.startswith(f"oncall-bot: {message}") and err.count("\n") == 1
+    assert not (tmp_path / "oncall.db").exists()  # checked before the database is touched
+
+
+def test_each_committed_append_is_logged_as_the_head(db_env: Database, clock: FakeClock,
+                                                     capsys: pytest.CaptureFixture[str],
+                                                     caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO, logger="bot.audit")
+    start = clock()
+    with db_env.session() as session:
+        audit.record(session, event="requested", actor="U0BOB", at=clock(), incident_id=9, action="k8s.scale")
+        assert appended(caplog) == []  # not before the commit
+    assert len(appended(caplog)) == 1
+    write_chain(db_env, clock, 2)
+    with db_env.read() as session:
+        stored = list(audit.export(session, start))
+    records = appended(caplog)
+    assert [logged(r) for r in records] == [
+        {"audit_id": line["id"], "event": line["event"], "hash": line["hash"], "at": line["at"]} for line in stored]
+    assert [line["event"] for line in stored] == ["requested", "diagnostic_run", "diagnostic_run"]
+    last = logged(records[-1])
+    assert json.loads(head_now(capsys)) == {"id": last["audit_id"], "hash": last["hash"], "at": last["at"]}
+    shipped = json.loads(JsonFormatter().format(records[-1]))  # as it leaves the box
+    assert (shipped["logger"], shipped["message"], shipped["audit_id"], shipped["hash"]) == \
+        ("bot.audit", "audit appended", 3, last["hash"])
+
+
+def test_a_rolled_back_append_is_never_logged(db: Database, clock: FakeClock,
+                                              caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO, logger="bot.audit")
+
+    def append(session: Any, event: str) -> None:
+        audit.record(session, event=event, actor="oncall-bot", at=clock())
+
+    with pytest.raises(RuntimeError), db.session() as session:
+        append(session, "rolled_back")
+        raise RuntimeError("the transaction failed after the append")
+    with db.session() as session:  # a savepoint rolled back inside a committed transaction (bot.timers does this)
+        append(session, "kept")
+        with pytest.raises(RuntimeError), session.begin_nested():
+            append(session, "in_failed_savepoint")
+            raise RuntimeError("one timer failed")
+    with pytest.raises(RuntimeError), db.session() as session:  # a savepoint released, then all rolled back
+        with session.begin_nested():
+            append(session, "released_then_rolled_back")
+        raise RuntimeError("the transaction failed after the savepoint")
+    with db.session() as session:  # a savepoint released into a transaction that commits
+        with session.begin_nested():
+            append(session, "in_released_savepoint")
+        assert [r.__dict__["event"] for r in appended(caplog)] == ["kept"]  # released is not committed
+    records = appended(caplog)
+    assert [r.__dict__["event"] for r in records] == ["kept", "in_released_savepoint"]
+    assert [(r.__dict__["audit_id"], r.__dict__["hash"]) for r in records] == [(e.id, e.hash) for e in entries(db)]
+    assert problems(db) == []
+
+
+def test_the_console_script_keeps_and_checks_an_anchor(db_env: Database, clock: FakeClock) -> None:
+    write_chain(db_env, clock, 3)
+
+    def run(*args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([oncall_bot(), "audit", *args], input=stdin, capture_output=True, text=True, timeout=60)
+
+    head = run("head")
+    assert head.returncode == 0 and json.loads(head.stdout)["id"] == 3
+    ok = run("verify", "--anchor", "-", stdin=head.stdout)  # e.g. `aws s3 cp s3://bucket/head.json - | ...`
+    assert (ok.returncode, ok.stdout) == (0, "audit log ok: 3 entries, matching 1 anchor (entry 3)\n")
+    tamper(db_env, "DELETE FROM audit_entry WHERE id = 3")
+    broken = run("verify", "--anchor", "-", stdin=head.stdout)
+    assert (broken.returncode, broken.stdout) == (1, f"entry 3 of the anchor from {json.loads(head.stdout)['at']} is "
+                                                     "missing: entries from 3 on were deleted (the log now ends at "
+                                                     "entry 2)\n")
 
 
 # -- what the bot writes -----------------------------------------------------------------------------
