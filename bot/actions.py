@@ -15,7 +15,7 @@ client becomes an `ActionError` that says what to configure.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any, Literal, TypeVar
@@ -45,13 +45,14 @@ if TYPE_CHECKING:
     from integrations.prometheus import PrometheusClient
 
 __all__ = [
-    "ACTIONS", "ActionContext", "ActionError", "ActionOutput", "ActionSpec", "RISK_ORDER", "Risk", "action_names",
-    "get_action",
+    "ACTIONS", "ActionContext", "ActionError", "ActionOutput", "ActionSpec", "RISK_ORDER", "Risk", "SilenceCreated",
+    "action_names", "get_action", "risk_of",
 ]
 
 Kind = Literal["diagnostic", "remediation"]
 Risk = Literal["low", "medium", "high"]
 RISK_ORDER: dict[str, int] = {"low": 0, "medium": 1, "high": 2}
+_RISKS: tuple[Risk, ...] = ("low", "medium", "high")  # in RISK_ORDER's order
 TEXT_LIMIT = 2800  # what fits a Slack code block in one section (3000) with room for the fences
 
 
@@ -74,8 +75,21 @@ class ActionContext:
     alertmanager: AlertmanagerClient | None = None
     http_check: Callable[[str, float], ProbeResult] | None = None  # None: integrations.http_probe.check
     user: str = ""          # who runs it (Slack id): recorded as the silence's creator
+    about: str = ""         # what the run is for, as text with a link: a silence's comment names it
     dry_run: bool = False   # remediations: server-side dry run, nothing persisted
     now: Callable[[], datetime] = field(default=_utcnow)
+
+
+@dataclass(frozen=True)
+class SilenceCreated:
+    """The silence an `alertmanager.silence` run created, as Alertmanager was asked for it."""
+
+    silence_id: str
+    matchers: str        # as validated: 'alertname="X", instance="10.0.0.1"'
+    starts_at: datetime
+    ends_at: datetime
+    created_by: str
+    comment: str
 
 
 @dataclass(frozen=True)
@@ -84,6 +98,7 @@ class ActionOutput:
     file: bytes | None = None     # the full output (or a PNG graph) when it does not fit
     filename: str | None = None
     summary: str = ""             # one line for the step and the timeline
+    silence: SilenceCreated | None = None  # the facts of a silence it created (bot.silences records them)
 
 
 def _output(text: str, filename: str, summary: str, *, keep: Literal["head", "tail"] = "head") -> ActionOutput:
@@ -274,10 +289,21 @@ async def _silence(ctx: ActionContext, p: SilenceParams) -> ActionOutput:
     if ctx.dry_run:
         text = f"dry run: would silence {p.matchers} for {p.duration}"
         return ActionOutput(text=text, summary=text)
+    # createdBy: whoever runs it (an approved request: the approver); the comment names what for.
+    created_by = ctx.user or "oncall-bot"
+    comment = f"{p.comment} · {ctx.about}" if ctx.about else p.comment
     silence_id = await asyncio.to_thread(am.create_silence, [m.api() for m in matchers], start, end,
-                                         ctx.user or "oncall-bot", p.comment)
+                                         created_by, comment)
     text = f"silence {silence_id} created for {p.matchers} until {end:%Y-%m-%d %H:%M} UTC"
-    return ActionOutput(text=text, summary=text)
+    return ActionOutput(text=text, summary=text, silence=SilenceCreated(silence_id, p.matchers, start, end,
+                                                                        created_by, comment))
+
+
+# -- risk ---------------------------------------------------------------------------------------------
+
+def _scale_risk_floor(p: ScaleParams) -> Risk | None:
+    """Scaling to 0 stops the service: high, whatever the installation sets for k8s.scale."""
+    return "high" if p.replicas == 0 else None
 
 
 # -- the list ------------------------------------------------------------------------------------------
@@ -287,9 +313,12 @@ class ActionSpec:
     name: str
     label: dict[str, str]   # {en, ja}: what the button does, for people
     kind: Kind
-    risk: Risk
+    risk: Risk              # the default; an installation may set its own (`remediations.risk`)
     params: type[BaseModel]
     run: Callable[[ActionContext, Any], Awaitable[ActionOutput]]
+    # The least risk these validated parameters carry, whatever the installation says (None: no more
+    # than the action's); see risk_of.
+    risk_floor: Callable[[Any], Risk | None] | None = None
 
 
 ACTIONS: tuple[ActionSpec, ...] = (
@@ -303,18 +332,18 @@ ACTIONS: tuple[ActionSpec, ...] = (
     ActionSpec("http.check", {"en": "HTTP check", "ja": "HTTP チェック"}, "diagnostic", "low", HttpCheckParams,
                _http_check),
     ActionSpec("k8s.rollout_restart", {"en": "Restart deployment", "ja": "Deployment を再起動"}, "remediation",
-               "medium", DeploymentParams, _rollout_restart),
+               "low", DeploymentParams, _rollout_restart),
     ActionSpec("k8s.rollout_undo", {"en": "Roll back deployment", "ja": "Deployment をロールバック"}, "remediation",
-               "medium", UndoParams, _rollout_undo),
+               "high", UndoParams, _rollout_undo),  # a forced rollback: the seeds want an expert's judgement
     ActionSpec("k8s.scale", {"en": "Scale deployment", "ja": "Deployment をスケール"}, "remediation", "medium",
-               ScaleParams, _scale),
+               ScaleParams, _scale, risk_floor=_scale_risk_floor),
     ActionSpec("k8s.delete_pod", {"en": "Delete pod", "ja": "Pod を削除"}, "remediation", "medium",
                DeletePodParams, _delete_pod),
     ActionSpec("k8s.cordon", {"en": "Cordon node", "ja": "ノードを cordon"}, "remediation", "high", NodeParams,
                _cordon),
     ActionSpec("k8s.uncordon", {"en": "Uncordon node", "ja": "ノードを uncordon"}, "remediation", "medium",
                NodeParams, _uncordon),
-    ActionSpec("alertmanager.silence", {"en": "Silence alert", "ja": "アラートをサイレンス"}, "remediation", "medium",
+    ActionSpec("alertmanager.silence", {"en": "Silence alert", "ja": "アラートをサイレンス"}, "remediation", "low",
                SilenceParams, _silence),
 )
 _BY_NAME = {spec.name: spec for spec in ACTIONS}
@@ -326,3 +355,23 @@ def action_names() -> list[str]:
 
 def get_action(name: str) -> ActionSpec | None:
     return _BY_NAME.get(name)
+
+
+def risk_of(spec: ActionSpec, params: BaseModel | None, step_risk: str | None = None,
+            overrides: Mapping[str, str] | None = None) -> Risk:
+    """The risk of running `spec` with these validated parameters. It decides who may approve
+    (bot.policy.may_approve) and is shown on the step before anyone clicks, so the runbook
+    (bot.runbooks.prepare_steps) and the approval request (commands.approvals) both ask here and
+    never disagree.
+
+    The installation's level for the action (`remediations.risk`: it may lower or raise it), else
+    the action's own; then only raised: by what the parameters do (`risk_floor`: scaling to 0 is
+    high) and by the runbook step's `risk`. Fails closed: a level it does not know, or parameters
+    that are not the action's validated model when its risk depends on them, make it high."""
+    levels = [(overrides or {}).get(spec.name, spec.risk), step_risk]
+    if spec.risk_floor is not None:
+        levels.append(spec.risk_floor(params) if isinstance(params, spec.params) else "high")
+    known = [level for level in levels if level is not None]
+    if any(level not in RISK_ORDER for level in known):
+        return "high"
+    return _RISKS[max(RISK_ORDER[level] for level in known)]

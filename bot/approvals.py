@@ -13,22 +13,33 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import func, select, update
+from sqlalchemy import func, or_, select, update
 from sqlmodel import Session, col
 
 from bot import audit
 from bot.config import RemediationPolicy
-from bot.jobs import JOB_APPROVAL_EXECUTE, JOB_APPROVAL_EXPIRE, JOB_APPROVAL_POST, enqueue
+from bot.jobs import (
+    JOB_APPROVAL_EXECUTE,
+    JOB_APPROVAL_EXPIRE,
+    JOB_APPROVAL_FOLLOW,
+    JOB_APPROVAL_POST,
+    JOB_CARD,
+    JOB_RUNBOOK_REFRESH,
+    enqueue,
+)
 from bot.lifecycle import add_timeline
 from bot.models import ApprovalRequest, ApprovalStatus, Incident, IncidentStatus, RunbookStep, new_token
 
-__all__ = ["ApprovalRefused", "Claim", "claim", "deny", "expire", "find", "finish", "is_open", "reconciled", "request",
-           "started"]
+__all__ = ["FOLLOWED", "ROLLOUT_ENDED", "ApprovalRefused", "Claim", "claim", "deny", "expire", "find", "finish",
+           "is_open", "latest_by_step", "progressed", "reconciled", "request", "rolled_out", "started"]
 
 # Requests that count against a budget: those that may still run, or ran.
 _SPENT = (ApprovalStatus.PENDING, ApprovalStatus.APPROVED, ApprovalStatus.EXECUTING, ApprovalStatus.SUCCEEDED,
           ApprovalStatus.FAILED)
 _CLOSED = (IncidentStatus.RESOLVED, IncidentStatus.POSTMORTEM)
+# Remediations that start a rollout, followed after their call until it completes or fails.
+FOLLOWED = frozenset({"k8s.rollout_restart", "k8s.rollout_undo", "k8s.scale"})
+ROLLOUT_ENDED = ("complete", "failed", "timed_out")
 
 
 class ApprovalRefused(Exception):
@@ -75,10 +86,24 @@ def request(session: Session, step: RunbookStep, incident: Incident, user: str, 
                        "risk": risk})
     enqueue(session, JOB_APPROVAL_POST, incident.id, now=now, payload={"approval": row.id})
     enqueue(session, JOB_APPROVAL_EXPIRE, incident.id, now=now, payload={"approval": row.id}, run_at=row.expires_at)
+    _shown(session, incident.id, now)
     audit.record(session, event="requested", actor=user, at=now, incident_id=incident.id, action=step.action,
                  params=params, data={"approval": row.id, "step": step.step_id, "risk": risk,
                                       "expires_at": row.expires_at.isoformat()})
     return row
+
+
+def _shown(session: Session, incident_id: int, now: datetime) -> None:
+    """The request's state changed: redraw the step's status line and the card."""
+    enqueue(session, JOB_RUNBOOK_REFRESH, incident_id, now=now, coalesce=True)
+    enqueue(session, JOB_CARD, incident_id, now=now, coalesce=True)
+
+
+def latest_by_step(session: Session, incident_id: int) -> dict[int, ApprovalRequest]:
+    """Each runbook step's most recent request (its status line)."""
+    rows = session.scalars(select(ApprovalRequest).where(col(ApprovalRequest.incident_id) == incident_id)
+                           .order_by(col(ApprovalRequest.id)))
+    return {row.step_id: row for row in rows}
 
 
 def find(session: Session, token: str) -> ApprovalRequest | None:
@@ -119,6 +144,7 @@ def claim(session: Session, request_id: int, user: str, now: datetime) -> Claim:
                      f"approved {row.action} requested by {row.requested_by}", at=now,
                      data={"approval": row.id, "action": row.action, "params": row.params})
         enqueue(session, JOB_APPROVAL_EXECUTE, row.incident_id, now=now, payload={"approval": row.id})
+        _shown(session, row.incident_id, now)
         audit.record(session, event="approved", actor=user, at=now, incident_id=row.incident_id, action=row.action,
                      params=row.params, data={"approval": row.id, "requested_by": row.requested_by,
                                               "risk": row.risk})
@@ -137,6 +163,7 @@ def deny(session: Session, request_id: int, user: str, now: datetime, reason: st
         audit.record(session, event="denied", actor=user, at=now, incident_id=row.incident_id, action=row.action,
                      params=row.params, data={"approval": row.id, "requested_by": row.requested_by,
                                               "reason": reason})
+        _shown(session, row.incident_id, now)
     return Claim(won, row)
 
 
@@ -158,6 +185,7 @@ def expire(session: Session, request_id: int, now: datetime) -> Claim:
         audit.record(session, event="expired", actor="oncall-bot", at=now, incident_id=row.incident_id,
                      action=row.action, params=row.params, data={"approval": row.id,
                                                                  "requested_by": row.requested_by})
+        _shown(session, row.incident_id, now)
     return Claim(won, row)
 
 
@@ -202,4 +230,44 @@ def finish(session: Session, request_id: int, now: datetime, *, ok: bool, result
                  data={"approval": row.id, "action": row.action, "params": row.params, "ok": ok})
     audit.record(session, event="result", actor=row.decided_by or "oncall-bot", at=now, incident_id=row.incident_id,
                  action=row.action, params=row.params, data={"approval": row.id, "ok": ok, "result": row.result})
+    if ok and row.action in FOLLOWED:
+        row.rollout = "progressing"
+        enqueue(session, JOB_APPROVAL_FOLLOW, row.incident_id, now=now, payload={"approval": row.id})
+    _shown(session, row.incident_id, now)
+    return row
+
+
+def progressed(session: Session, request: ApprovalRequest, detail: str, now: datetime) -> bool:
+    """The followed rollout's latest progress line; False when unchanged (nothing to redraw)."""
+    result = session.execute(update(ApprovalRequest)
+                             .where(col(ApprovalRequest.id) == request.id,
+                                    col(ApprovalRequest.rollout) == "progressing",
+                                    or_(col(ApprovalRequest.rollout_detail).is_(None),
+                                        col(ApprovalRequest.rollout_detail) != detail[:1000]))
+                             .values(rollout_detail=detail[:1000]))
+    changed = bool(result.rowcount)  # type: ignore[attr-defined]
+    if changed:
+        enqueue(session, JOB_RUNBOOK_REFRESH, request.incident_id, now=now, coalesce=True)
+    return changed
+
+
+def rolled_out(session: Session, request_id: int, now: datetime, *, state: str,
+               detail: str) -> ApprovalRequest | None:
+    """progressing → complete | failed | timed_out, once, with a timeline and an audit entry;
+    None when it was not progressing (ended by an earlier attempt)."""
+    assert state in ROLLOUT_ENDED
+    result = session.execute(update(ApprovalRequest)
+                             .where(col(ApprovalRequest.id) == request_id,
+                                    col(ApprovalRequest.rollout) == "progressing")
+                             .values(rollout=state, rollout_detail=detail[:1000]))
+    row = _after(session, request_id)
+    if not result.rowcount or row is None:  # type: ignore[attr-defined]
+        return None
+    incident = session.get(Incident, row.incident_id)
+    assert incident is not None
+    add_timeline(session, incident, "oncall-bot", "rollout", f"rollout after {row.action}: {state}: {detail}"[:1000],
+                 at=now, data={"approval": row.id, "action": row.action, "rollout": state})
+    audit.record(session, event="rollout", actor="oncall-bot", at=now, incident_id=row.incident_id,
+                 action=row.action, params=row.params, data={"approval": row.id, "rollout": state, "detail": detail})
+    _shown(session, row.incident_id, now)
     return row

@@ -1,8 +1,8 @@
 """What an incident card shows, read in one go: the data every card builder renders.
 
 The card is composed once: `load_card_view` reads the incident, its alerts, its recent
-timeline and its paging state in one read transaction, and commands.cards turns the result
-into Block Kit with no further I/O.
+timeline, its paging state and its silences in one read transaction, and commands.cards turns
+the result into Block Kit with no further I/O.
 """
 
 from __future__ import annotations
@@ -13,9 +13,10 @@ from datetime import datetime
 from sqlalchemy import select
 from sqlmodel import Session, col
 
+from bot import silences
 from bot.config import OncallConfig
 from bot.escalation import PAGE, active_maintenance
-from bot.models import Alert, Incident, Paging, TimelineEntry, Timer, TimerStatus
+from bot.models import Alert, Incident, Paging, Silence, TimelineEntry, Timer, TimerStatus
 
 __all__ = ["TIMELINE_SHOWN", "CardView", "load_card_view"]
 
@@ -32,6 +33,8 @@ class CardView:
     page_at: datetime | None = None  # when the pending page timer is due
     window: tuple[str, datetime] | None = None  # the maintenance window holding pages: (name, end)
     pagerduty_unconfigured: bool = False  # this severity pages, but no routing key matches
+    # Silences approved for it that have neither ended (by `now`) nor been expired, soonest end first.
+    silences: list[Silence] = field(default_factory=list)
 
     @property
     def started_at(self) -> datetime:
@@ -56,4 +59,5 @@ def load_card_view(session: Session, incident: Incident, config: OncallConfig, n
         paging=session.get(Paging, incident.id), page_at=page_at,
         window=active_maintenance(session, config, incident.labels, now),
         pagerduty_unconfigured=pages and config.pagerduty.route(incident.labels)[0] is None,
+        silences=silences.shown(session, incident.id or 0, now),
     )

@@ -16,11 +16,13 @@ from typing import Annotated, Literal
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 from pydantic_core import ErrorDetails
 
+from bot.actions import ACTIONS, Risk, get_action
 from bot.escalation_policy import EscalationPolicy, PagerDutyConfig, check_regexes, labels_match
 from bot.param_syntax import DnsLabel, check_node_pattern, check_url
 from bot.yaml_lines import YamlDocument, YamlSyntaxError, dotted, load_yaml
 
 __all__ = [
+    "APPROVER_KINDS",
     "SEVERITIES",
     "ConfigError",
     "RemediationPolicy",
@@ -185,6 +187,21 @@ class RunbookPolicy(_Strict):
         "a step's output answers in the clicking user's Slack locale")
 
 
+# The actions a `remediations.risk` entry may name: those that run only once approved.
+REMEDIATIONS = tuple(spec.name for spec in ACTIONS if spec.kind == "remediation")
+
+
+def _remediation_name(value: str) -> str:
+    if value not in REMEDIATIONS:
+        why = (f"{value} is a diagnostic: it runs without approval, so it has no risk to set" if get_action(value)
+               else f"unknown action {value!r}")
+        raise ValueError(f"{why}; the remediations are {', '.join(REMEDIATIONS)}")
+    return value
+
+
+APPROVER_KINDS = ("commander", "responders", "channel")
+
+
 class RemediationPolicy(_Strict):
     """Who may approve a remediation, for how long a request stands, and how many may run."""
 
@@ -193,9 +210,20 @@ class RemediationPolicy(_Strict):
     self_approve_low: bool = Field(False, description="the requester may approve their own low-risk request")
     experts: list[str] = Field(default_factory=list, description="Slack user ids (U…/W…) or user group ids "
                                "(S…) who may approve high-risk remediations; none: high risk cannot be approved")
+    approvers: list[str] = Field(
+        default_factory=lambda: ["commander", "responders"],
+        description="who may approve low and medium risk remediations (a second person; experts always may): "
+        "`commander` (the incident's), `responders` (the people the bot called in: the matching `responders` "
+        "rule's and whoever PagerDuty had on call), `channel` (anyone in the incident's channel: opt in, since "
+        "anyone may join a public channel), Slack user ids (U…/W…) and user group ids (S…). Empty: only experts")
     budget_per_incident: int = Field(3, ge=0, description="remediations one incident may request (not denied "
                                      "or expired)")
     budget_per_day: int = Field(20, ge=0, description="remediations all incidents may request in 24 hours")
+    risk: dict[Annotated[str, AfterValidator(_remediation_name)], Risk] = Field(
+        default_factory=dict, json_schema_extra={"propertyNames": {"enum": list(REMEDIATIONS)}},
+        description="action -> low | medium | high: this installation's risk for a remediation, lower or higher "
+        f"than the default ({', '.join(f'{s.name} {s.risk}' for s in ACTIONS if s.kind == 'remediation')}). "
+        "A runbook step's `risk` can still only raise it, and scaling to 0 replicas is high whatever this says")
 
     @field_validator("experts")
     @classmethod
@@ -203,6 +231,15 @@ class RemediationPolicy(_Strict):
         for who in value:
             if not re.fullmatch(r"[UWS][A-Z0-9]{2,}", who):
                 raise ValueError(f"{who!r} is neither a Slack user id (U…/W…) nor a user group id (S…)")
+        return value
+
+    @field_validator("approvers")
+    @classmethod
+    def _approvers(cls, value: list[str]) -> list[str]:
+        for who in value:
+            if who not in APPROVER_KINDS and not re.fullmatch(r"[UWS][A-Z0-9]{2,}", who):
+                raise ValueError(f"{who!r} is not one of {', '.join(APPROVER_KINDS)}, a Slack user id (U…/W…) "
+                                 "or a user group id (S…)")
         return value
 
 

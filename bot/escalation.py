@@ -30,7 +30,7 @@ __all__ = [
     "ACK_OVERDUE", "ESCALATE", "PAGE", "REMINDER", "AlreadyEscalated", "acknowledge", "active_maintenance",
     "add_maintenance", "apply_pagerduty_assignment", "apply_pagerduty_event", "cancel_maintenance", "dedup_key",
     "escalate_now", "fire", "on_incident_opened", "on_incident_reopened", "on_incident_resolved",
-    "on_severity_raised", "resolve", "status_update_posted",
+    "on_severity_lowered", "on_severity_raised", "resolve", "status_update_posted",
 ]
 
 PAGE, ESCALATE, ACK_OVERDUE, REMINDER = "page", "escalate", "ack_overdue", "reminder"
@@ -136,6 +136,25 @@ def on_severity_raised(session: Session, incident: Incident, config: OncallConfi
         _arm(session, incident, config, incident.created_at)
     else:
         status_update_posted(session, incident, config, now)
+
+
+def on_severity_lowered(session: Session, incident: Incident, config: OncallConfig, now: datetime) -> None:
+    """A P1 that became a P3 follows the P3 timetable. Nobody paged or acknowledged yet: the
+    new timetable from when it opened (a later page, or none for a P4). Already paged: the pages
+    made stand, and the levels not yet paged follow the new severity's levels, counted from the
+    first page (a level the new severity does not have is never paged)."""
+    paging = _paging(session, incident)
+    if incident.acknowledged_at is None and paging.level == 0:
+        cancel(session, incident.id or 0, keep=lambda t: t.kind == ESCALATE)
+        _arm(session, incident, config, incident.created_at)
+        return
+    cancel(session, incident.id or 0, keep=lambda t: t.kind != ESCALATE)
+    rule = config.escalation.for_severity(incident.severity)
+    levels = _levels(rule)
+    if 1 <= paging.level < len(levels) and paging.paged_at is not None:
+        current_paged_at = paging.paged_at + timedelta(minutes=levels[paging.level - 1].after_minutes)
+        _schedule_levels(session, incident, rule, paging.level, current_paged_at)
+    status_update_posted(session, incident, config, now)
 
 
 def on_incident_resolved(session: Session, incident: Incident, now: datetime, *, source: str) -> None:

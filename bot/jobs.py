@@ -19,10 +19,12 @@ from bot import outbox
 from bot.models import Job
 
 __all__ = [
-    "JOB_ANNOUNCE", "JOB_APPROVAL_EXECUTE", "JOB_APPROVAL_EXPIRE", "JOB_APPROVAL_POST", "JOB_CARD", "JOB_NOTIFY",
+    "JOB_ANNOUNCE", "JOB_APPROVAL_EXECUTE", "JOB_APPROVAL_EXPIRE", "JOB_APPROVAL_FOLLOW", "JOB_APPROVAL_POST",
+    "JOB_CARD", "JOB_NOTIFY",
     "JOB_OPEN",
     "JOB_PD_ESCALATE", "JOB_PD_EVENT", "JOB_PD_INVITE",
-    "JOB_RUNBOOK_POST", "JOB_RUNBOOK_REFRESH", "JOB_STEP_REPLY", "JOB_STEP_RUN", "enqueue", "lane_of",
+    "JOB_RUNBOOK_POST", "JOB_RUNBOOK_REFRESH", "JOB_SILENCE_ENDED", "JOB_SILENCE_EXPIRE", "JOB_STEP_REPLY",
+    "JOB_STEP_RUN", "enqueue", "lane_of",
 ]
 
 JOB_OPEN = "slack.open_incident"            # the incident's channel (if it gets one), responders, card
@@ -39,6 +41,9 @@ JOB_PD_INVITE = "pagerduty.invite_oncall"   # who is on call (PagerDuty) joins t
 JOB_APPROVAL_POST = "approval.post"         # dry-run a requested remediation, post its approval message
 JOB_APPROVAL_EXECUTE = "approval.execute"   # run an approved remediation (once), report in its thread
 JOB_APPROVAL_EXPIRE = "approval.expire"     # at a request's expiry: expire it if still pending, redraw
+JOB_APPROVAL_FOLLOW = "approval.follow"     # follow an executed remediation's rollout to its end
+JOB_SILENCE_EXPIRE = "silence.expire"       # the card's Expire click: end the silence in Alertmanager
+JOB_SILENCE_ENDED = "silence.ended"         # at a silence's end: redraw the card without it
 
 LaneName = Literal["slack", "pagerduty"]
 _LANES: dict[str, LaneName | None] = {
@@ -54,6 +59,14 @@ _LANES: dict[str, LaneName | None] = {
     # Due only at the request's expiry: a pending job holds up every later job of its lane, so
     # in the Slack lane it would stall the incident's card and notices until then.
     JOB_APPROVAL_EXPIRE: None,
+    # Polls the cluster for minutes: in a lane it would hold up every later job of that lane.
+    JOB_APPROVAL_FOLLOW: None,
+    # Calls Alertmanager, not Slack: in the Slack lane an Alertmanager outage (retried) would stall
+    # the incident's card and notices, and a queued card update would delay the expiry. Its card
+    # redraw is a slack.update_card of the lane, queued once Alertmanager has answered.
+    JOB_SILENCE_EXPIRE: None,
+    # Due only at the silence's end: pending in a lane, it would hold up every later job of it.
+    JOB_SILENCE_ENDED: None,
 }
 
 

@@ -13,7 +13,7 @@ from sqlmodel import Field, SQLModel
 
 __all__ = [
     "Alert", "AlertGroup", "ApprovalRequest", "ApprovalStatus", "Incident", "IncidentStatus", "Job", "JobStatus",
-    "MaintenanceWindow",
+    "MaintenanceWindow", "Silence",
     "PagerDutyWebhookEvent", "Paging", "RunbookStep", "SlackDelivery", "TimelineEntry", "Timer", "TimerStatus",
     "AuditEntry", "UTCDateTime", "new_token", "utcnow",
 ]
@@ -251,6 +251,10 @@ class ApprovalRequest(SQLModel, table=True):
     # looked like then (bot.reconcile), so a retry after a crash compares instead of re-running.
     started_at: datetime | None = _ts(default=None)
     before: dict[str, Any] | None = Field(default=None, sa_column=Column(JSON, nullable=True))
+    # A rollout the remediation started (restart, undo, scale), followed like `kubectl rollout
+    # status`: progressing → complete | failed | timed_out; `rollout_detail` its last progress line.
+    rollout: str | None = Field(default=None, max_length=16)
+    rollout_detail: str | None = Field(default=None, sa_type=Text)
 
 
 # -- escalation: timers, the PagerDuty side, maintenance windows ----------------------------
@@ -368,3 +372,32 @@ class AuditEntry(SQLModel, table=True):
     data: dict[str, Any] = _json(dict)
     prev_hash: str = Field(max_length=64)
     hash: str = Field(max_length=64)
+
+
+# -- silences ----------------------------------------------------------------------------------
+
+class Silence(SQLModel, table=True):
+    """An Alertmanager silence that an approved `alertmanager.silence` created (bot.silences),
+    shown on the incident's card until it ends or is expired. One row per Alertmanager silence
+    id, so a retried execution records it once; its Expire button carries only `token`."""
+
+    __tablename__ = "silence"
+    __table_args__ = (UniqueConstraint("silence_id", name="uq_silence_silence_id"),
+                      UniqueConstraint("token", name="uq_silence_token"))
+
+    id: int | None = Field(default=None, primary_key=True)
+    token: str = Field(max_length=32)
+    incident_id: int = Field(foreign_key="incident.id", index=True)
+    approval_id: int | None = Field(default=None, foreign_key="approval_request.id")
+    silence_id: str = Field(max_length=64)  # Alertmanager's (a UUID)
+    matchers: str = Field(sa_type=Text)  # as validated: 'alertname="X", instance="10.0.0.1"'
+    comment: str = Field(sa_type=Text)  # as sent, naming the incident
+    created_by: str = Field(max_length=128)  # Alertmanager's createdBy: the approver (Slack id)
+    starts_at: datetime = _ts()
+    ends_at: datetime = _ts()
+    created_at: datetime = _ts()
+    # The Expire click (one compare-and-set wins), then its outcome once Alertmanager has it.
+    expire_requested_by: str | None = Field(default=None, max_length=64)
+    expire_requested_at: datetime | None = _ts(default=None)
+    expired_at: datetime | None = _ts(default=None)
+    expired_by: str | None = Field(default=None, max_length=64)

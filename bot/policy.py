@@ -24,6 +24,11 @@ class Act(str, Enum):
     ACK = "acknowledge it"
     RESOLVE = "resolve it"
     ESCALATE = "page or escalate it"
+    CHANGE_SEVERITY = "change its severity"
+    CHANGE_STATE = "change its state"
+    ADD_NOTE = "add to its timeline"
+    REOPEN = "reopen it"
+    EXPIRE_SILENCE = "expire its silences"
     RUN_DIAGNOSTIC = "run its runbook steps"
     REQUEST_REMEDIATION = "request its remediations"
     APPROVE_REMEDIATION = "approve its remediations"
@@ -42,7 +47,7 @@ class Decision:
     allowed: bool
     reason: Literal["", "not_in_channel", "membership_unknown", "not_a_responder",
                     # approvals (may_approve)
-                    "own_request", "no_experts", "not_an_expert"] = ""
+                    "own_request", "no_experts", "not_an_expert", "not_an_approver"] = ""
 
 
 class Policy:
@@ -64,23 +69,22 @@ class Policy:
         return incident.channel_id
 
 
-def may_approve(request: ApprovalRequest, user: str, incident: Incident, experts_resolved: set[str],
-                in_channel: bool | None, *, self_approve_low: bool = False) -> Decision:
-    """Whether `user` may approve `request`: approvers are the incident's commander, the
-    configured experts (user groups resolved to their members) and the members of the incident's
-    channel (`in_channel`; None: Slack could not say). `medium` and `high` need a second person,
-    `high` one who is an expert (none configured: nobody; fail closed); `low` a second person,
-    or the requester too when `self_approve_low`."""
+def may_approve(request: ApprovalRequest, user: str, *, experts: set[str], approvers: set[str],
+                in_channel: bool | None = False, self_approve_low: bool = False) -> Decision:
+    """Whether `user` may approve `request`. `experts` and `approvers` are resolved to people
+    (user groups to their members; the commander and responders when the policy names them);
+    `in_channel` counts only when the policy lets the incident channel's members approve (None:
+    Slack could not say; False otherwise). `medium` and `high` need a second person, `high` one
+    who is an expert (none configured: nobody; fail closed); `low` a second person, or the
+    requester too when `self_approve_low`."""
     if user == request.requested_by and not (request.risk == "low" and self_approve_low):
         return Decision(False, "own_request")
     if request.risk not in ("low", "medium"):  # high, or anything unknown: experts only
-        if not experts_resolved:
+        if not experts:
             return Decision(False, "no_experts")
-        return Decision(user in experts_resolved, "" if user in experts_resolved else "not_an_expert")
-    if user in experts_resolved or user == incident.commander:
-        return Decision(True)
-    if in_channel:
+        return Decision(user in experts, "" if user in experts else "not_an_expert")
+    if user in experts or user in approvers or in_channel:
         return Decision(True)
     if in_channel is None:
         return Decision(False, "membership_unknown")
-    return Decision(False, "not_in_channel")
+    return Decision(False, "not_an_approver")

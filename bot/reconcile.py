@@ -51,10 +51,17 @@ def verdict(action: str, params: dict[str, Any], before: dict[str, Any],
             return True, f"{where} has restartedAt {stamp} (was {before.get('restarted_at') or 'unset'})"
         return False, f"{where} still has restartedAt {stamp or 'unset'}"
     if action == "k8s.rollout_undo":
-        if after.get("generation") != before.get("generation"):
+        # The generation moves with every change of the spec, a scale (an autoscaler's) too; the
+        # revision moves only when the pod template does, once the controller has seen it. A new
+        # generation with the same replicas is the template changing before the controller has.
+        revised = after.get("revision") != before.get("revision")
+        respecced = after.get("generation") != before.get("generation") and \
+            after.get("replicas") == before.get("replicas")
+        if revised or respecced:
             return True, (f"{where} template changed (generation {before.get('generation')} → "
                           f"{after.get('generation')}, revision {after.get('revision')})")
-        return False, f"{where} template unchanged (generation {after.get('generation')})"
+        return False, (f"{where} template unchanged (revision {after.get('revision')}, generation "
+                       f"{after.get('generation')})")
     if action == "k8s.scale":
         wanted = int(params["replicas"])
         if after.get("replicas") == wanted:

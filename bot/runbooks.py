@@ -21,7 +21,7 @@ from pydantic import BaseModel
 
 from bot.action_params import ParamContext, ParamError
 from bot.action_runner import validate_params
-from bot.actions import RISK_ORDER, ActionSpec, Risk, get_action
+from bot.actions import ActionSpec, Risk, get_action, risk_of
 from bot.runbook_format import Runbook, Step
 from bot.runbook_lint import LintProblem, RunbookSource, check_files
 from bot.runbook_templates import render_params, template_targets
@@ -70,10 +70,6 @@ def param_context(runbook: Runbook, allowed_namespaces: Iterable[str] = (),
                         scale=(runbook.scale.min, runbook.scale.max) if runbook.scale else None)
 
 
-def _effective_risk(spec: ActionSpec, step: Step) -> Risk:
-    return step.risk if step.risk and RISK_ORDER[step.risk] > RISK_ORDER[spec.risk] else spec.risk
-
-
 def _without_empty_optionals(spec: ActionSpec, rendered: dict[str, Any]) -> dict[str, Any]:
     """An optional parameter that renders empty is left out, so `{{ labels.container | default('') }}`
     means "the container if the alert names one"."""
@@ -84,7 +80,9 @@ def _without_empty_optionals(spec: ActionSpec, rendered: dict[str, Any]) -> dict
 
 def prepare_steps(runbook: Runbook, alert_labels: Mapping[str, str], alert_annotations: Mapping[str, str],
                   allowed_namespaces: Iterable[str] = (), *, allowed_urls: Iterable[str] = (),
-                  allowed_nodes: Iterable[str] = ()) -> list[PreparedStep]:
+                  allowed_nodes: Iterable[str] = (), risk_overrides: Mapping[str, str] | None = None
+                  ) -> list[PreparedStep]:
+    """`risk_overrides`: the installation's `remediations.risk` (bot.actions.risk_of)."""
     ctx = param_context(runbook, allowed_namespaces, allowed_urls, allowed_nodes)
     # A label with an empty value is an absent one, as Prometheus and Alertmanager have it: a step
     # templating it is disabled naming the label, instead of rendering "" and so dropping an optional
@@ -102,7 +100,8 @@ def prepare_steps(runbook: Runbook, alert_labels: Mapping[str, str], alert_annot
             params, error = validate_params(spec.name, rendered, ctx), None
         except ParamError as exc:
             params, error = None, str(exc)
-        prepared.append(PreparedStep(index, step, spec.name, spec.kind, _effective_risk(spec, step), params, error))
+        risk = risk_of(spec, params, step.risk, risk_overrides)
+        prepared.append(PreparedStep(index, step, spec.name, spec.kind, risk, params, error))
     return prepared
 
 

@@ -9,6 +9,7 @@ so a Slack hiccup while posting its output is retried, never lost.
 from __future__ import annotations
 
 import secrets
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -49,13 +50,15 @@ def alert_context(session: Session, incident: Incident) -> tuple[dict[str, str],
     return labels, annotations
 
 
-def plan_runbook(session: Session, incident: Incident, runbooks: RunbookSet, policy: RunbookPolicy) -> RunbookPlan:
+def plan_runbook(session: Session, incident: Incident, runbooks: RunbookSet, policy: RunbookPolicy, *,
+                 risk_overrides: Mapping[str, str] | None = None) -> RunbookPlan:
+    """`risk_overrides`: the configuration's `remediations.risk`, for the risk each step shows."""
     labels, annotations = alert_context(session, incident)
     runbook = runbooks.get(_stored_runbook_id(session, incident)) or runbooks.best_match(labels)
     if runbook is None:
         return RunbookPlan(None, [], labels, annotations)
     steps = prepare_steps(runbook, labels, annotations, policy.namespaces, allowed_urls=policy.urls,
-                          allowed_nodes=policy.nodes)
+                          allowed_nodes=policy.nodes, risk_overrides=risk_overrides)
     return RunbookPlan(runbook, steps, labels, annotations)
 
 

@@ -33,17 +33,19 @@ from bot.paging import PagingService, effective_config, pagerduty_clients
 from bot.policy import Policy
 from bot.runbooks import RunbookError, RunbookSet, load_runbooks, paths_from_env
 from bot.timers import TimerRunner
-from commands import slash
 from commands.alertmanager import WebhookEndpoint
 from commands.approvals import Approvals
 from commands.card_buttons import card_buttons
 from commands.feature import Feature, Loop
 from commands.health import SlackSetupCheck, health_routes
+from commands.incident_command import IncidentCommand
 from commands.middleware import act_once, log_request
 from commands.pagerduty_webhook import PagerDutyWebhook
 from commands.runbook_flow import RunbookFlow
+from commands.silences import Silences
 from commands.slack_events import SlackEvents
 from commands.slack_sync import SlackSync
+from commands.slash import OnCallCommand, mention_feature
 from integrations.slack import SlackClient, make_web_client
 
 if TYPE_CHECKING:
@@ -94,7 +96,10 @@ def build(settings: Settings, *, clock: Callable[[], datetime] = utcnow, migrate
         RunbookFlow(db, slack, config, runbooks, actions, policy,
                     clock=clock, on_commit=kick, approvals=approvals).feature(),
         approvals.feature(),
-        slash.feature(),
+        Silences(db, slack, policy, actions.alertmanager, clock=clock, on_commit=kick).feature(),
+        IncidentCommand(db, config, slack, policy, clock=clock, on_commit=kick).feature(),
+        OnCallCommand(db, config, slack, paging).feature(),
+        mention_feature(),
         Feature(routes=[Route("/alertmanager", alertmanager.handle, methods=["POST"]),
                         Route("/pagerduty", pagerduty.handle, methods=["POST"])],
                 loops=[Loop(timers.run, timers.stop)]),
@@ -128,6 +133,8 @@ def _bolt(settings: Settings, web: AsyncWebClient, features: Sequence[Feature], 
             bolt.command(command)(listener)
         for event, listener in feature.events.items():
             bolt.event(event)(listener)
+        for callback_id, listener in feature.views.items():
+            bolt.view(callback_id)(listener)
     return bolt
 
 

@@ -22,7 +22,7 @@ import asyncio
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import replace
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from slack_bolt.response import BoltResponse
@@ -31,19 +31,27 @@ from sqlmodel import Session
 from bot import approvals, reconcile
 from bot.action_params import ParamError
 from bot.action_runner import run_action, validate_params
-from bot.actions import RISK_ORDER, ActionContext, ActionError, get_action
-from bot.config import OncallConfig, RemediationPolicy
+from bot.actions import ActionContext, ActionError, get_action, risk_of
+from bot.config import APPROVER_KINDS, OncallConfig, RemediationPolicy
 from bot.db import Database
-from bot.jobs import JOB_APPROVAL_EXECUTE, JOB_APPROVAL_EXPIRE, JOB_APPROVAL_POST
+from bot.jobs import JOB_APPROVAL_EXECUTE, JOB_APPROVAL_EXPIRE, JOB_APPROVAL_FOLLOW, JOB_APPROVAL_POST
 from bot.models import ApprovalRequest, ApprovalStatus, Incident, Job, RunbookStep
-from bot.outbox import PermanentError
+from bot.outbox import PermanentError, RetryLater
 from bot.policy import Decision, may_approve
 from bot.runbooks import RunbookSet, param_context
-from commands.approval_blocks import ApprovalView, approval_blocks, approval_text
+from commands.approval_blocks import (
+    ApprovalView,
+    approval_blocks,
+    approval_text,
+    deny_modal,
+    deny_reason,
+    rollout_line,
+)
 from commands.blockkit import LIMITS, clip, escape, section, trusted_mrkdwn
 from commands.feature import Action, Feature, Middleware
-from commands.ids import APPROVAL_APPROVE, APPROVAL_DENY
+from commands.ids import APPROVAL_APPROVE, APPROVAL_DENY, APPROVAL_DENY_REASON
 from commands.middleware import tell, who_asks
+from commands.silences import comment_reference, record_created
 from commands.slack_sync import message_tag, post_once, step_thread, waiting_for_setup
 from commands.slack_time import slack_time
 from integrations.errors import IntegrationError
@@ -52,6 +60,9 @@ from integrations.slack import SlackClient, SlackError
 __all__ = ["Approvals"]
 
 log = logging.getLogger(__name__)
+
+FOLLOW_POLL_SECONDS = 2.0     # how often a rollout is looked at (kubectl watches; one GET per look here)
+FOLLOW_GRACE_SECONDS = 60.0   # past spec.progressDeadlineSeconds, for a controller slow to say so
 
 Loaded = tuple[ApprovalRequest, RunbookStep, Incident]
 
@@ -67,10 +78,12 @@ class Approvals:
 
     def feature(self) -> Feature:
         handlers = waiting_for_setup({JOB_APPROVAL_POST: self.post, JOB_APPROVAL_EXECUTE: self.execute,
-                                      JOB_APPROVAL_EXPIRE: self.expire}, self.announce)
+                                      JOB_APPROVAL_EXPIRE: self.expire, JOB_APPROVAL_FOLLOW: self.follow},
+                                     self.announce)
         load = (approval_of_button(self.db),)
         return Feature(handlers=handlers, actions=[Action(APPROVAL_APPROVE, self.on_approve, load),
-                                                   Action(APPROVAL_DENY, self.on_deny, load)])
+                                                   Action(APPROVAL_DENY, self.on_deny, load)],
+                       views={APPROVAL_DENY_REASON: self.on_deny_reason})
 
     # -- the request (in the clicking transaction) ---------------------------------------------
 
@@ -84,11 +97,12 @@ class Approvals:
         context = param_context(runbook, self.runbook_policy.namespaces, self.runbook_policy.urls,
                                 self.runbook_policy.nodes)
         try:
-            params = validate_params(spec.name, step.params, context).model_dump(mode="json")
+            validated = validate_params(spec.name, step.params, context)
         except ParamError as exc:
             return f"This step's parameters are no longer valid: {escape(str(exc))}"
-        own = runbook.steps[step.step_index].risk
-        risk = own if own and RISK_ORDER[own] > RISK_ORDER[spec.risk] else spec.risk
+        params = validated.model_dump(mode="json")
+        # the same function as the step's shown risk (bot.runbooks.prepare_steps), so they agree
+        risk = risk_of(spec, validated, runbook.steps[step.step_index].risk, self.policy.risk)
         try:
             approvals.request(session, step, incident, user, now, self.policy, risk=risk, params=params)
         except approvals.ApprovalRefused as exc:
@@ -116,16 +130,25 @@ class Approvals:
                                               "since_click_ms": _ms(row.requested_at, self.clock())})
 
     async def _approvers(self, row: ApprovalRequest, incident: Incident) -> str:
-        """Who may approve, as trusted mrkdwn."""
-        experts = ", ".join(f"<!subteam^{who}>" if who.startswith("S") else f"<@{who}>"
-                            for who in self.policy.experts)
+        """Who may approve, as trusted mrkdwn (the policy's words: people are resolved at the click)."""
+        experts = ", ".join(_mention(who) for who in self.policy.experts)
         if row.risk not in ("low", "medium"):
             return (f"an expert: {experts}" if experts else "nobody: high-risk remediations need an expert and "
                     "`remediations.experts` is empty in ONCALL_CONFIG")
-        who = [f"the commander (<@{incident.commander}>)" if incident.commander else "the commander"]
+        who = []
+        for kind in self.policy.approvers:
+            if kind == "commander":
+                who.append(f"the commander (<@{incident.commander}>)" if incident.commander else "the commander")
+            elif kind == "responders":
+                who.append("the responders and on-call")
+            elif kind == "channel":
+                who.append(_members(incident))
+            else:
+                who.append(_mention(kind))
         if experts:
             who.append(experts)
-        who.append(f"members of <#{incident.channel_id}>" if incident.channel_id else "the responders")
+        if not who:
+            return "nobody: `remediations.approvers` and `remediations.experts` are empty in ONCALL_CONFIG"
         self_ok = row.risk == "low" and self.policy.self_approve_low
         return ", ".join(who) + ("" if self_ok else f" (not <@{row.requested_by}>, who asked)")
 
@@ -139,8 +162,7 @@ class Approvals:
         if refused is None and not approvals.is_open(incident):
             refused = "This incident is resolved; its remediations no longer run."
         if refused is None:
-            decision = may_approve(row, user, incident, await self._experts(), await self._in_channel(user, incident),
-                                   self_approve_low=self.policy.self_approve_low)
+            decision = await self._may_approve(row, user, incident)
             refused = None if decision.allowed else self._why(decision, row, incident)
         if refused is None:
             claim = await asyncio.to_thread(self._decide, approvals.claim, row.id, user, now)
@@ -153,20 +175,53 @@ class Approvals:
         await tell(respond, user, refused)
 
     async def on_deny(self, ack: Any, body: dict[str, Any], context: dict[str, Any], respond: Any) -> None:
+        """Deny asks why in a modal (optional); if the modal cannot open, the click still denies."""
         await ack()
         user, row, incident = body["user"]["id"], context["approval"], context["incident"]
         now = self.clock()
         refused = _decided(row) or await self._expired(row, now)
-        if refused is None and user != row.requested_by and user != incident.commander \
-                and user not in await self._experts() and not await self._in_channel(user, incident):
-            refused = f"Only the requester, the commander, experts and {_members(incident)} may deny it."
+        if refused is None and user != row.requested_by and not (await self._may_approve(row, user, incident)).allowed:
+            refused = "Only the requester and those who may approve it may deny it."
         if refused is None:
-            claim = await asyncio.to_thread(self._decide, approvals.deny, row.id, user, now)
-            if claim.won and claim.current is not None:
-                await self._redraw(claim.current, incident)
+            try:
+                await self.slack.open_view(str(body.get("trigger_id", "")), deny_modal(row, user))
                 return
-            refused = (_decided(claim.current) if claim.current else None) or "This request can no longer be denied."
+            except SlackError as exc:  # e.g. the 3 s of the trigger passed: deny without a reason
+                log.warning("could not open the deny dialog: %s", exc, extra={"approval": row.id})
+            refused = await self._deny(user, row, incident, None)
+            if refused is None:
+                refused = "Denied (the dialog for a reason could not open)."
         await tell(respond, user, refused)
+
+    async def on_deny_reason(self, ack: Any, body: dict[str, Any], view: dict[str, Any]) -> None:
+        """The deny modal submitted: checked again (decided or expired meanwhile: said in the
+        modal), then denied with the reason."""
+        token, opened_for, reason = deny_reason(view)
+        user = body.get("user", {}).get("id", "")
+        found = await asyncio.to_thread(_request_and_incident, self.db, token)
+        refused = "This approval request is no longer available." if found is None else \
+            "This dialog was opened by someone else." if user != opened_for else \
+            _decided(found[0]) or ("This request has expired." if found[0].expires_at <= self.clock() else None)
+        if refused is not None or found is None:
+            await ack(response_action="errors", errors={"reason": refused or ""})
+            return
+        await ack()
+        row, incident = found
+        refused = await self._deny(user, row, incident, reason)
+        if refused and row.message_channel:
+            try:
+                await self.slack.post_ephemeral(row.message_channel, user, refused)
+            except SlackError as exc:
+                log.warning("could not tell %s why the deny failed: %s", user, exc, extra={"approval": row.id})
+
+    async def _deny(self, user: str, row: ApprovalRequest, incident: Incident, reason: str | None) -> str | None:
+        """Deny once (compare-and-set) and redraw; the refusal when someone decided first."""
+        claim = await asyncio.to_thread(self._decide, approvals.deny, row.id, user, self.clock(), reason)
+        if claim.won and claim.current is not None:
+            log.info("approval denied", extra={"incident": incident.id, "approval": row.id, "user": user})
+            await self._redraw(claim.current, incident)
+            return None
+        return (_decided(claim.current) if claim.current else None) or "This request can no longer be denied."
 
     async def _expired(self, row: ApprovalRequest, now: datetime) -> str | None:
         """The refusal for a request past its time, marking it expired (and its message) first."""
@@ -210,19 +265,37 @@ class Approvals:
             return "This is a high-risk remediation: only the configured experts may approve it."
         if decision.reason == "membership_unknown":
             return f"Could not check that you are in <#{incident.channel_id}>; try again."
-        return f"Only the commander, experts and {_members(incident)} may approve remediations."
+        return (f"Only {self._approvers_words()} may approve this remediation "
+                "(`remediations.approvers` in ONCALL_CONFIG).")
 
-    async def _experts(self) -> set[str]:
-        """The configured experts, user groups resolved to their members (a failed lookup adds nobody)."""
+    def _approvers_words(self) -> str:
+        words = {"commander": "the commander", "responders": "the responders and on-call",
+                 "channel": "the channel's members"}
+        who = [words.get(kind, _mention(kind)) for kind in self.policy.approvers]
+        who += [_mention(expert) for expert in self.policy.experts]
+        return ", ".join(who) or "the experts (none configured)"
+
+    async def _may_approve(self, row: ApprovalRequest, user: str, incident: Incident) -> Decision:
+        kinds = self.policy.approvers
+        approvers = await self._people([who for who in kinds if who not in APPROVER_KINDS]
+                                       + (list(incident.responders) if "responders" in kinds else []))
+        if "commander" in kinds and incident.commander:
+            approvers.add(incident.commander)
+        in_channel = await self._in_channel(user, incident) if "channel" in kinds else False
+        return may_approve(row, user, experts=await self._people(self.policy.experts), approvers=approvers,
+                           in_channel=in_channel, self_approve_low=self.policy.self_approve_low)
+
+    async def _people(self, ids: list[str]) -> set[str]:
+        """Slack user ids, user groups resolved to their members (a failed lookup adds nobody)."""
         found: set[str] = set()
-        for who in self.policy.experts:
+        for who in ids:
             if not who.startswith("S"):
                 found.add(who)
                 continue
             try:
                 found.update(await self.slack.usergroup_members(who))
             except SlackError as exc:
-                log.warning("could not resolve the expert group %s: %s", who, exc)
+                log.warning("could not resolve the user group %s: %s", who, exc)
         return found
 
     async def _in_channel(self, user: str, incident: Incident) -> bool | None:
@@ -265,6 +338,62 @@ class Approvals:
                         retry=job.attempts > 1, tag=message_tag(incident, "approval_result", approval=row.id))
         await self._redraw(row, incident)
 
+    # -- following the rollout ----------------------------------------------------------------
+
+    async def follow(self, job: Job) -> None:
+        """The rollout an executed remediation started, looked at like `kubectl rollout status`
+        every few seconds (the job comes back) until it completes, fails or outlives its
+        deadline: its progress on the approval message and the step, its end in the thread."""
+        row, step, incident = await asyncio.to_thread(self._load, job.payload.get("approval"))
+        if row.rollout == "progressing":
+            ended = await self._look_at_rollout(row)
+            if ended is None:
+                raise RetryLater("the rollout is in progress", FOLLOW_POLL_SECONDS)
+            row = ended
+        if row.rollout not in approvals.ROLLOUT_ENDED:
+            return
+        channel, thread = step_thread(step, incident)
+        line = rollout_line(row) or ""
+        await post_once(self.slack, channel, clip(f"{row.action}: rollout {row.rollout}", LIMITS["text"]),
+                        blocks=[section(trusted_mrkdwn(f"{line} (`{escape(row.action)}` approved by "
+                                                       f"<@{row.decided_by}>)", LIMITS["section"]))],
+                        thread_ts=thread, retry=job.attempts > 1,
+                        tag=message_tag(incident, "rollout", approval=row.id))
+        await self._redraw(row, incident)
+
+    async def _look_at_rollout(self, row: ApprovalRequest) -> ApprovalRequest | None:
+        """One look: the request with its rollout ended, or None while it is still going."""
+        kube, now = self.actions.kubernetes, self.clock()
+        started = row.started_at or row.decided_at or now
+        try:
+            if kube is None:
+                raise PermanentError("Kubernetes is no longer configured")
+            status = await asyncio.to_thread(kube.rollout_status, str(row.params["namespace"]),
+                                             str(row.params["deployment"]))
+        except IntegrationError as exc:
+            # Unreadable for now (retried by the outbox) until the API's default deadline has
+            # passed; a refusal (deleted deployment, lost permission) ends the following.
+            if exc.retryable and now - started < timedelta(seconds=600 + FOLLOW_GRACE_SECONDS):
+                raise
+            return await asyncio.to_thread(self._rolled_out, row, "failed", f"cannot follow the rollout: {exc}")
+        except PermanentError as exc:
+            return await asyncio.to_thread(self._rolled_out, row, "failed", f"cannot follow the rollout: {exc}")
+        deadline = timedelta(seconds=status.progress_deadline_seconds + FOLLOW_GRACE_SECONDS)
+        if status.done:
+            return await asyncio.to_thread(self._rolled_out, row, "complete", status.message)
+        if status.failed:
+            return await asyncio.to_thread(self._rolled_out, row, "failed", status.message)
+        if now - started > deadline:
+            return await asyncio.to_thread(self._rolled_out, row, "timed_out",
+                                           f"{status.message} (still not done {int(deadline.total_seconds())} s "
+                                           "after it started: spec.progressDeadlineSeconds and a margin)")
+        if await asyncio.to_thread(self._progressed, row, status.message):
+            row.rollout_detail = status.message
+            log.info("rollout progress", extra={"approval": row.id, "incident": row.incident_id,
+                                                "detail": status.message})
+            await self._redraw(row, await asyncio.to_thread(self._incident, row.incident_id))
+        return None
+
     async def _run(self, row: ApprovalRequest, step: RunbookStep, user: str, *, dry_run: bool) -> tuple[bool, str]:
         runbook = self.runbooks.get(step.runbook_id)
         if runbook is None:
@@ -274,8 +403,10 @@ class Approvals:
         try:
             # Checked again: the allow-lists may have shrunk since the request.
             params = validate_params(row.action, row.params, context)
+            # issue 11 §5: a silence's comment names the incident it is for, linked (commands.silences)
+            about = "" if dry_run else await comment_reference(self.db, self.slack, row)
             output = await run_action(row.action, params, replace(self.actions, user=user, now=self.clock,
-                                                                  dry_run=dry_run))
+                                                                  dry_run=dry_run, about=about))
         except (ParamError, ActionError) as exc:
             cause = exc.__cause__
             if not dry_run and isinstance(cause, IntegrationError) and cause.retryable:
@@ -283,6 +414,7 @@ class Approvals:
                 # taken effect. The job is retried and reconciles against the cluster.
                 raise cause from exc
             return False, str(exc)
+        await record_created(self.db, row, output, self.clock())  # issue 11 §5: a silence it created, for the card
         return True, output.summary or output.text
 
     async def _observe(self, row: ApprovalRequest) -> dict[str, Any]:
@@ -356,6 +488,20 @@ class Approvals:
                 session.expunge(row)
             return row
 
+    def _progressed(self, row: ApprovalRequest, detail: str) -> bool:
+        with self.db.session() as session:
+            return approvals.progressed(session, row, detail, self.clock())
+
+    def _rolled_out(self, row: ApprovalRequest, state: str, detail: str) -> ApprovalRequest | None:
+        with self.db.session() as session:
+            ended = approvals.rolled_out(session, row.id or 0, self.clock(), state=state, detail=detail)
+            if ended is None:  # ended by an earlier attempt: report what it recorded
+                ended = session.get(ApprovalRequest, row.id)
+            if ended is not None:
+                session.flush()
+                session.expunge(ended)
+            return ended
+
     def _finish(self, approval_id: int | None, ok: bool, outcome: str) -> ApprovalRequest | None:
         with self.db.session() as session:
             row = approvals.finish(session, approval_id or 0, self.clock(), ok=ok, result=outcome)
@@ -375,6 +521,10 @@ def _decided(row: ApprovalRequest) -> str | None:
     if status == ApprovalStatus.EXPIRED:
         return "This request expired; request it again from the runbook if it is still needed."
     return f"This request was already approved by <@{row.decided_by}> ({status.value})."
+
+
+def _mention(who: str) -> str:
+    return f"<!subteam^{who}>" if who.startswith("S") else f"<@{who}>"
 
 
 def _members(incident: Incident) -> str:

@@ -9,7 +9,7 @@ from datetime import datetime
 from typing import Any
 
 from bot.card_view import CardView
-from bot.models import Alert, Incident, IncidentStatus, TimelineEntry
+from bot.models import Alert, Incident, IncidentStatus, Silence, TimelineEntry
 from commands.blockkit import (
     LIMITS,
     button,
@@ -23,7 +23,14 @@ from commands.blockkit import (
     section,
     trusted_mrkdwn,
 )
-from commands.ids import CARD_ACK, CARD_ACTIONS_BLOCK, CARD_ESCALATE, CARD_RESOLVE
+from commands.ids import (
+    CARD_ACK,
+    CARD_ACTIONS_BLOCK,
+    CARD_ESCALATE,
+    CARD_RESOLVE,
+    silence_block,
+    silence_expire_action,
+)
 from commands.slack_time import duration, slack_time
 
 __all__ = ["NOT_CONFIGURED", "actor_text", "announcement", "card_button_value", "incident_card",
@@ -68,6 +75,7 @@ def incident_card(view: CardView) -> tuple[str, list[dict[str, Any]]]:
     notes = _paging_notes(view)
     if notes:
         blocks.append(context(*(trusted_mrkdwn(n) for n in notes)))
+    blocks += _silence_blocks(view)
     if view.timeline:
         blocks.append(context(trusted_mrkdwn(_timeline_text(view.timeline, view.now))))
     if inc.is_open:
@@ -178,6 +186,43 @@ def actor_text(actor: str | None) -> str:
     if source == "pagerduty" and name:
         return f"{escape(clip(name, 64))} (PagerDuty)"
     return escape(ACTOR_NAMES.get(actor, clip(actor, 64)))
+
+
+# -- silences: what each silences, until when, by whom; its Expire button ----------------------------
+
+MAX_SILENCES_SHOWN = 5
+SILENCE_MATCHERS_SHOWN = 500  # characters of the matchers, before escaping
+
+
+def _silence_blocks(view: CardView) -> list[dict[str, Any]]:
+    """One section per silence that has neither ended nor been expired (bot.silences.shown, as of
+    the card's `now`): its matchers, its end, who approved it, and an Expire button carrying only
+    the silence's opaque token; once someone asked, who did instead of the button."""
+    blocks = []
+    for index, silence in enumerate(view.silences[:MAX_SILENCES_SHOWN]):
+        text = _silence_text(silence, view.now)
+        if silence.expire_requested_at is not None:
+            blocks.append(section(trusted_mrkdwn(f"{text}\n:hourglass_flowing_sand: being expired, asked by "
+                                                 f"{actor_text(silence.expire_requested_by)}"),
+                                  block_id=silence_block(index)))
+            continue
+        confirm = {"title": {"type": "plain_text", "text": "Expire the silence?"},
+                   "text": {"type": "plain_text",
+                            "text": clip(f"Alerts matching {silence.matchers} notify again.", 300)},
+                   "confirm": {"type": "plain_text", "text": "Expire"},
+                   "deny": {"type": "plain_text", "text": "Cancel"}}
+        expire = button("Expire", silence_expire_action(index), silence.token, confirm=confirm)
+        blocks.append(section(trusted_mrkdwn(text), accessory=expire, block_id=silence_block(index)))
+    hidden = len(view.silences) - MAX_SILENCES_SHOWN
+    if hidden > 0:
+        blocks.append(context(trusted_mrkdwn(f"…and {hidden} more silence(s) not shown")))
+    return blocks
+
+
+def _silence_text(silence: Silence, now: datetime | None) -> str:
+    matchers = escape(clip(silence.matchers, SILENCE_MATCHERS_SHOWN))  # label values: untrusted
+    return (f":no_bell: *Silenced* `{matchers}` until {slack_time(silence.ends_at, now)} · approved by "
+            f"{actor_text(silence.created_by)}")
 
 
 # -- paging: what it did, and the buttons -------------------------------------------------------

@@ -9,9 +9,11 @@ from __future__ import annotations
 import re
 
 __all__ = [
-    "APPROVAL_APPROVE", "APPROVAL_DENY", "CARD_ACK", "CARD_ACTIONS_BLOCK", "CARD_ESCALATE", "CARD_RESOLVE",
+    "APPROVAL_APPROVE", "APPROVAL_DENY", "APPROVAL_DENY_REASON", "CARD_ACK", "CARD_ACTIONS_BLOCK", "CARD_ESCALATE",
+    "CARD_RESOLVE",
     "COMMAND_INCIDENT", "COMMAND_ONCALL",
-    "COMMAND_RUNBOOK", "RUNBOOK_STEP", "runbook_step_action", "runbook_step_block",
+    "COMMAND_RUNBOOK", "RUNBOOK_STEP", "SILENCE_EXPIRE", "runbook_step_action", "runbook_step_block",
+    "silence_block", "silence_expire_action",
 ]
 
 # The incident card's buttons, in one actions block.
@@ -33,5 +35,20 @@ def runbook_step_block(index: int) -> str:
 
 # An approval request's buttons (their value: the request's opaque token).
 APPROVAL_APPROVE, APPROVAL_DENY = "approval_approve", "approval_deny"
+APPROVAL_DENY_REASON = "approval_deny_reason"  # the modal asking why (its callback_id)
+
+# A silence on the incident card: its section, and its Expire button (one action id per silence
+# shown, since Slack wants them unique per message; the value: the silence's opaque token).
+_SILENCE_EXPIRE_PREFIX = "silence_expire:"
+SILENCE_EXPIRE = re.compile(f"^{re.escape(_SILENCE_EXPIRE_PREFIX)}\\d+$")
+
+
+def silence_expire_action(index: int) -> str:
+    return f"{_SILENCE_EXPIRE_PREFIX}{index}"
+
+
+def silence_block(index: int) -> str:
+    return f"silence_{index}"
+
 
 COMMAND_INCIDENT, COMMAND_ONCALL, COMMAND_RUNBOOK = "/incident", "/oncall", "/runbook"

@@ -160,10 +160,13 @@ REPLAY_WINDOW = timedelta(minutes=10)  # Slack's signatures are valid for 5 min;
 
 def delivery_key(body: dict[str, Any]) -> str | None:
     """What makes a Slack request the same request when it comes again: an interaction's
-    trigger id with its action and time, a slash command's trigger id, an event's id."""
+    trigger id with its action and time, a modal's submission (view id and hash), a slash
+    command's trigger id, an event's id."""
     if body.get("type") == "block_actions":
         action = (body.get("actions") or [{}])[0]
         return f"action:{body.get('trigger_id')}:{action.get('action_id')}:{action.get('action_ts')}"
+    if body.get("type") == "view_submission" and (body.get("view") or {}).get("id"):
+        return f"view:{body['view']['id']}:{body['view'].get('hash')}"
     if body.get("command") and body.get("trigger_id"):
         return f"command:{body['trigger_id']}"
     if body.get("type") == "event_callback" and body.get("event_id"):

@@ -19,18 +19,19 @@ from dataclasses import replace
 from datetime import datetime
 from typing import Any
 
-from bot import steps
+from bot import approvals, steps
 from bot.action_params import ParamError
 from bot.action_runner import run_action, validate_params
 from bot.actions import ActionContext, ActionError, ActionOutput, get_action
 from bot.config import OncallConfig, RunbookPolicy
 from bot.db import Database
 from bot.jobs import JOB_RUNBOOK_POST, JOB_RUNBOOK_REFRESH, JOB_STEP_REPLY, JOB_STEP_RUN
-from bot.models import Incident, Job, RunbookStep
+from bot.models import ApprovalRequest, Incident, Job, RunbookStep
 from bot.outbox import PermanentError, RetryLater
 from bot.policy import Act, Policy
 from bot.runbook_format import localized
 from bot.runbooks import RunbookSet, param_context
+from commands.approval_blocks import step_note
 from commands.approvals import Approvals
 from commands.blockkit import LIMITS, clip, escape, section, trusted_mrkdwn
 from commands.feature import Action, Feature
@@ -49,6 +50,8 @@ log = logging.getLogger(__name__)
 _CODE_ROOM = LIMITS["section"] - 8  # the ``` fences and newlines
 _REASON = 500  # a failed step's reason on the runbook message; the whole output is in its thread
 
+Plan = tuple[Incident, steps.RunbookPlan, dict[int, RunbookStep], dict[int, ApprovalRequest]]
+
 
 def _language(locale: str | None) -> str:
     """Slack locales are `ja-JP`, `en-US`; runbooks are written per language."""
@@ -62,6 +65,7 @@ class RunbookFlow:
         self.db, self.slack, self.clock, self.kick = db, slack, clock, on_commit
         self.approvals = approvals
         self.policy: RunbookPolicy = config.runbooks
+        self.risk_overrides = config.remediations.risk
         self.announce = config.channels.announce
         self.runbooks, self.actions, self.access = runbooks, actions, access
 
@@ -75,7 +79,7 @@ class RunbookFlow:
     # -- posting ------------------------------------------------------------------------------
 
     async def post_runbook(self, job: Job) -> None:
-        incident, plan, rows = await asyncio.to_thread(self._plan, job.incident_id)
+        incident, plan, rows, asked = await asyncio.to_thread(self._plan, job.incident_id)
         where = incident_thread(incident) if incident.card_ts else None
         if where is None:
             raise RetryLater("the incident card is not posted yet", 5.0)
@@ -85,7 +89,7 @@ class RunbookFlow:
                             blocks=no_runbook_blocks(incident.alertname, locale=self.policy.locale),
                             thread_ts=thread, retry=job.attempts > 1, tag=message_tag(incident, "runbook", part=0))
             return
-        for blocks, indices in self._messages(incident, plan, rows):
+        for blocks, indices in self._messages(incident, plan, rows, asked):
             if indices and all(rows[i].message_ts for i in indices):
                 continue  # posted by an earlier attempt of this job
             # Found again by its first step after a crash between posting and recording it.
@@ -97,24 +101,27 @@ class RunbookFlow:
                 rows[i].message_channel, rows[i].message_ts = channel, ts
         log.info("runbook posted", extra={"incident": incident.id, "runbook": plan.runbook.id})
 
-    def _plan(self, incident_id: int | None, *, store: bool = True
-              ) -> tuple[Incident, steps.RunbookPlan, dict[int, RunbookStep]]:
-        """The incident's runbook and its step rows; `store` creates the rows (and takes the write lock)."""
+    def _plan(self, incident_id: int | None, *, store: bool = True) -> Plan:
+        """The incident's runbook, its step rows and each step's latest approval request, by
+        step index; `store` creates the rows (and takes the write lock)."""
         with self.db.session() if store else self.db.read() as session:
             incident = session.get(Incident, incident_id)
             if incident is None:
                 raise PermanentError(f"incident {incident_id} does not exist")
-            plan = steps.plan_runbook(session, incident, self.runbooks, self.policy)
+            plan = steps.plan_runbook(session, incident, self.runbooks, self.policy, risk_overrides=self.risk_overrides)
             found = steps.store_steps(session, incident, plan) if store else steps.steps_for(session, incident.id or 0)
             rows = {row.step_index: row for row in found}
+            requests = approvals.latest_by_step(session, incident.id or 0)
             session.expunge_all()
-            return incident, plan, rows
+            asked = {row.step_index: requests[row.id] for row in found if row.id in requests}
+            return incident, plan, rows, asked
 
-    def _messages(self, incident: Incident, plan: steps.RunbookPlan,
-                  rows: dict[int, RunbookStep]) -> list[tuple[list[dict[str, Any]], list[int]]]:
+    def _messages(self, incident: Incident, plan: steps.RunbookPlan, rows: dict[int, RunbookStep],
+                  asked: dict[int, ApprovalRequest]) -> list[tuple[list[dict[str, Any]], list[int]]]:
         assert plan.runbook is not None
         now = self.clock()
         notes = {i: _ran_note(row, now) for i, row in rows.items() if row.runs}
+        notes.update({i: step_note(request, now) for i, request in asked.items()})
         return runbook_message_parts(plan.runbook, plan.steps, locale=self.policy.locale,
                                      button_id=lambda i: rows[i].token, notes=notes,
                                      runbook_url=plan.annotations.get("runbook_url"))
@@ -127,10 +134,10 @@ class RunbookFlow:
                     row.message_channel, row.message_ts = channel, ts
 
     async def refresh(self, job: Job) -> None:
-        incident, plan, rows = await asyncio.to_thread(lambda: self._plan(job.incident_id, store=False))
+        incident, plan, rows, asked = await asyncio.to_thread(lambda: self._plan(job.incident_id, store=False))
         if plan.runbook is None or not rows:
             return
-        for blocks, indices in self._messages(incident, plan, rows):
+        for blocks, indices in self._messages(incident, plan, rows, asked):
             posted = {(rows[i].message_channel, rows[i].message_ts) for i in indices if rows[i].message_ts}
             for channel, ts in posted:
                 assert channel and ts

@@ -243,6 +243,9 @@ class SlackSync:
     async def _invite_responders(self, incident: Incident, channel: str, *, retry: bool) -> None:
         users, problems = await self._resolve_people(self.config.responders_for(incident.labels))
         if users:
+            # Recorded first: the people called in are the incident's responders (who may
+            # approve its remediations, bot.policy), whether or not Slack lets them in.
+            await asyncio.to_thread(self._add_responders, incident.id, users)
             refused = await self.slack.invite(channel, users)
             problems += [f"{mention(user)} ({plain_text(error, 100)})" for user, error in refused]
         if problems:
@@ -343,11 +346,11 @@ class SlackSync:
             else:
                 unknown.append(f"{plain_text(who, 100)} (no Slack user for {plain_text(email or 'no e-mail', 200)})")
         found = list(dict.fromkeys(found))
+        if found:
+            await asyncio.to_thread(self._add_responders, incident.id, found)
         if found and incident.channel_id:
             refused = await self.slack.invite(incident.channel_id, found)
             unknown += [f"{mention(user)} ({plain_text(error, 100)})" for user, error in refused]
-        elif found:
-            await asyncio.to_thread(self._add_responders, incident.id, found)
         people = ", ".join(mention(u) for u in found) or "nobody found on call"
         verb = " invited" if found and incident.channel_id else ""
         return f":pager: {name}: {people}{verb}." + (f" Could not invite: {', '.join(unknown)}." if unknown else "")

@@ -33,7 +33,7 @@ __all__ = [
     "KubernetesError", "BadRequestError", "UnauthorizedError", "ForbiddenError", "NotFoundError",
     "ConflictError", "InvalidError", "RolloutRefusedError", "ConfigurationError",
     "PodSummary", "EventSummary", "DeploymentCondition", "ReplicaSetRevision", "DeploymentStatus",
-    "RemediationResult", "RemediationAction",
+    "RemediationResult", "RemediationAction", "RolloutStatus",
 ]
 
 REVISION = "deployment.kubernetes.io/revision"
@@ -193,6 +193,18 @@ class DeploymentStatus(_Model):
     @property
     def rolled_out(self) -> bool:
         return self.updated_replicas == self.desired_replicas == self.available_replicas
+
+
+class RolloutStatus(_Model):
+    """One look at a Deployment's rollout, judged as `kubectl rollout status` does."""
+
+    done: bool                       # every replica updated and available
+    failed: bool                     # the controller gave up: ProgressDeadlineExceeded
+    message: str                     # kubectl's line ("Waiting for deployment ... 1 of 3 updated replicas ...")
+    progress_deadline_seconds: int   # spec.progressDeadlineSeconds (600 when unset, the API default)
+    updated_replicas: int
+    available_replicas: int
+    desired_replicas: int
 
 
 RemediationAction = Literal["rollout_restart", "rollout_undo", "scale", "delete_pod", "cordon", "uncordon"]
@@ -395,6 +407,34 @@ class KubernetesClient:
             conditions=[DeploymentCondition(type=c.type, status=c.status, reason=c.reason, message=c.message)
                         for c in status.conditions or []],
             replica_sets=sorted(replica_sets, key=lambda rs: rs.revision, reverse=True))
+
+    def rollout_status(self, namespace: str, name: str) -> RolloutStatus:
+        """Where the Deployment's rollout stands: kubectl's DeploymentStatusViewer, line for line
+        (kubectl pkg/polymorphichelpers/rollout_status.go), read once; the caller polls."""
+        dep = self._read_deployment(namespace, name)
+        status, spec = dep.status or k8s.V1DeploymentStatus(), dep.spec
+        desired = spec.replicas if spec.replicas is not None else 1
+        updated, available = status.updated_replicas or 0, status.available_replicas or 0
+        facts = {"progress_deadline_seconds": spec.progress_deadline_seconds or 600, "updated_replicas": updated,
+                 "available_replicas": available, "desired_replicas": desired}
+        waiting = f'Waiting for deployment "{name}" rollout to finish: '
+        if (_meta(dep).generation or 0) > (status.observed_generation or 0):
+            return RolloutStatus(done=False, failed=False, message="Waiting for deployment spec update to be observed",
+                                 **facts)
+        progressing = next((c for c in status.conditions or [] if c.type == "Progressing"), None)
+        if progressing is not None and progressing.reason == "ProgressDeadlineExceeded":
+            return RolloutStatus(done=False, failed=True, message=f'deployment "{name}" exceeded its progress deadline'
+                                 + (f": {progressing.message}" if progressing.message else ""), **facts)
+        if updated < desired:
+            message = f"{waiting}{updated} out of {desired} new replicas have been updated"
+        elif (status.replicas or 0) > updated:
+            message = f"{waiting}{(status.replicas or 0) - updated} old replicas are pending termination"
+        elif available < updated:
+            message = f"{waiting}{available} of {updated} updated replicas are available"
+        else:
+            return RolloutStatus(done=True, failed=False, message=f'deployment "{name}" successfully rolled out',
+                                 **facts)
+        return RolloutStatus(done=False, failed=False, message=message, **facts)
 
     def observe(self, kind: Literal["Deployment", "Pod", "Node"], namespace: str | None,
                 name: str) -> dict[str, Any]:

@@ -228,6 +228,11 @@ class SlackClient:
                              blocks: list[dict[str, Any]] | None = None) -> None:
         await self._call("chat.update", channel=channel, ts=ts, text=text, blocks=blocks)
 
+    async def open_view(self, trigger_id: str, view: dict[str, Any]) -> str:
+        """A modal for the person whose click gave `trigger_id` (usable once, within 3 s)."""
+        data = await self._call("views.open", trigger_id=trigger_id, view=view)
+        return str(data["view"]["id"])
+
     async def post_ephemeral(self, channel: str, user: str, text: str,
                              blocks: list[dict[str, Any]] | None = None) -> None:
         await self._call("chat.postEphemeral", channel=channel, user=user, text=text, blocks=blocks)

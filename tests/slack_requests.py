@@ -63,3 +63,16 @@ def block_actions(action_id: str, value: str, *, user: str = "U0ALICE", channel:
 
 def post_to_slack_events(base_url: str, body: bytes, **sign: Any) -> httpx.Response:
     return httpx.post(f"{base_url}/slack/events", content=body, headers=signed_headers(body, **sign), timeout=10)
+
+
+def view_submission(view: dict[str, Any], values: dict[str, dict[str, Any]], *, user: str = "U0ALICE") -> bytes:
+    """A modal submitted: the view as the fake opened it (views.open), with the inputs' state."""
+    submitted = {**view, "team_id": "T0001", "app_id": "A0001", "bot_id": "B0001", "root_view_id": view["id"],
+                 "previous_view_id": None, "state": {"values": values}}
+    payload = {
+        "type": "view_submission", "team": {"id": "T0001", "domain": "acme"},
+        "user": {"id": user, "username": user.lower(), "name": user.lower(), "team_id": "T0001"},
+        "api_app_id": "A0001", "token": "legacy", "trigger_id": trigger_id(), "view": submitted,
+        "response_urls": [], "is_enterprise_install": False, "enterprise": None,
+    }
+    return urlencode({"payload": json.dumps(payload)}).encode()

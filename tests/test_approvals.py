@@ -20,12 +20,16 @@ import httpx
 import pytest
 from sqlalchemy import select
 
+from bot.action_params import ParamContext
+from bot.action_runner import validate_params
+from bot.actions import ACTIONS, get_action, risk_of
+from bot.config import ConfigError, load_config_file
 from bot.models import ApprovalRequest, AuditEntry, Incident, Job, RunbookStep
 from tests.alerts import alert, group, resolved
 from tests.conftest import FakeClock, RunningBot, open_with_card, start_bot, wait_for
 from tests.fakes.kubernetes import FakeKubernetes
 from tests.fakes.slack import FakeSlack, Message
-from tests.slack_requests import block_actions, post_to_slack_events
+from tests.slack_requests import block_actions, post_to_slack_events, view_submission
 from tests.test_runbook_flow import LABELS, by_id, click, kubernetes, posted_steps, runbook_settings, thread, timeline
 
 __all__ = ["kubernetes"]  # the fixture, reused
@@ -151,7 +155,7 @@ def test_a_request_shows_the_dry_run_and_a_second_person_approves_it_once(
     assert "kubectl -n prod delete pod api-7d9f-x2 --grace-period=30" in shown
     assert "(server dry run)" in shown and "ok:" in shown  # the dry run's outcome
     assert "<@U0ALICE>" in shown and "risk *medium*" in shown and "<!date^" in shown  # requester, expiry
-    assert f"members of <#{incident.channel_id}>" in shown
+    assert "the responders and on-call" in shown and f"<#{incident.channel_id}>" not in shown
     assert [r.query.get("dryRun") for r in kubernetes.requests_for("DELETE", POD)] == ["All"]
     assert real(kubernetes) == []
 
@@ -194,8 +198,52 @@ def test_someone_outside_the_channel_is_refused_privately(
     _, message = request(bot, slack, incident)
     decide(bot, slack, incident, message, "U0DAVE")
     [text] = wait_for(lambda: answers(slack), what="the refusal")
-    assert "Only the commander, experts and members of" in text and (incident.channel_id or "") in text
+    assert "Only the commander, the responders and on-call may approve" in text
+    assert "`remediations.approvers`" in text
     assert real(kubernetes) == [] and rows(bot)[0].status == "pending"
+
+
+def test_joining_the_channel_does_not_make_an_approver_unless_the_policy_says_so(
+        start: Starter, slack: FakeSlack, kubernetes: FakeKubernetes) -> None:
+    bot = start()
+    incident, _ = open_incident(bot, slack)
+    slack.channels[incident.channel_id or ""].members.add("U0DAVE")  # anyone may join a public channel
+    _, message = request(bot, slack, incident)
+    decide(bot, slack, incident, message, "U0DAVE")
+    [text] = wait_for(lambda: answers(slack), what="the refusal")
+    assert "Only the commander, the responders and on-call may approve" in text
+    assert rows(bot)[0].status == "pending" and real(kubernetes) == []
+
+    open_to_channel = start(approvers=["channel"])
+    incident, _ = open_incident(open_to_channel, slack, key="channel")
+    slack.channels[incident.channel_id or ""].members.add("U0DAVE")
+    _, message = request(open_to_channel, slack, incident)
+    assert f"members of <#{incident.channel_id}>" in json.dumps(message.blocks)
+    decide(open_to_channel, slack, incident, message, "U0DAVE")
+    wait_for(lambda: rows(open_to_channel)[-1].status == "succeeded", what="the channel member's approval")
+    assert rows(open_to_channel)[-1].decided_by == "U0DAVE"
+
+
+def test_a_listed_user_group_approves_and_an_empty_list_leaves_only_experts(
+        start: Starter, slack: FakeSlack, kubernetes: FakeKubernetes) -> None:
+    slack.add_usergroup("S0OPS", ["U0DAVE"])
+    bot = start(approvers=["S0OPS"])
+    incident, _ = open_incident(bot, slack)
+    _, message = request(bot, slack, incident)
+    assert "<!subteam^S0OPS>" in json.dumps(message.blocks)
+    decide(bot, slack, incident, message, "U0BOB")  # a responder, but the policy names only S0OPS
+    assert "Only <!subteam^S0OPS> may approve" in wait_for(lambda: answers(slack), what="the refusal")[0]
+    decide(bot, slack, incident, message, "U0DAVE")  # in the group (not even in the channel)
+    wait_for(lambda: rows(bot)[0].status == "succeeded", what="the group member's approval")
+    assert len(real(kubernetes)) == 1
+
+    closed = start(approvers=[])
+    incident, _ = open_incident(closed, slack, key="closed")
+    _, message = request(closed, slack, incident)
+    assert "nobody: `remediations.approvers` and `remediations.experts` are empty" in json.dumps(message.blocks)
+    decide(closed, slack, incident, message, "U0BOB")
+    assert "the experts (none configured)" in wait_for(lambda: answers(slack)[1:], what="the refusal")[0]
+    assert rows(closed)[-1].status == "pending"
 
 
 def test_high_risk_needs_an_expert(start: Starter, slack: FakeSlack, kubernetes: FakeKubernetes) -> None:
@@ -239,18 +287,78 @@ def test_an_expired_request_cannot_be_approved(
     assert "expired" in audit_events(bot)
 
 
+def deny(bot: RunningBot, slack: FakeSlack, incident: Incident, message: Message, user: str,
+         reason: str | None) -> httpx.Response:
+    """`user` clicks Deny; the modal that opens is submitted with `reason` (None: left empty)."""
+    opened = len(slack.views)
+    assert decide(bot, slack, incident, message, user, "approval_deny").status_code == 200
+    wait_for(lambda: len(slack.views) > opened, what="the deny dialog")
+    view = list(slack.views.values())[-1]
+    value = {"type": "plain_text_input", "value": reason}
+    return post_to_slack_events(bot.url, view_submission(view, {"reason": {"reason": value}}, user=user))
+
+
 def test_a_denied_request_never_runs(start: Starter, slack: FakeSlack, kubernetes: FakeKubernetes) -> None:
     bot = start()
     incident, _ = open_incident(bot, slack)
     _, message = request(bot, slack, incident)
-    decide(bot, slack, incident, message, "U0BOB", "approval_deny")
-    wait_for(lambda: "denied by <@U0BOB>" in json.dumps(current(slack, incident, message).blocks),
-             what="the message to say denied")
+    answer = deny(bot, slack, incident, message, "U0BOB", "  the pod is already being replaced by the HPA  ")
+    assert answer.status_code == 200 and answer.content == b""  # the modal closes
+    wait_for(lambda: "denied by <@U0BOB>: the pod is already being replaced by the HPA" in json.dumps(
+        current(slack, incident, message).blocks), what="the message to say denied, and why")
     decide(bot, slack, incident, message, "U0CAROL")
     [text] = wait_for(lambda: answers(slack), what="the answer")
     assert "denied by <@U0BOB>" in text
-    assert rows(bot)[0].status == "denied" and real(kubernetes) == []
+    [row] = rows(bot)
+    assert (row.status, row.reason) == ("denied", "the pod is already being replaced by the HPA")
+    assert real(kubernetes) == []
     assert len(timeline(bot, incident.id or 0, "approval_denied")) == 1
+    with bot.services.db.read() as session:
+        [entry] = [e for e in session.scalars(select(AuditEntry)) if e.event == "denied"]
+    assert entry.data["reason"] == "the pod is already being replaced by the HPA"
+
+
+def test_the_deny_dialog_says_so_when_the_request_was_approved_meanwhile(
+        start: Starter, slack: FakeSlack, kubernetes: FakeKubernetes) -> None:
+    bot = start()
+    incident, _ = open_incident(bot, slack)
+    _, message = request(bot, slack, incident)
+    assert decide(bot, slack, incident, message, "U0BOB", "approval_deny").status_code == 200
+    view = wait_for(lambda: list(slack.views.values()), what="the deny dialog")[-1]
+    assert view["private_metadata"].startswith(rows(bot)[0].token)
+    assert decide(bot, slack, incident, message, "U0CAROL").status_code == 200  # approved while Bob types
+    wait_for(lambda: rows(bot)[0].status != "pending", what="the approval")
+    answer = post_to_slack_events(bot.url, view_submission(view, {"reason": {"reason": {"value": "no"}}},
+                                                           user="U0BOB"))
+    assert answer.status_code == 200
+    errors = answer.json()
+    assert errors["response_action"] == "errors" and "already approved by <@U0CAROL>" in errors["errors"]["reason"]
+    assert rows(bot)[0].status in ("executing", "succeeded")
+
+
+def test_a_deny_whose_dialog_cannot_open_still_denies(
+        start: Starter, slack: FakeSlack, kubernetes: FakeKubernetes) -> None:
+    bot = start()
+    incident, _ = open_incident(bot, slack)
+    _, message = request(bot, slack, incident)
+    slack.fail_next("views.open", "expired_trigger_id")
+    assert decide(bot, slack, incident, message, "U0BOB", "approval_deny").status_code == 200
+    wait_for(lambda: rows(bot)[0].status == "denied", what="the denial")
+    assert "Denied (the dialog for a reason could not open)." in wait_for(lambda: answers(slack), what="the answer")
+    assert rows(bot)[0].reason is None and real(kubernetes) == []
+
+
+def test_a_deny_dialog_submitted_by_someone_else_is_refused(
+        start: Starter, slack: FakeSlack, kubernetes: FakeKubernetes) -> None:
+    bot = start()
+    incident, _ = open_incident(bot, slack)
+    _, message = request(bot, slack, incident)
+    assert decide(bot, slack, incident, message, "U0BOB", "approval_deny").status_code == 200
+    view = wait_for(lambda: list(slack.views.values()), what="the deny dialog")[-1]
+    answer = post_to_slack_events(bot.url, view_submission(view, {"reason": {"reason": {"value": "x"}}},
+                                                           user="U0DAVE"))
+    assert answer.json()["errors"]["reason"] == "This dialog was opened by someone else."
+    assert rows(bot)[0].status == "pending"
 
 
 def test_the_kill_switch_refuses_the_request(start: Starter, slack: FakeSlack, kubernetes: FakeKubernetes) -> None:
@@ -352,9 +460,10 @@ def test_a_request_decided_before_its_expiry_is_left_alone_by_the_expiry_job(
     bot = start(expiry_minutes=15)
     incident, _ = open_incident(bot, slack)
     step, message = request(bot, slack, incident)
-    decide(bot, slack, incident, message, "U0BOB", "approval_deny")
+    deny(bot, slack, incident, message, "U0BOB", None)
     wait_for(lambda: "denied by <@U0BOB>" in json.dumps(current(slack, incident, message).blocks),
              what="the message to say denied")
+
     def redraws() -> int:  # of the approval message only: the card has its own updates (timers)
         return sum(c.args.get("ts") == message.ts for c in slack.calls_to("chat.update"))
 
@@ -389,3 +498,184 @@ def test_an_execution_interrupted_after_its_call_is_reconciled_never_run_again(
     wait_for(lambda: "executed" in json.dumps(current(slack, incident, message).blocks), what="the redrawn message")
     assert len(timeline(bot, incident.id or 0, "remediation")) == 1
     assert len(real(kubernetes)) == 1
+
+
+# -- risk per action and per parameters (bot.actions.risk_of), and the installation's overrides ------
+
+REMEDIES_RUNBOOK = """\
+id: remedies
+title: {en: Remedies, ja: 対処}
+description: {en: Restart and scale., ja: 再起動とスケール。}
+match:
+  alertname: Remedies
+expects: [namespace, deployment]
+scale: {min: 0, max: 6}
+steps:
+  - id: restart
+    title: {en: Restart, ja: 再起動}
+    text: {en: A rollout restart., ja: ロールアウトの再起動。}
+    action:
+      type: k8s.rollout_restart
+      params: {namespace: "{{ labels.namespace }}", deployment: "{{ labels.deployment }}"}
+  - id: scale-to-zero
+    title: {en: Stop it, ja: 停止}
+    text: {en: Scale to 0 replicas., ja: レプリカを 0 に。}
+    action:
+      type: k8s.scale
+      params: {namespace: "{{ labels.namespace }}", deployment: "{{ labels.deployment }}", replicas: 0}
+  - id: scale-out
+    title: {en: Scale out, ja: スケールアウト}
+    text: {en: Scale to 3 replicas., ja: レプリカを 3 に。}
+    action:
+      type: k8s.scale
+      params: {namespace: "{{ labels.namespace }}", deployment: "{{ labels.deployment }}", replicas: 3}
+"""
+DEPLOYMENT = "/apis/apps/v1/namespaces/prod/deployments/api"
+
+
+@pytest.fixture
+def remedies(start: Starter, tmp_path: Path, kubernetes: FakeKubernetes) -> None:
+    """The remedies runbook next to expert-only (in the directory `start` made; a bot it starts loads it)."""
+    (tmp_path / "runbooks" / "remedies.yaml").write_text(REMEDIES_RUNBOOK)
+    kubernetes.add_deployment("prod", "api", replicas=2)
+
+
+def real_changes(kubernetes: FakeKubernetes, path: str) -> list[Any]:
+    return [r for r in kubernetes.requests_for("PATCH", path) if r.query.get("dryRun") != "All"]
+
+
+def step_block(slack: FakeSlack, incident: Incident, step: RunbookStep, suffix: str = "") -> dict[str, Any]:
+    """The step's block in the runbook message as posted."""
+    message = next(m for m in slack.messages(incident.channel_id) if m.ts == step.message_ts)
+    return next(b for b in message.blocks if b.get("block_id") == f"runbook_step_{step.step_index}{suffix}")
+
+
+def shown_risk(slack: FakeSlack, incident: Incident, step: RunbookStep) -> str:
+    """The risk the posted runbook message shows on the step, before anyone clicks."""
+    text = step_block(slack, incident, step, "_context")["elements"][0]["text"]
+    return text.split("risk: *", 1)[1].split("*", 1)[0]
+
+
+@pytest.mark.parametrize("self_approve_low", [True, False])
+def test_a_low_risk_restart_is_self_approved_only_when_the_policy_says_so(
+        start: Starter, slack: FakeSlack, kubernetes: FakeKubernetes, remedies: None, self_approve_low: bool) -> None:
+    bot = start(self_approve_low=self_approve_low)
+    incident, _ = open_incident(bot, slack, alertname="Remedies", key="restart-self")
+    restart = by_id(posted_steps(bot, incident), "restart")
+    assert shown_risk(slack, incident, restart) == "low"
+    _, message = request(bot, slack, incident, "restart")
+    shown = json.dumps(message.blocks)
+    assert "risk *low*" in shown
+    assert ("(not <@U0ALICE>, who asked)" in shown) is not self_approve_low
+    decide(bot, slack, incident, message, "U0ALICE")  # the requester
+    if self_approve_low:
+        wait_for(lambda: rows(bot)[0].status == "succeeded", what="the self-approved restart to run")
+        assert rows(bot)[0].decided_by == "U0ALICE" and len(real_changes(kubernetes, DEPLOYMENT)) == 1
+    else:
+        [text] = wait_for(lambda: answers(slack), what="the refusal")
+        assert "second person" in text and "`remediations.self_approve_low`" in text
+        assert rows(bot)[0].status == "pending" and real_changes(kubernetes, DEPLOYMENT) == []
+
+
+def test_scaling_to_zero_needs_an_expert_while_scaling_out_does_not(
+        start: Starter, slack: FakeSlack, kubernetes: FakeKubernetes, remedies: None) -> None:
+    # U0BOB and U0CAROL are the experts; U0DAVE approves as a channel member
+    bot = start(experts=["S0SRE"], approvers=["commander", "responders", "channel"])
+    scale = DEPLOYMENT + "/scale"
+    # One incident per request: the steps share the runbook message, and so the approvals' thread.
+    stop, _ = open_incident(bot, slack, alertname="Remedies", key="scale-0")
+    slack.channels[stop.channel_id or ""].members.add("U0DAVE")  # in the channel, not an expert
+    posted = posted_steps(bot, stop)
+    zero, out = by_id(posted, "scale-to-zero"), by_id(posted, "scale-out")
+    assert (shown_risk(slack, stop, zero), shown_risk(slack, stop, out)) == ("high", "medium")
+    _, to_zero = request(bot, slack, stop, "scale-to-zero")
+    assert "risk *high*" in json.dumps(to_zero.blocks) and "an expert: <!subteam^S0SRE>" in json.dumps(to_zero.blocks)
+    decide(bot, slack, stop, to_zero, "U0DAVE")
+    [text] = wait_for(lambda: answers(slack), what="the refusal")
+    assert "only the configured experts" in text
+    assert rows(bot)[0].status == "pending" and real_changes(kubernetes, scale) == []
+
+    grow, _ = open_incident(bot, slack, alertname="Remedies", key="scale-3")
+    slack.channels[grow.channel_id or ""].members.add("U0DAVE")
+    _, to_three = request(bot, slack, grow, "scale-out")
+    assert "risk *medium*" in json.dumps(to_three.blocks)
+    decide(bot, slack, grow, to_three, "U0DAVE")
+    wait_for(lambda: rows(bot)[1].status == "succeeded", what="the non-expert's approval to run it")
+    [patch] = real_changes(kubernetes, scale)
+    assert patch.body["spec"]["replicas"] == 3
+    assert [r.risk for r in rows(bot)] == ["high", "medium"] and rows(bot)[0].status == "pending"
+
+
+def test_a_raised_risk_override_makes_the_step_expert_only(
+        start: Starter, slack: FakeSlack, kubernetes: FakeKubernetes) -> None:
+    bot = start(experts=["S0SRE"], risk={"k8s.delete_pod": "high"})  # medium by default
+    incident, _ = open_incident(bot, slack)
+    slack.channels[incident.channel_id or ""].members.add("U0DAVE")
+    delete = by_id(posted_steps(bot, incident), "delete-pod")
+    assert shown_risk(slack, incident, delete) == "high"
+    assert step_block(slack, incident, delete)["accessory"]["style"] == "danger"
+    _, message = request(bot, slack, incident)
+    assert "risk *high*" in json.dumps(message.blocks) and "an expert: <!subteam^S0SRE>" in json.dumps(message.blocks)
+    decide(bot, slack, incident, message, "U0DAVE")  # would do for medium
+    [text] = wait_for(lambda: answers(slack), what="the refusal")
+    assert "only the configured experts" in text and real(kubernetes) == []
+    decide(bot, slack, incident, message, "U0BOB")
+    wait_for(lambda: rows(bot)[0].status == "succeeded", what="the expert's approval to run it")
+    assert len(real(kubernetes)) == 1 and rows(bot)[0].risk == "high"
+
+
+def test_a_lowered_risk_override_lets_the_requester_approve_but_scaling_to_zero_stays_high(
+        start: Starter, slack: FakeSlack, kubernetes: FakeKubernetes, remedies: None) -> None:
+    bot = start(experts=["S0SRE"], self_approve_low=True, risk={"k8s.scale": "low"})  # medium by default
+    grow, _ = open_incident(bot, slack, alertname="Remedies", key="lowered-3")
+    posted = posted_steps(bot, grow)
+    zero, out = by_id(posted, "scale-to-zero"), by_id(posted, "scale-out")
+    assert (shown_risk(slack, grow, zero), shown_risk(slack, grow, out)) == ("high", "low")
+    _, to_three = request(bot, slack, grow, "scale-out")
+    assert "risk *low*" in json.dumps(to_three.blocks)
+    decide(bot, slack, grow, to_three, "U0ALICE")  # the requester
+    wait_for(lambda: rows(bot)[0].status == "succeeded", what="the self-approved scale to run")
+
+    stop, _ = open_incident(bot, slack, alertname="Remedies", key="lowered-0")
+    _, to_zero = request(bot, slack, stop, "scale-to-zero")
+    assert "risk *high*" in json.dumps(to_zero.blocks) and "an expert: <!subteam^S0SRE>" in json.dumps(to_zero.blocks)
+    decide(bot, slack, stop, to_zero, "U0ALICE")
+    [text] = wait_for(lambda: answers(slack), what="the refusal")
+    assert "second person" in text and rows(bot)[1].status == "pending"
+    assert len(real_changes(kubernetes, DEPLOYMENT + "/scale")) == 1  # only the scale to 3
+
+
+def test_risk_of_fails_closed_and_a_step_only_raises() -> None:
+    restart, scale = get_action("k8s.rollout_restart"), get_action("k8s.scale")
+    assert restart is not None and scale is not None
+    context = ParamContext(namespaces=frozenset({"prod"}), scale=(0, 6))
+    three = validate_params(scale.name, {"namespace": "prod", "deployment": "api", "replicas": 3}, context)
+    zero = validate_params(scale.name, {"namespace": "prod", "deployment": "api", "replicas": 0}, context)
+    assert (risk_of(scale, three), risk_of(scale, zero)) == ("medium", "high")
+    assert risk_of(scale, None) == "high"  # parameters it cannot read: fail closed
+    assert risk_of(scale, three, overrides={"k8s.scale": "low"}) == "low"
+    assert risk_of(scale, zero, overrides={"k8s.scale": "low"}) == "high"
+    assert risk_of(restart, None) == "low"  # its risk does not depend on the parameters
+    assert risk_of(restart, None, "medium") == "medium"  # a step raises
+    assert risk_of(restart, None, "low", {restart.name: "high"}) == "high"  # and never lowers
+    assert risk_of(restart, None, "high", {restart.name: "medium"}) == "high"
+    assert risk_of(restart, None, overrides={restart.name: "extreme"}) == "high"
+    assert risk_of(restart, None, "unknown") == "high"
+
+
+def test_an_unknown_action_in_remediations_risk_is_a_config_error(tmp_path: Path) -> None:
+    path = tmp_path / "oncall.yaml"
+    path.write_text("remediations:\n  risk:\n    k8s.rollout_undo: medium\n    k8s.restart: low\n"
+                    "    k8s.pods: high\n    k8s.cordon: severe\n")
+    with pytest.raises(ConfigError) as caught:
+        load_config_file(path)
+    known = ", ".join(s.name for s in ACTIONS if s.kind == "remediation")
+    assert caught.value.problems == [
+        f"{path}:4: remediations.risk.k8s.restart: unknown action 'k8s.restart'; the remediations are {known}",
+        f"{path}:5: remediations.risk.k8s.pods: k8s.pods is a diagnostic: it runs without approval, so it has no "
+        f"risk to set; the remediations are {known}",
+        f"{path}:6: remediations.risk.k8s.cordon: Input should be 'low', 'medium' or 'high'",
+    ]
+    assert "oncall-bot config schema" in str(caught.value)
+    path.write_text("remediations:\n  risk: {k8s.rollout_undo: medium, alertmanager.silence: high}\n")
+    assert load_config_file(path).remediations.risk == {"k8s.rollout_undo": "medium", "alertmanager.silence": "high"}

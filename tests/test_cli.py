@@ -67,8 +67,8 @@ def test_lint_walks_a_directory(capsys: pytest.CaptureFixture[str]) -> None:
                                "'shell.exec'")
     assert f"{broken / 'dupkey.yaml'}:3: error: duplicate key 'title'" in lines
     assert f"{broken / 'yaml-error.yaml'}:5: error: invalid YAML: expected ',' or ']', but got ':'" in lines
-    assert f"{broken / 'params.yaml'}:23: warning: steps[2].risk: low is below k8s.rollout_restart's own risk " \
-           "medium, which applies" in lines
+    assert f"{broken / 'params.yaml'}:23: warning: steps[2].risk: low is below k8s.rollout_undo's own risk " \
+           "high, which applies" in lines
     assert any(line.startswith(f"{broken / 'overlap.yaml'}:7: error: match may select the same alerts as runbook "
                                "'latency-a'") for line in lines)
     assert {Path(line.split(":")[0]).name for line in lines} == {p.name for p in broken.glob("*.yaml")}

@@ -54,16 +54,16 @@ class BotProcess:
 
 
 def start_process(database_url: str, slack: FakeSlack, tmp_path: Path, n: int,
-                  lease_seconds: float | None = 1.0) -> BotProcess:
+                  lease_seconds: float | None = 1.0, extra_env: dict[str, str] | None = None) -> BotProcess:
     """`oncall-bot serve` as its own process; `lease_seconds` short so that a restart resumes at
-    once (None: the production default)."""
+    once (None: the production default); `extra_env` adds variables (KUBECONFIG, RUNBOOKS_PATH, ...)."""
     config = tmp_path / "oncall.json"  # JSON is YAML
     config.write_text(json.dumps(CONFIG))
     port = free_port()
     env = {**os.environ, "SLACK_BOT_TOKEN": slack.token, "SLACK_SIGNING_SECRET": SIGNING_SECRET,
            "SLACK_API_URL": slack.base_url, "DATABASE_URL": database_url,
            "ALERTMANAGER_WEBHOOK_TOKEN": WEBHOOK_TOKEN, "ONCALL_CONFIG": str(config),
-           "LOG_LEVEL": "INFO"}
+           "LOG_LEVEL": "INFO", **(extra_env or {})}
     if lease_seconds is not None:
         env["ONCALL_JOB_LEASE_SECONDS"] = str(lease_seconds)
     log = tmp_path / f"bot-{n}.log"

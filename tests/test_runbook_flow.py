@@ -44,7 +44,7 @@ def kubernetes() -> Iterator[FakeKubernetes]:
 
 def runbook_settings(database_url: str, slack: FakeSlack, kubeconfig: Path, **config: Any):  # type: ignore[no-untyped-def]
     policy = {"channels": {"announce": "C0INCIDENTS"},
-              "responders": [{"match": {"team": "payments"}, "invite": ["U0ALICE"]}],
+              "responders": [{"match": {"team": "payments"}, "invite": ["U0ALICE", "U0BOB", "U0CAROL"]}],
               "runbooks": {"namespaces": ["prod"]}, **config}
     return make_settings(database_url, slack, OncallConfig.model_validate(policy), kubeconfig=str(kubeconfig))
 

@@ -446,7 +446,7 @@ def test_lint_parameters():
         f"{f}:13: steps[0].action.params: k8s.logs has no parameter 'lines' (it takes namespace, pod, tail_lines, "
         "container, previous)",
         f"{f}:17: steps[1].action: k8s.scale needs the runbook's scale: {{min, max}}",
-        f"{f}:23: warning: steps[2].risk: low is below k8s.rollout_restart's own risk medium, which applies",
+        f"{f}:23: warning: steps[2].risk: low is below k8s.rollout_undo's own risk high, which applies",
         f"{f}:26: steps[2].action.params.namespace: 'web;rm -rf' is not an RFC 1123 DNS label (lowercase letters, "
         "digits and '-', 1-63 characters, alphanumeric at both ends)",
     ]

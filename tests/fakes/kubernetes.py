@@ -37,6 +37,7 @@ from tests.fakes.kubernetes_store import (
     parse_label_selector,
     selector_string,
 )
+from tests.fakes.slack import Hold
 
 __all__ = ["FakeKubernetes", "RecordedRequest", "ApiError"]
 
@@ -199,7 +200,13 @@ class _Handler(BaseHTTPRequestHandler):
         raw = self._body()
         headers = {key.lower(): value for key, value in self.headers.items()}
         fake = self.server.fake
+        hold = fake._take_hold(self.command, url.path, query)
+        if hold and hold.when == "before":
+            hold.reached.set()
+            hold.wait_released()
         try:
+            if fake._take_refusal(self.command, url.path, query):
+                raise ApiError(503, "ServiceUnavailable", "the server is currently unable to handle the request")
             status, content_type, payload = fake._serve(self.command, url.path, query, headers, raw)
         except ApiError as exc:
             status, content_type, payload = exc.code, "application/json", json.dumps(exc.status()).encode()
@@ -209,6 +216,9 @@ class _Handler(BaseHTTPRequestHandler):
         if status < 400 and fake._take_loss(self.command, url.path, query):
             lost = ApiError(504, "Timeout", "Timeout: request did not complete within the allotted timeout")
             status, content_type, payload = 504, "application/json", json.dumps(lost.status()).encode()
+        if hold and hold.when == "after":
+            hold.reached.set()
+            hold.wait_released()
         fake._record(RecordedRequest(self.command, url.path, query, headers.get("content-type"),
                                      _decode(raw, headers.get("content-type")), headers, status))
         self.send_response(status)
@@ -257,6 +267,8 @@ class FakeKubernetes(KubernetesStore):
         self.requests: list[RecordedRequest] = []
         self._forbidden: set[tuple[str, str, str | None]] = set()
         self._losses: list[tuple[str, str]] = []
+        self._refusals: list[tuple[str, str]] = []
+        self._holds: list[tuple[str, Hold]] = []
         self._server: _Server | None = None
         self._thread: threading.Thread | None = None
 
@@ -330,6 +342,38 @@ class FakeKubernetes(KubernetesStore):
                 return True
             return False
 
+    def refuse(self, method: str, path: str, *, times: int = 1) -> None:
+        """The next `times` `method` requests on `path` (dry runs aside) are answered 503
+        ServiceUnavailable without being applied, as when the API server sheds the request
+        before it reaches storage: the caller cannot tell this from a lost answer."""
+        with self.lock:
+            self._refusals += [(method, path)] * times
+
+    def _take_refusal(self, method: str, path: str, query: dict[str, str]) -> bool:
+        with self.lock:
+            if query.get("dryRun") != "All" and (method, path) in self._refusals:
+                self._refusals.remove((method, path))
+                return True
+            return False
+
+    def hold(self, method: str, path: str, *, when: str = "after") -> Hold:
+        """Hold the next `method` request on `path` (dry runs aside) mid-flight: applied
+        (`after`) or not yet (`before`), its answer waits until the test releases it, so the
+        test can kill the caller while its call is in flight (as tests.fakes.slack holds)."""
+        hold = Hold(method, when, lambda _args: True)
+        with self.lock:
+            self._holds.append((path, hold))
+        return hold
+
+    def _take_hold(self, method: str, path: str, query: dict[str, str]) -> Hold | None:
+        with self.lock:
+            if query.get("dryRun") == "All":
+                return None
+            found = next(((p, h) for p, h in self._holds if p == path and h.method == method), None)
+            if found is not None:
+                self._holds.remove(found)
+            return found[1] if found else None
+
     def requests_for(self, method: str | None = None, path: str | None = None) -> list[RecordedRequest]:
         """Recorded requests, optionally filtered by method and exact path."""
         with self.lock:
@@ -379,6 +423,8 @@ class FakeKubernetes(KubernetesStore):
             elif sub is not None:
                 raise ApiError(404, "NotFound", "the server could not find the requested resource")
             elif method == "GET":
+                if resource.name == "deployments":  # the controller catches up (progress deadlines) when looked at
+                    self.sync_deployment(namespace or "", name)
                 body = self.get(resource.name, namespace or "", name)
             elif method == "DELETE" and resource.name == "pods":
                 options = _decode(raw, "application/json") or {}

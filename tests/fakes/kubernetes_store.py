@@ -15,7 +15,7 @@ import re
 import threading
 from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, Literal
 
 __all__ = ["ApiError", "KubernetesStore", "REVISION", "REVISION_HISTORY", "RESTARTED_AT",
            "apply_patch", "parse_label_selector", "selector_string"]
@@ -444,6 +444,10 @@ class KubernetesStore:
         self._logs: dict[tuple[str, str], dict[str, tuple[str, str | None]]] = {}
         self._version = itertools.count(1000)
         self._serial = itertools.count(1)
+        # Deployments whose rollouts do not finish at once (hold_rollouts), and per Deployment
+        # the last progress of its rollout: (available new pods, when that count last changed).
+        self._rollouts: dict[tuple[str, str], Literal["held", "broken"]] = {}
+        self._progress: dict[tuple[str, str], tuple[int, datetime]] = {}
 
     # -- bookkeeping --
 
@@ -509,6 +513,13 @@ class KubernetesStore:
         """Store an object exactly as given: no defaults, validation or controller (for broken shapes)."""
         with self.lock:
             self._put(resource, copy.deepcopy(obj))
+
+    def remove(self, resource: str, namespace: str, name: str) -> None:
+        """The object is gone, as after someone else's `kubectl delete` (namespace "" for nodes;
+        what it owned is left alone: the garbage collector is not modelled); ApiError 404 if absent."""
+        with self.lock:
+            self._lookup(resource, namespace, name)
+            del self._objects[resource][(namespace, name)]
 
     def add_node(self, name: str, *, unschedulable: bool = False, labels: Mapping[str, str] | None = None,
                  ready: bool = True) -> Obj:
@@ -662,6 +673,33 @@ class KubernetesStore:
                           lastState={"terminated": {"exitCode": 1, "reason": "Error"}})
         self._touch(pod)
 
+    def hold_rollouts(self, namespace: str, name: str, *, broken: bool = False) -> None:
+        """From now on the Deployment's rollouts take time, as on a real cluster: a new
+        ReplicaSet's pods wait in ContainerCreating until `finish_rollout` (or, `broken`, crash
+        loop for good, like a bad image), the old ReplicaSet keeps what maxUnavailable requires,
+        and the controller reports ProgressDeadlineExceeded once spec.progressDeadlineSeconds
+        pass (on `clock`) without a new pod becoming available."""
+        with self.lock:
+            self._rollouts[(namespace, name)] = "broken" if broken else "held"
+
+    def finish_rollout(self, namespace: str, name: str) -> None:
+        """The held rollout's new pods start and become ready; later rollouts finish at once."""
+        with self.lock:
+            self._rollouts.pop((namespace, name), None)
+            dep = self._lookup("deployments", namespace, name)
+            for pod in self._pods_of_deployment(dep):
+                if not _pod_ready(pod):
+                    self._start(pod)
+            self.sync_deployment(namespace, name)
+
+    def _start(self, pod: Obj) -> None:
+        now = rfc3339(self.clock())
+        pod["status"]["phase"] = "Running"
+        pod["status"]["conditions"][0]["status"] = "True"
+        for status in pod["status"]["containerStatuses"]:
+            status.update(ready=True, started=True, state={"running": {"startedAt": now}})
+        self._touch(pod)
+
     # -- writes the server performs --
 
     def write_deployment(self, dep: Obj, *, spec_changed: bool) -> Obj:
@@ -764,6 +802,7 @@ class KubernetesStore:
                 annotations[REVISION] = rs_annotations[REVISION]
                 for rs in owned:
                     rs["spec"]["replicas"] = desired if rs is new else 0
+                self._keep_old_while_rolling(dep, new, owned)
             elif new is not None:
                 new["spec"]["replicas"] = desired
             history = sorted((rs for rs in owned if rs is not new and rs["spec"]["replicas"] == 0), key=revision_of)
@@ -772,9 +811,23 @@ class KubernetesStore:
                     del self._objects["pods"][(namespace, pod["metadata"]["name"])]
                 del self._objects["replicasets"][(namespace, rs["metadata"]["name"])]
                 owned.remove(rs)
+            mode = self._rollouts.get((namespace, name))
             for rs in owned:
-                self._sync_replica_set(rs)
+                self._sync_replica_set(rs, new_pods=mode if rs is new else None)
             self._deployment_status(dep, new, owned)
+
+    def _keep_old_while_rolling(self, dep: Obj, new: Obj, owned: list[Obj]) -> None:
+        """A held rollout: the newest old ReplicaSet keeps desired - maxUnavailable - (available
+        new pods), as the rolling-update controller scales old pods down only as new ones come up."""
+        key = (dep["metadata"]["namespace"], dep["metadata"]["name"])
+        if key not in self._rollouts:
+            return
+        desired = dep["spec"].get("replicas", 1)
+        ready_new = sum(_pod_ready(pod) for pod in self._pods_of(new))
+        old = [rs for rs in owned if rs is not new and rs["status"].get("replicas", 0) > 0]
+        if old:
+            newest = max(old, key=revision_of)
+            newest["spec"]["replicas"] = max(0, desired - desired * 25 // 100 - ready_new)
 
     def _new_replica_set(self, dep: Obj, revision: int) -> Obj:
         ns, name = dep["metadata"]["namespace"], dep["metadata"]["name"]
@@ -793,7 +846,7 @@ class KubernetesStore:
         rs["metadata"]["generation"] = 1
         return self._put("replicasets", rs)
 
-    def _sync_replica_set(self, rs: Obj) -> None:
+    def _sync_replica_set(self, rs: Obj, new_pods: Literal["held", "broken"] | None = None) -> None:
         ns = rs["metadata"]["namespace"]
         pods = self._pods_of(rs)
         wanted = rs["spec"]["replicas"]
@@ -806,10 +859,12 @@ class KubernetesStore:
         for _ in range(wanted - len(pods)):
             serial = next(self._serial)
             containers = rs["spec"]["template"]["spec"]["containers"]
-            self.add_pod(ns, f"{rs['metadata']['name']}-{_safe_encode(str(serial), 5)}",
-                         image=containers[0].get("image", ""), containers=[c["name"] for c in containers],
-                         labels=rs["spec"]["template"]["metadata"].get("labels"), owner=owner,
-                         node=nodes[serial % len(nodes)])
+            pod = self.add_pod(ns, f"{rs['metadata']['name']}-{_safe_encode(str(serial), 5)}",
+                               image=containers[0].get("image", ""), containers=[c["name"] for c in containers],
+                               labels=rs["spec"]["template"]["metadata"].get("labels"), owner=owner,
+                               node=nodes[serial % len(nodes)], phase="Pending" if new_pods else "Running")
+            if new_pods == "broken":
+                self._mark_crashlooping(self._objects["pods"][(ns, pod["metadata"]["name"])])
         pods = self._pods_of(rs)
         ready = sum(_pod_ready(pod) for pod in pods)
         status = {"replicas": len(pods), "fullyLabeledReplicas": len(pods), "readyReplicas": ready,
@@ -825,9 +880,23 @@ class KubernetesStore:
         max_unavailable = desired * 25 // 100
         now = rfc3339(self.clock())
         available = ready >= desired - max_unavailable
+        key = (dep["metadata"]["namespace"], dep["metadata"]["name"])
+        updated = self._pods_of(new) if new else []
+        ready_new = sum(_pod_ready(pod) for pod in updated)
+        if self._progress.get(key, (None,))[0] != ready_new:
+            self._progress[key] = (ready_new, self.clock())
+        stalled = self.clock() - self._progress[key][1] > timedelta(
+            seconds=dep["spec"].get("progressDeadlineSeconds", 600))
         if dep["spec"].get("paused"):
             progressing = {"type": "Progressing", "status": "Unknown", "reason": "DeploymentPaused",
                            "message": "Deployment is paused"}
+        elif key in self._rollouts and (ready_new < desired or len(pods) > len(updated)) and stalled:
+            progressing = {"type": "Progressing", "status": "False", "reason": "ProgressDeadlineExceeded",
+                           "message": f'ReplicaSet "{new["metadata"]["name"] if new else ""}" has timed out '
+                                      "progressing."}
+        elif key in self._rollouts and (ready_new < desired or len(pods) > len(updated)):
+            progressing = {"type": "Progressing", "status": "True", "reason": "ReplicaSetUpdated",
+                           "message": f'ReplicaSet "{new["metadata"]["name"] if new else ""}" is progressing.'}
         else:
             progressing = {"type": "Progressing", "status": "True", "reason": "NewReplicaSetAvailable",
                            "message": f'ReplicaSet "{new["metadata"]["name"] if new else ""}" '
@@ -845,7 +914,10 @@ class KubernetesStore:
                 {**progressing, "lastUpdateTime": now, "lastTransitionTime": now}]}
         if len(pods) > ready:
             status["unavailableReplicas"] = len(pods) - ready
-        old = {k: v for k, v in dep.get("status", {}).items() if k != "conditions"}
-        if old != {k: v for k, v in status.items() if k != "conditions"} or not dep.get("status"):
+        def facts(of: Obj) -> Obj:  # what changes the status: counts and each condition's reason
+            return {**{k: v for k, v in of.items() if k != "conditions"},
+                    "reasons": [(c["type"], c["status"], c.get("reason")) for c in of.get("conditions") or []]}
+
+        if facts(dep.get("status", {})) != facts(status) or not dep.get("status"):
             dep["status"] = status
             self._touch(dep)

@@ -19,7 +19,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qsl
 
-from tests.fakes.slack_blocks import validate_blocks
+from tests.fakes.slack_blocks import validate_blocks, validate_view
 
 __all__ = ["FakeSlack", "Call", "Channel", "Message", "User"]
 
@@ -106,6 +106,8 @@ SCOPES = {
     "usergroups.users.list": "usergroups:read", "files.getUploadURLExternal": "files:write",
     "files.completeUploadExternal": "files:write", "reactions.add": "reactions:write",
 }
+TRIGGER_SECONDS = 3  # a trigger_id opens a view within 3 s of the interaction, once
+
 
 
 class Hold:
@@ -138,6 +140,8 @@ class FakeSlack:
         self.users: dict[str, User] = {}
         self.usergroups: dict[str, list[str]] = {}
         self.uploads: dict[str, bytes] = {}
+        self.views: dict[str, dict[str, Any]] = {}  # view id -> the modal as opened
+        self._used_triggers: set[str] = set()
         self.responses: list[tuple[str, dict[str, Any]]] = []  # (response_url path, message)
         self.ephemerals: list[tuple[str, str, Message]] = []  # (channel, user, message)
         self._pending_files: dict[str, dict[str, Any]] = {}
@@ -522,6 +526,28 @@ class FakeSlack:
             message.files = [f["id"] for f in files]
         return {"files": [{"id": f["id"], "title": f.get("title", ""),
                            "name": self._pending_files.get(f["id"], {}).get("filename", "")} for f in files]}
+
+    def _m_views_open(self, args: dict[str, Any]) -> dict[str, Any]:
+        """A modal for the user who triggered it. The trigger ids of the tests' interaction
+        payloads (tests.slack_requests.trigger_id) carry their issue time: `<n>.<unix time>.<hex>`."""
+        _require(args, "trigger_id", "view")
+        trigger = str(args["trigger_id"])
+        parts = trigger.split(".")
+        if len(parts) != 3 or not parts[1].isdigit():
+            raise _SlackError("invalid_trigger_id")
+        if time.time() - int(parts[1]) > TRIGGER_SECONDS:
+            raise _SlackError("expired_trigger_id")
+        if trigger in self._used_triggers:
+            raise _SlackError("exchanged_trigger_id")
+        view = json.loads(args["view"]) if isinstance(args["view"], str) else args["view"]
+        problems = validate_view(view)
+        if problems:
+            raise _SlackError("invalid_arguments", response_metadata={"messages": [f"[ERROR] {p}" for p in problems]})
+        self._used_triggers.add(trigger)
+        view_id = f"V{next(self._ids):08d}"
+        opened = {**view, "id": view_id, "hash": uuid.uuid4().hex[:16], "state": {"values": {}}}
+        self.views[view_id] = opened
+        return {"view": opened}
 
     def _m_reactions_add(self, args: dict[str, Any]) -> dict[str, Any]:
         self._channel(args.get("channel"))

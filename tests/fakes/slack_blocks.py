@@ -6,6 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 MESSAGE_BLOCKS = 50
+VIEW_BLOCKS = 100
 _TEXT_LIMITS = {"section": 3000, "header": 150}
 _KNOWN = {"section", "header", "divider", "context", "actions", "image", "rich_text", "markdown", "input", "file"}
 
@@ -79,6 +80,18 @@ def _block(block: dict[str, Any], where: str, action_ids: set[str]) -> list[str]
         for i, item in enumerate(elements):
             problems += _element(item, f"{where}/elements/{i}", action_ids)
         return problems
+    if kind == "input":
+        problems = _text(block.get("label"), f"{where}/label", 2000, plain_only=True)
+        element = block.get("element")
+        if not isinstance(element, dict) or element.get("type") not in (
+                "plain_text_input", "static_select", "users_select", "multi_users_select", "checkboxes",
+                "radio_buttons", "datepicker", "number_input", "url_text_input", "rich_text_input"):
+            return [*problems, f"unsupported element type [json-pointer:{where}/element/type]"]
+        if not element.get("action_id"):
+            problems.append(f"must provide action_id [json-pointer:{where}/element/action_id]")
+        if element["type"] == "plain_text_input" and not 0 < element.get("max_length", 3000) <= 3000:
+            problems.append(f"must be at most 3000 [json-pointer:{where}/element/max_length]")
+        return problems
     if kind == "markdown":
         text = block.get("text", "")
         return [] if 0 < len(text) <= 12000 else [f"must be 1-12000 characters [json-pointer:{where}/text]"]
@@ -109,4 +122,26 @@ def _element(element: Any, where: str, action_ids: set[str]) -> list[str]:
         problems += _text(confirm.get("text"), f"{where}/confirm/text", 300)
         problems += _text(confirm.get("confirm"), f"{where}/confirm/confirm", 30, plain_only=True)
         problems += _text(confirm.get("deny"), f"{where}/confirm/deny", 30, plain_only=True)
+    return problems
+
+
+def validate_view(view: Any) -> list[str]:
+    """A modal as views.open / views.update check it (platform.md §1.6): title, submit and close
+    plain_text of at most 24 characters, at most 100 blocks, an input needs a submit button."""
+    if not isinstance(view, dict) or view.get("type") != "modal":
+        return ["must be a modal [json-pointer:/view/type]"]
+    problems = _text(view.get("title"), "/view/title", 24, plain_only=True)
+    for key in ("submit", "close"):
+        if key in view:
+            problems += _text(view[key], f"/view/{key}", 24, plain_only=True)
+    blocks = view.get("blocks")
+    problems += [p.replace("[json-pointer:/blocks", "[json-pointer:/view/blocks")
+                 for p in validate_blocks(blocks, VIEW_BLOCKS)]
+    if isinstance(blocks, list) and any(isinstance(b, dict) and b.get("type") == "input" for b in blocks) \
+            and "submit" not in view:
+        problems.append("must provide submit when the view has input blocks [json-pointer:/view/submit]")
+    if len(str(view.get("callback_id", ""))) > 255:
+        problems.append("must be less than 256 characters [json-pointer:/view/callback_id]")
+    if len(str(view.get("private_metadata", ""))) > 3000:
+        problems.append("must be less than 3001 characters [json-pointer:/view/private_metadata]")
     return problems

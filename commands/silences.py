@@ -1,0 +1,217 @@
+"""Silences on the incident card: the Expire button, and the jobs that end a silence in
+Alertmanager and redraw the card.
+
+* An approved `alertmanager.silence` (commands.approvals) asks `comment_reference` what its
+  comment names (the incident, linked to its card), and hands what it created to
+  `record_created` (bot.silences.record: once per silence id).
+* Expire (Bolt): the silence is loaded by the token in the button's value, only from the
+  incident's own card; the one policy (`Act.EXPIRE_SILENCE`) is asked; one compare-and-set
+  decides, and whoever did not win is told privately why.
+* `silence.expire` (outbox, no lane): reads the silence in Alertmanager; one already expired
+  there (its UI, amtool) is done; else `DELETE /api/v2/silence/{id}`. Run again after a crash,
+  it finds the silence expired and records that, once. A refusal for good gives the button back
+  with the reason in the timeline.
+* `silence.ended` (outbox, no lane, due at the silence's end): redraws the card without it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
+from datetime import datetime
+from typing import TYPE_CHECKING, Any
+
+from slack_bolt.response import BoltResponse
+
+from bot import silences
+from bot.actions import ActionOutput, SilenceCreated
+from bot.db import Database
+from bot.jobs import JOB_SILENCE_ENDED, JOB_SILENCE_EXPIRE
+from bot.models import ApprovalRequest, Incident, Job, Silence
+from bot.outbox import PermanentError
+from bot.policy import Act, Policy
+from commands.cards import actor_text
+from commands.feature import Action, Feature, Middleware
+from commands.ids import SILENCE_EXPIRE
+from commands.middleware import authorize, tell
+from commands.slack_time import slack_time
+from integrations.errors import IntegrationError
+from integrations.slack import SlackClient, SlackError
+
+if TYPE_CHECKING:
+    from integrations.alertmanager import AlertmanagerClient
+
+__all__ = ["Silences", "comment_reference", "record_created"]
+
+log = logging.getLogger(__name__)
+
+NO_ALERTMANAGER = "Alertmanager is not configured: set ALERTMANAGER_URL and restart the bot"
+
+
+class Silences:
+    def __init__(self, db: Database, slack: SlackClient, policy: Policy, alertmanager: AlertmanagerClient | None, *,
+                 clock: Callable[[], datetime], on_commit: Callable[[], None]) -> None:
+        self.db, self.slack, self.policy, self.alertmanager = db, slack, policy, alertmanager
+        self.clock, self.kick = clock, on_commit
+
+    def feature(self) -> Feature:
+        load = (silence_of_card_button(self.db), authorize(Act.EXPIRE_SILENCE, self.policy, self.slack))
+        return Feature(handlers={JOB_SILENCE_EXPIRE: self.expire, JOB_SILENCE_ENDED: self.ended},
+                       actions=[Action(SILENCE_EXPIRE, self.on_expire, load)])
+
+    # -- the button -----------------------------------------------------------------------------
+
+    async def on_expire(self, ack: Any, body: dict[str, Any], context: dict[str, Any], respond: Any) -> None:
+        await ack()
+        user, silence = body["user"]["id"], context["silence"]
+        now = self.clock()
+        claim = await asyncio.to_thread(self._decide, silences.request_expire, silence.id, user, now)
+        if claim.won:
+            log.info("silence expire requested", extra={"incident": silence.incident_id, "silence": silence.id,
+                                                        "user": user})
+            self.kick()
+            return
+        await tell(respond, user, _why_not(claim.current or silence, now))
+
+    # -- the jobs -------------------------------------------------------------------------------
+
+    async def expire(self, job: Job) -> None:
+        row = await asyncio.to_thread(self._load, job.payload.get("silence"))
+        if row.expired_at is not None or row.expire_requested_at is None:
+            return  # recorded by an earlier attempt, or given back after a refusal
+        try:
+            if self.alertmanager is None:
+                raise _Refused(NO_ALERTMANAGER)
+            found = await asyncio.to_thread(self.alertmanager.get_silence, row.silence_id)
+            # Expired before this job ever called (someone used Alertmanager's UI): done, and said so.
+            # On a later attempt it may be our own earlier call that did it: the clicker's, then.
+            already = (found.get("status") or {}).get("state") == "expired"
+            if not already:
+                await asyncio.to_thread(self.alertmanager.expire_silence, row.silence_id)
+        except (IntegrationError, _Refused) as exc:
+            if isinstance(exc, IntegrationError) and (exc.retryable or exc.retry_after is not None):
+                raise  # no answer or server trouble: the outbox retries, and this job reads again
+            await asyncio.to_thread(self._decide, silences.expire_failed, row.id, self.clock(), str(exc))
+            log.warning("could not expire a silence: %s", exc, extra={"incident": row.incident_id,
+                                                                      "silence": row.id})
+            self.kick()
+            return
+        await asyncio.to_thread(self._decide, silences.expired, row.id, self.clock(),
+                                already=already and job.attempts == 1)
+        log.info("silence expired", extra={"incident": row.incident_id, "silence": row.id, "already": already})
+        self.kick()
+
+    async def ended(self, job: Job) -> None:
+        def note() -> None:
+            with self.db.session() as session:
+                silences.ended(session, job.payload.get("silence") or 0, self.clock())
+
+        await asyncio.to_thread(note)
+        self.kick()
+
+    # -- storage --------------------------------------------------------------------------------
+
+    def _load(self, silence_id: Any) -> Silence:
+        with self.db.read() as session:
+            row = session.get(Silence, silence_id) if isinstance(silence_id, int) else None
+            if row is None:
+                raise PermanentError(f"silence {silence_id} does not exist")
+            return row
+
+    def _decide(self, change: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+        with self.db.session() as session:
+            result = change(session, *args, **kwargs)
+            current = result.current if isinstance(result, silences.Claim) else result
+            if current is not None:
+                session.flush()
+                session.expunge(current)
+            return result
+
+
+class _Refused(Exception):
+    """Expiring cannot work until a person changes something (the message says what)."""
+
+
+def _why_not(row: Silence, now: datetime) -> str:
+    """Why an Expire click did nothing, for the clicker alone."""
+    if row.expired_at is not None:
+        return f"This silence was already expired by {actor_text(row.expired_by)} {slack_time(row.expired_at, now)}."
+    if row.expire_requested_at is not None:
+        return f"{actor_text(row.expire_requested_by)} already asked to expire this silence; it is being expired."
+    return f"This silence already ended {slack_time(row.ends_at, now)}."
+
+
+def silence_of_card_button(db: Database) -> Middleware:
+    """The silence an Expire button points at, and its incident: found by the token in the button's
+    value, and only when the click came from that incident's card (its channel and ts), so a value
+    copied onto another message, or made up, expires nothing."""
+    async def load(body: dict[str, Any], context: dict[str, Any], respond: Any,
+                   next: Callable[[], Awaitable[BoltResponse]]) -> BoltResponse | None:
+        token = str((body.get("actions") or [{}])[0].get("value", ""))
+        found = await asyncio.to_thread(_silence_and_incident, db, token)
+        container = body.get("container") or {}
+        user = body.get("user", {}).get("id", "")
+        if found is None:
+            await tell(respond, user, "This silence is no longer on an incident's card.")
+            return BoltResponse(status=200, body="")
+        if (container.get("channel_id"), container.get("message_ts")) != (found[1].card_channel_id,
+                                                                           found[1].card_ts):
+            log.warning("silence button clicked on a message that is not the incident's card",
+                        extra={"incident": found[1].id, "message_ts": container.get("message_ts")})
+            await tell(respond, user, "This button is not on this incident's card; use the card itself.")
+            return BoltResponse(status=200, body="")
+        context["silence"], context["incident"] = found
+        return await next()
+
+    return load
+
+
+def _silence_and_incident(db: Database, token: str) -> tuple[Silence, Incident] | None:
+    with db.read() as session:
+        row = silences.find(session, token)
+        incident = session.get(Incident, row.incident_id) if row is not None else None
+        return (row, incident) if row is not None and incident is not None else None
+
+
+# -- for the approval flow (commands.approvals) ---------------------------------------------------
+
+async def comment_reference(db: Database, slack: SlackClient, row: ApprovalRequest) -> str:
+    """What a silence's comment adds, so that whoever finds it in Alertmanager knows what it is for:
+    the incident, linked to its card ("" for any other action). Without Slack's permalink (Slack
+    away), a link that opens the card's channel: the silence is not held up for it."""
+    if row.action != silences.ACTION:
+        return ""
+    incident = await asyncio.to_thread(_incident, db, row.incident_id)
+    channel, ts = incident.card_channel_id or incident.channel_id, incident.card_ts
+    link = f"https://slack.com/app_redirect?channel={channel}" if channel else ""
+    if channel and ts:
+        try:
+            link = await slack.permalink(channel, ts)
+        except SlackError as exc:
+            log.warning("no permalink for the silence's comment: %s", exc, extra={"incident": incident.id})
+    return f"oncall-bot incident #{incident.id}: {incident.title[:200]}" + (f" {link}" if link else "")
+
+
+async def record_created(db: Database, row: ApprovalRequest, output: ActionOutput, now: datetime) -> None:
+    """Record the silence an approved request's run created (nothing for other actions)."""
+    if output.silence is not None:
+        await asyncio.to_thread(_record, db, row, output.silence, now)
+
+
+def _record(db: Database, row: ApprovalRequest, created: SilenceCreated, now: datetime) -> None:
+    with db.session() as session:
+        incident = session.get(Incident, row.incident_id)
+        if incident is None:
+            raise PermanentError(f"incident {row.incident_id} does not exist")
+        if silences.record(session, incident, created, approval_id=row.id, now=now) is not None:
+            log.info("silence recorded", extra={"incident": incident.id, "approval": row.id,
+                                                "silence_id": created.silence_id})
+
+
+def _incident(db: Database, incident_id: int) -> Incident:
+    with db.read() as session:
+        incident = session.get(Incident, incident_id)
+        if incident is None:
+            raise PermanentError(f"incident {incident_id} does not exist")
+        return incident
