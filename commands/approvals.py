@@ -43,8 +43,10 @@ from commands.approval_blocks import (
     ApprovalView,
     approval_blocks,
     approval_text,
+    approvers_text,
     deny_modal,
     deny_reason,
+    mention,
     rollout_line,
 )
 from commands.blockkit import LIMITS, clip, escape, section, trusted_mrkdwn
@@ -73,6 +75,7 @@ class Approvals:
         self.db, self.slack, self.clock, self.kick = db, slack, clock, on_commit
         self.policy: RemediationPolicy = config.remediations
         self.runbook_policy = config.runbooks
+        self.locale = config.runbooks.locale  # the channel's language, as the runbook's
         self.announce = config.channels.announce
         self.runbooks, self.actions = runbooks, actions
 
@@ -121,7 +124,7 @@ class Approvals:
             row.dry_run_outcome = f"{'ok' if ok else 'failed'}: {outcome}"
             await asyncio.to_thread(self._save, row.id, dry_run_outcome=row.dry_run_outcome)
         channel, thread = step_thread(step, incident)
-        blocks = approval_blocks(ApprovalView(row, await self._approvers(row, incident), self.clock()))
+        blocks = approval_blocks(ApprovalView(row, self._approvers(row, incident), self.clock(), self.locale))
         ts = await post_once(self.slack, channel, approval_text(row), blocks=blocks, thread_ts=thread,
                              retry=job.attempts > 1, tag=message_tag(incident, "approval", approval=row.id))
         await asyncio.to_thread(self._save, row.id, message_channel=channel, message_ts=ts)
@@ -129,28 +132,10 @@ class Approvals:
                                               "risk": row.risk, "elapsed_ms": _ms(started, self.clock()),
                                               "since_click_ms": _ms(row.requested_at, self.clock())})
 
-    async def _approvers(self, row: ApprovalRequest, incident: Incident) -> str:
-        """Who may approve, as trusted mrkdwn (the policy's words: people are resolved at the click)."""
-        experts = ", ".join(_mention(who) for who in self.policy.experts)
-        if row.risk not in ("low", "medium"):
-            return (f"an expert: {experts}" if experts else "nobody: high-risk remediations need an expert and "
-                    "`remediations.experts` is empty in ONCALL_CONFIG")
-        who = []
-        for kind in self.policy.approvers:
-            if kind == "commander":
-                who.append(f"the commander (<@{incident.commander}>)" if incident.commander else "the commander")
-            elif kind == "responders":
-                who.append("the responders and on-call")
-            elif kind == "channel":
-                who.append(_members(incident))
-            else:
-                who.append(_mention(kind))
-        if experts:
-            who.append(experts)
-        if not who:
-            return "nobody: `remediations.approvers` and `remediations.experts` are empty in ONCALL_CONFIG"
-        self_ok = row.risk == "low" and self.policy.self_approve_low
-        return ", ".join(who) + ("" if self_ok else f" (not <@{row.requested_by}>, who asked)")
+    def _approvers(self, row: ApprovalRequest, incident: Incident) -> str:
+        return approvers_text(row, self.policy.approvers, self.policy.experts, commander=incident.commander,
+                              channel=incident.channel_id, self_approve_low=self.policy.self_approve_low,
+                              locale=self.locale)
 
     # -- the buttons --------------------------------------------------------------------------
 
@@ -184,7 +169,7 @@ class Approvals:
             refused = "Only the requester and those who may approve it may deny it."
         if refused is None:
             try:
-                await self.slack.open_view(str(body.get("trigger_id", "")), deny_modal(row, user))
+                await self.slack.open_view(str(body.get("trigger_id", "")), deny_modal(row, user, self.locale))
                 return
             except SlackError as exc:  # e.g. the 3 s of the trigger passed: deny without a reason
                 log.warning("could not open the deny dialog: %s", exc, extra={"approval": row.id})
@@ -271,8 +256,8 @@ class Approvals:
     def _approvers_words(self) -> str:
         words = {"commander": "the commander", "responders": "the responders and on-call",
                  "channel": "the channel's members"}
-        who = [words.get(kind, _mention(kind)) for kind in self.policy.approvers]
-        who += [_mention(expert) for expert in self.policy.experts]
+        who = [words.get(kind, mention(kind)) for kind in self.policy.approvers]
+        who += [mention(expert) for expert in self.policy.experts]
         return ", ".join(who) or "the experts (none configured)"
 
     async def _may_approve(self, row: ApprovalRequest, user: str, incident: Incident) -> Decision:
@@ -353,7 +338,7 @@ class Approvals:
         if row.rollout not in approvals.ROLLOUT_ENDED:
             return
         channel, thread = step_thread(step, incident)
-        line = rollout_line(row) or ""
+        line = rollout_line(row, self.locale) or ""
         await post_once(self.slack, channel, clip(f"{row.action}: rollout {row.rollout}", LIMITS["text"]),
                         blocks=[section(trusted_mrkdwn(f"{line} (`{escape(row.action)}` approved by "
                                                        f"<@{row.decided_by}>)", LIMITS["section"]))],
@@ -441,7 +426,7 @@ class Approvals:
     async def _redraw(self, row: ApprovalRequest, incident: Incident) -> None:
         if not (row.message_channel and row.message_ts):
             return  # not posted yet: its post job draws the current state
-        blocks = approval_blocks(ApprovalView(row, "", self.clock()))
+        blocks = approval_blocks(ApprovalView(row, "", self.clock(), self.locale))
         await self.slack.update_message(row.message_channel, row.message_ts, approval_text(row), blocks=blocks)
 
     # -- storage ------------------------------------------------------------------------------
@@ -521,14 +506,6 @@ def _decided(row: ApprovalRequest) -> str | None:
     if status == ApprovalStatus.EXPIRED:
         return "This request expired; request it again from the runbook if it is still needed."
     return f"This request was already approved by <@{row.decided_by}> ({status.value})."
-
-
-def _mention(who: str) -> str:
-    return f"<!subteam^{who}>" if who.startswith("S") else f"<@{who}>"
-
-
-def _members(incident: Incident) -> str:
-    return f"members of <#{incident.channel_id}>" if incident.channel_id else "the incident's responders"
 
 
 def _ms(start: datetime | None, end: datetime) -> int | None:

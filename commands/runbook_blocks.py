@@ -51,6 +51,11 @@ _STRINGS: dict[str, dict[str, str]] = {
     "confirm_title": {"en": "Request approval?", "ja": "承認を依頼しますか？"},
     "confirm_text": {"en": "Another responder must approve before it runs.",
                      "ja": "実行前に別の対応者の承認が必要です。"},
+    "confirm_text_high": {"en": "An expert must approve before it runs.",
+                          "ja": "実行前に専門家の承認が必要です。"},
+    "confirm_text_low": {"en": "It runs once approved (by another responder, or by you where the policy lets "
+                               "requesters approve low-risk remediations).",
+                         "ja": "承認後に実行されます(別の対応者、またはポリシーが許す場合は依頼者本人)。"},
     "confirm": {"en": "Request", "ja": "依頼する"},
     "deny": {"en": "Cancel", "ja": "キャンセル"},
     "no_runbook": {"en": "No runbook matches *{alert}*. Type `/runbook list` to see the runbooks, or add one "
@@ -134,7 +139,8 @@ def _context_text(prepared: PreparedStep, locale: str | None) -> str:
 def _confirm(prepared: PreparedStep, locale: str | None) -> dict[str, Any]:
     spec = get_action(prepared.action or "")
     label = localized(spec.label, locale) if spec else prepared.action or ""
-    text = f"{label}: {_params_text(prepared)}. {_t('risk', locale)}: {prepared.risk}. {_t('confirm_text', locale)}"
+    why = {"high": "confirm_text_high", "low": "confirm_text_low"}.get(prepared.risk or "", "confirm_text")
+    text = f"{label}: {_params_text(prepared)}. {_t('risk', locale)}: {prepared.risk}. {_t(why, locale)}"
     dialog: dict[str, Any] = {"title": plain(_t("confirm_title", locale), 100), "text": plain(text, 300),
                               "confirm": plain(_t("confirm", locale), 30), "deny": plain(_t("deny", locale), 30)}
     if prepared.risk == "high":

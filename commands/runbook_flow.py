@@ -121,7 +121,7 @@ class RunbookFlow:
         assert plan.runbook is not None
         now = self.clock()
         notes = {i: _ran_note(row, now) for i, row in rows.items() if row.runs}
-        notes.update({i: step_note(request, now) for i, request in asked.items()})
+        notes.update({i: step_note(request, now, self.policy.locale) for i, request in asked.items()})
         return runbook_message_parts(plan.runbook, plan.steps, locale=self.policy.locale,
                                      button_id=lambda i: rows[i].token, notes=notes,
                                      runbook_url=plan.annotations.get("runbook_url"))

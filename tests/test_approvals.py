@@ -214,6 +214,7 @@ def test_joining_the_channel_does_not_make_an_approver_unless_the_policy_says_so
     assert "Only the commander, the responders and on-call may approve" in text
     assert rows(bot)[0].status == "pending" and real(kubernetes) == []
 
+    bot.stop()  # one bot on the database: its outbox would draw the next request with its own policy
     open_to_channel = start(approvers=["channel"])
     incident, _ = open_incident(open_to_channel, slack, key="channel")
     slack.channels[incident.channel_id or ""].members.add("U0DAVE")
@@ -237,6 +238,7 @@ def test_a_listed_user_group_approves_and_an_empty_list_leaves_only_experts(
     wait_for(lambda: rows(bot)[0].status == "succeeded", what="the group member's approval")
     assert len(real(kubernetes)) == 1
 
+    bot.stop()  # one bot on the database: its outbox would draw the next request with its own policy
     closed = start(approvers=[])
     incident, _ = open_incident(closed, slack, key="closed")
     _, message = request(closed, slack, incident)
@@ -679,3 +681,32 @@ def test_an_unknown_action_in_remediations_risk_is_a_config_error(tmp_path: Path
     assert "oncall-bot config schema" in str(caught.value)
     path.write_text("remediations:\n  risk: {k8s.rollout_undo: medium, alertmanager.silence: high}\n")
     assert load_config_file(path).remediations.risk == {"k8s.rollout_undo": "medium", "alertmanager.silence": "high"}
+
+
+def test_the_approval_message_and_the_step_line_speak_the_channels_language(clock: FakeClock) -> None:
+    from datetime import timedelta
+
+    from commands.approval_blocks import ApprovalView, approval_blocks, approvers_text, deny_modal, step_note
+    from tests.fakes.slack_blocks import validate_blocks, validate_view
+
+    now = clock()
+    row = ApprovalRequest(id=7, token="t0k3n", incident_id=1, step_id=1, action="k8s.scale",
+                          params={"namespace": "prod", "deployment": "api", "replicas": 6}, risk="medium",
+                          requested_by="U0ALICE", requested_at=now, expires_at=now + timedelta(minutes=15))
+    who = approvers_text(row, ["commander", "responders"], [], commander="U0CAROL", channel="C1",
+                         self_approve_low=False, locale="ja")
+    assert who == "コマンダー(<@U0CAROL>), 対応者とオンコール(依頼者 <@U0ALICE> 以外)"
+    blocks = approval_blocks(ApprovalView(row, who, now, "ja"))
+    shown = json.dumps(blocks, ensure_ascii=False)
+    assert "<@U0ALICE> が `k8s.scale` の実行承認を依頼しました · リスク *medium*" in shown
+    assert "承認できる人: コマンダー" in shown and '"text": "承認"' in shown and '"text": "却下"' in shown
+    assert "kubectl -n prod scale deployment/api --replicas=6" in shown  # commands stay as they are
+    assert validate_blocks(blocks) == []
+    assert step_note(row, now, "ja").startswith(":lock: 承認待ち · 依頼者 <@U0ALICE> · 期限 <!date^")
+    assert validate_view(deny_modal(row, "U0BOB", "ja")) == []
+    assert deny_modal(row, "U0BOB", "ja")["title"]["text"] == "対処を却下"
+    row.status, row.decided_by, row.result, row.rollout = "succeeded", "U0BOB", "scaled", "complete"
+    row.rollout_detail = 'deployment "api" successfully rolled out'
+    assert step_note(row, now, "ja") == (':white_check_mark: ロールアウト完了: deployment "api" successfully rolled out'
+                                         " · 承認 <@U0BOB>")
+    assert step_note(row, now).startswith(":white_check_mark: Rolled out: ")  # English by default

@@ -1,0 +1,19 @@
+"""reserved (filled by the change that needs it)
+
+Revision ID: 0014
+Revises: 0013
+"""
+
+
+revision = '0014'
+down_revision = '0013'
+branch_labels = None
+depends_on = None
+
+
+def upgrade() -> None:
+    pass
+
+
+def downgrade() -> None:
+    pass
