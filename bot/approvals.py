@@ -23,6 +23,7 @@ from bot.jobs import (
     JOB_APPROVAL_EXPIRE,
     JOB_APPROVAL_FOLLOW,
     JOB_APPROVAL_POST,
+    JOB_APPROVAL_REDRAW,
     JOB_CARD,
     JOB_RUNBOOK_REFRESH,
     enqueue,
@@ -39,11 +40,17 @@ _SPENT = (ApprovalStatus.PENDING, ApprovalStatus.APPROVED, ApprovalStatus.EXECUT
 _CLOSED = (IncidentStatus.RESOLVED, IncidentStatus.POSTMORTEM)
 # Remediations that start a rollout, followed after their call until it completes or fails.
 FOLLOWED = frozenset({"k8s.rollout_restart", "k8s.rollout_undo", "k8s.scale"})
-ROLLOUT_ENDED = ("complete", "failed", "timed_out")
+ROLLOUT_ENDED = ("complete", "failed", "timed_out", "unknown")  # unknown: could not be followed
 
 
 class ApprovalRefused(Exception):
-    """The request cannot be made; the message says why (shown to the requester)."""
+    """The request cannot be made; the message says why (shown to the requester). `reason` names
+    it for callers that word it themselves (in the asker's language): switched_off, resolved,
+    pending, incident_budget, daily_budget; `limit` is the budget that was reached."""
+
+    def __init__(self, message: str, reason: str = "", limit: int = 0) -> None:
+        super().__init__(message)
+        self.reason, self.limit = reason, limit
 
 
 def is_open(incident: Incident) -> bool:
@@ -51,30 +58,40 @@ def is_open(incident: Incident) -> bool:
 
 
 def request(session: Session, step: RunbookStep, incident: Incident, user: str, now: datetime,
-            config: RemediationPolicy, *, risk: str, params: dict[str, Any]) -> ApprovalRequest:
+            config: RemediationPolicy, *, risk: str, params: dict[str, Any],
+            self_approved: bool = False) -> ApprovalRequest:
     """Record a request to run `step` with `params` (validated by the caller against the
-    runbook's allow-lists) and queue its approval message; ApprovalRefused says why not."""
+    runbook's allow-lists) and queue its approval message; ApprovalRefused says why not.
+    `self_approved`: the caller found that the policy lets the requester approve it (low risk,
+    `self_approve_low`): approved by them at once and run, with no approval message."""
     assert incident.id is not None and step.id is not None and step.action is not None
+    # Requests for one incident, one at a time: two clicks at once must not both pass the checks
+    # below (PostgreSQL's read committed would let them; SQLite serialises writers anyway).
+    session.execute(select(col(Incident.id)).where(col(Incident.id) == incident.id).with_for_update())
+    if self_approved and not (risk == "low" and config.self_approve_low):
+        raise ValueError("only a low-risk request may be approved by its requester, with self_approve_low")
     if not config.enabled:
         raise ApprovalRefused("Remediations are switched off (`remediations.enabled: false` in ONCALL_CONFIG); "
-                              "nothing was requested.")
+                              "nothing was requested.", "switched_off")
     if not is_open(incident):
-        raise ApprovalRefused("This incident is resolved; its remediations can no longer be requested.")
+        raise ApprovalRefused("This incident is resolved; its remediations can no longer be requested.", "resolved")
     pending = session.scalars(select(ApprovalRequest).where(
         col(ApprovalRequest.step_id) == step.id, col(ApprovalRequest.status) == ApprovalStatus.PENDING,
         col(ApprovalRequest.expires_at) > now)).first()
     if pending is not None:
         raise ApprovalRefused(f"<@{pending.requested_by}> already requested this step; approve or deny that "
-                              "request in the step's thread.")
+                              "request in the step's thread.", "pending")
     spent = select(func.count()).select_from(ApprovalRequest).where(col(ApprovalRequest.status).in_(_SPENT))
     used = session.scalar(spent.where(col(ApprovalRequest.incident_id) == incident.id)) or 0
     if used >= config.budget_per_incident:
         raise ApprovalRefused(f"This incident has used its budget of {config.budget_per_incident} remediations "
-                              "(`remediations.budget_per_incident`); nothing was requested.")
+                              "(`remediations.budget_per_incident`); nothing was requested.", "incident_budget",
+                              config.budget_per_incident)
     today = session.scalar(spent.where(col(ApprovalRequest.requested_at) > now - timedelta(days=1))) or 0
     if today >= config.budget_per_day:
         raise ApprovalRefused(f"The budget of {config.budget_per_day} remediations in 24 hours is used "
-                              "(`remediations.budget_per_day`); nothing was requested.")
+                              "(`remediations.budget_per_day`); nothing was requested.", "daily_budget",
+                              config.budget_per_day)
     row = ApprovalRequest(token=new_token(), incident_id=incident.id, step_id=step.id, action=step.action,
                           params=params, risk=risk, requested_by=user, requested_at=now,
                           expires_at=now + timedelta(minutes=config.expiry_minutes))
@@ -84,17 +101,26 @@ def request(session: Session, step: RunbookStep, incident: Incident, user: str, 
                  f"requested approval to run {step.action} ({step.step_id}), risk {risk}", at=now,
                  data={"approval": row.id, "step": step.step_id, "action": step.action, "params": params,
                        "risk": risk})
-    enqueue(session, JOB_APPROVAL_POST, incident.id, now=now, payload={"approval": row.id})
-    enqueue(session, JOB_APPROVAL_EXPIRE, incident.id, now=now, payload={"approval": row.id}, run_at=row.expires_at)
+    if not self_approved:
+        enqueue(session, JOB_APPROVAL_POST, incident.id, now=now, payload={"approval": row.id})
+        enqueue(session, JOB_APPROVAL_EXPIRE, incident.id, now=now, payload={"approval": row.id},
+                run_at=row.expires_at)
     _shown(session, incident.id, now)
     audit.record(session, event="requested", actor=user, at=now, incident_id=incident.id, action=step.action,
                  params=params, data={"approval": row.id, "step": step.step_id, "risk": risk,
                                       "expires_at": row.expires_at.isoformat()})
+    if self_approved:  # recorded as approved by the requester, as if they had clicked Approve
+        won = claim(session, row.id or 0, user, now)
+        assert won.won and won.current is not None
+        return won.current
     return row
 
 
-def _shown(session: Session, incident_id: int, now: datetime) -> None:
-    """The request's state changed: redraw the step's status line and the card."""
+def _shown(session: Session, incident_id: int, now: datetime, approval: int | None = None) -> None:
+    """The request's state changed: redraw its approval message (in the same transaction, so a
+    failed redraw is retried, never lost), the step's status line and the card."""
+    if approval is not None:
+        enqueue(session, JOB_APPROVAL_REDRAW, incident_id, now=now, payload={"approval": approval})
     enqueue(session, JOB_RUNBOOK_REFRESH, incident_id, now=now, coalesce=True)
     enqueue(session, JOB_CARD, incident_id, now=now, coalesce=True)
 
@@ -144,7 +170,7 @@ def claim(session: Session, request_id: int, user: str, now: datetime) -> Claim:
                      f"approved {row.action} requested by {row.requested_by}", at=now,
                      data={"approval": row.id, "action": row.action, "params": row.params})
         enqueue(session, JOB_APPROVAL_EXECUTE, row.incident_id, now=now, payload={"approval": row.id})
-        _shown(session, row.incident_id, now)
+        _shown(session, row.incident_id, now, row.id)
         audit.record(session, event="approved", actor=user, at=now, incident_id=row.incident_id, action=row.action,
                      params=row.params, data={"approval": row.id, "requested_by": row.requested_by,
                                               "risk": row.risk})
@@ -163,7 +189,7 @@ def deny(session: Session, request_id: int, user: str, now: datetime, reason: st
         audit.record(session, event="denied", actor=user, at=now, incident_id=row.incident_id, action=row.action,
                      params=row.params, data={"approval": row.id, "requested_by": row.requested_by,
                                               "reason": reason})
-        _shown(session, row.incident_id, now)
+        _shown(session, row.incident_id, now, row.id)
     return Claim(won, row)
 
 
@@ -185,22 +211,29 @@ def expire(session: Session, request_id: int, now: datetime) -> Claim:
         audit.record(session, event="expired", actor="oncall-bot", at=now, incident_id=row.incident_id,
                      action=row.action, params=row.params, data={"approval": row.id,
                                                                  "requested_by": row.requested_by})
-        _shown(session, row.incident_id, now)
+        _shown(session, row.incident_id, now, row.id)
     return Claim(won, row)
 
 
 def started(session: Session, request: ApprovalRequest, now: datetime, *, run: bool, why: str = "",
-            before: dict[str, Any] | None = None) -> None:
+            before: dict[str, Any] | None = None) -> bool:
     """The execution job is about to run the action (`run`), or will not (`why`): on the record
     before anything happens in the cluster. A run sets the started mark with the cluster's facts
-    `before` it, so a later attempt reconciles instead of running it again."""
+    `before` it, so a later attempt reconciles instead of running it again; False when another
+    attempt set it first (a lapsed lease: two workers), and then this one must not run it."""
     if run:
-        session.execute(update(ApprovalRequest).where(col(ApprovalRequest.id) == request.id)
-                        .values(started_at=now, before=before or {}))
+        result = session.execute(update(ApprovalRequest)
+                                 .where(col(ApprovalRequest.id) == request.id,
+                                        col(ApprovalRequest.status) == ApprovalStatus.EXECUTING,
+                                        col(ApprovalRequest.started_at).is_(None))
+                                 .values(started_at=now, before=before or {}))
+        if not result.rowcount:  # type: ignore[attr-defined]
+            return False
         request.started_at, request.before = now, before or {}
     audit.record(session, event="executed", actor=request.decided_by or "oncall-bot", at=now,
                  incident_id=request.incident_id, action=request.action, params=request.params,
                  data={"approval": request.id, "run": run, **({"why": why} if why else {})})
+    return True
 
 
 def reconciled(session: Session, request_id: int, now: datetime, *, ok: bool, result: str,
@@ -233,7 +266,7 @@ def finish(session: Session, request_id: int, now: datetime, *, ok: bool, result
     if ok and row.action in FOLLOWED:
         row.rollout = "progressing"
         enqueue(session, JOB_APPROVAL_FOLLOW, row.incident_id, now=now, payload={"approval": row.id})
-    _shown(session, row.incident_id, now)
+    _shown(session, row.incident_id, now, row.id)
     return row
 
 
@@ -247,7 +280,7 @@ def progressed(session: Session, request: ApprovalRequest, detail: str, now: dat
                              .values(rollout_detail=detail[:1000]))
     changed = bool(result.rowcount)  # type: ignore[attr-defined]
     if changed:
-        enqueue(session, JOB_RUNBOOK_REFRESH, request.incident_id, now=now, coalesce=True)
+        _shown(session, request.incident_id, now, request.id)  # its message, the step's line, the card
     return changed
 
 
@@ -269,5 +302,5 @@ def rolled_out(session: Session, request_id: int, now: datetime, *, state: str,
                  at=now, data={"approval": row.id, "action": row.action, "rollout": state})
     audit.record(session, event="rollout", actor="oncall-bot", at=now, incident_id=row.incident_id,
                  action=row.action, params=row.params, data={"approval": row.id, "rollout": state, "detail": detail})
-    _shown(session, row.incident_id, now)
+    _shown(session, row.incident_id, now, row.id)
     return row

@@ -13,10 +13,11 @@ from datetime import datetime
 from sqlalchemy import select
 from sqlmodel import Session, col
 
-from bot import silences
+from bot import roles, silences
+from bot.card_memory import PastIncident, past_incidents, recent_remediations
 from bot.config import OncallConfig
 from bot.escalation import PAGE, active_maintenance
-from bot.models import Alert, Incident, Paging, Silence, TimelineEntry, Timer, TimerStatus
+from bot.models import Alert, ApprovalRequest, Incident, Paging, Silence, TimelineEntry, Timer, TimerStatus
 
 __all__ = ["TIMELINE_SHOWN", "CardView", "load_card_view"]
 
@@ -35,6 +36,10 @@ class CardView:
     pagerduty_unconfigured: bool = False  # this severity pages, but no routing key matches
     # Silences approved for it that have neither ended (by `now`) nor been expired, soonest end first.
     silences: list[Silence] = field(default_factory=list)
+    locale: str = "en"  # the card's language (runbooks.locale), for the lines of bot.card_memory
+    past: list[PastIncident] = field(default_factory=list)  # the last resolved incidents like it
+    remediations: list[ApprovalRequest] = field(default_factory=list)  # its newest requests, newest first
+    last_update_at: datetime | None = None  # its newest status update (bot.roles); None: none yet
 
     @property
     def started_at(self) -> datetime:
@@ -60,4 +65,7 @@ def load_card_view(session: Session, incident: Incident, config: OncallConfig, n
         window=active_maintenance(session, config, incident.labels, now),
         pagerduty_unconfigured=pages and config.pagerduty.route(incident.labels)[0] is None,
         silences=silences.shown(session, incident.id or 0, now),
+        locale=config.runbooks.locale, past=past_incidents(session, incident),
+        remediations=recent_remediations(session, incident.id or 0),
+        last_update_at=roles.last_update_at(session, incident.id or 0),
     )

@@ -28,6 +28,7 @@ __all__ = [
     "RemediationPolicy",
     "RunbookPolicy",
     "OncallConfig",
+    "PostmortemPolicy",
     "Settings",
     "Severity",
     "load_settings",
@@ -123,6 +124,25 @@ class ChannelPolicy(_Strict):
         "{namespace}; lowercased, other characters become '-', cut to 80",
     )
     private: bool = Field(False, description="create private channels")
+    private_when: list[dict[str, str]] = Field(
+        default_factory=list, description="incidents whose labels match one of these (label -> full-match regular "
+        "expression, e.g. {alertname: SecurityIncident}) are private, like those declared private: a private "
+        "channel whatever their severity, an announcement without details, `/incident list` hiding their title "
+        "from people outside the channel")
+
+    @field_validator("private_when")
+    @classmethod
+    def _private_matchers(cls, value: list[dict[str, str]]) -> list[dict[str, str]]:
+        for match in value:
+            if not match:
+                raise ValueError("an empty match would make every incident private; name a label "
+                                 "(`{alertname: '.*'}` if that is what you want)")
+            check_regexes(match)
+        return value
+
+    def private_for(self, labels: dict[str, str]) -> bool:
+        """Whether an incident with these labels is private by a `private_when` rule."""
+        return any(labels_match(match, labels) for match in self.private_when)
 
     @field_validator("announce")
     @classmethod
@@ -170,6 +190,10 @@ class IncidentPolicy(_Strict):
     reopen_window_minutes: int = Field(
         30, ge=0, description="a group firing again within this window reopens the same incident"
     )
+    declared_alertname: str = Field(
+        "ManualIncident", min_length=1, max_length=128, pattern=r"^[A-Za-z_][A-Za-z0-9_]*$",
+        description="the alertname label of incidents declared in Slack (`/incident new`, the Declare incident "
+        "shortcut): what runbooks, responders, routes and `private_when` match them by")
 
 
 class RunbookPolicy(_Strict):
@@ -243,6 +267,13 @@ class RemediationPolicy(_Strict):
         return value
 
 
+class PostmortemPolicy(_Strict):
+    """What follows `/incident postmortem`."""
+
+    archive_after_days: int = Field(7, ge=0, le=365, description="archive the incident's channel this many days "
+                                    "after it moved to postmortem; 0: never archive it")
+
+
 class OncallConfig(_Strict):
     """The optional YAML file named by ONCALL_CONFIG."""
 
@@ -254,6 +285,7 @@ class OncallConfig(_Strict):
     pagerduty: PagerDutyConfig = Field(default_factory=PagerDutyConfig)
     runbooks: RunbookPolicy = Field(default_factory=RunbookPolicy)
     remediations: RemediationPolicy = Field(default_factory=RemediationPolicy)
+    postmortem: PostmortemPolicy = Field(default_factory=PostmortemPolicy)
 
     def responders_for(self, labels: dict[str, str]) -> list[str]:
         invite: list[str] = []

@@ -16,7 +16,7 @@ from datetime import datetime
 from sqlalchemy import func, select
 from sqlmodel import Session, col
 
-from bot import escalation, metrics
+from bot import escalation, metrics, postmortem_ops
 from bot.config import SEVERITIES, OncallConfig
 from bot.jobs import JOB_CARD, JOB_OPEN, enqueue
 from bot.lifecycle import TRANSITIONS, InvalidTransition, add_timeline, can_become, transition
@@ -166,5 +166,7 @@ def set_state(session: Session, incident: Incident, to: IncidentStatus, actor: s
         escalation.resolve(session, incident, actor, now, "slack")
     elif to == S.DETECTED and IncidentStatus(incident.status) == S.RESOLVED:
         reopen(session, incident, actor, now, config)
+    elif to == S.POSTMORTEM:
+        postmortem_ops.enter(session, incident, actor, now, config)  # its channel's archive queued too
     else:
         transition(session, incident, to, actor=actor, now=now)

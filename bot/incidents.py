@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Literal
+from typing import Any, Literal
 
 from sqlalchemy import select
 from sqlalchemy.dialects.postgresql import insert as pg_insert
@@ -23,7 +23,7 @@ from bot.lifecycle import add_timeline, transition
 from bot.models import Alert, AlertGroup, Incident, IncidentStatus
 from integrations.alertmanager import WebhookAlert, WebhookMessage
 
-__all__ = ["ALERTMANAGER", "IngestResult", "ingest"]
+__all__ = ["ALERTMANAGER", "IngestResult", "ingest", "lock_group", "open_incident"]
 
 ALERTMANAGER = "alertmanager"
 
@@ -41,7 +41,7 @@ class IngestResult:
 
 def ingest(db_session: Session, config: OncallConfig, message: WebhookMessage, *, now: datetime) -> IngestResult:
     """Apply one Alertmanager notification. Call inside a transaction (Database.session())."""
-    group = _lock_group(db_session, message.receiver, message.group_key, now)
+    group = lock_group(db_session, message.receiver, message.group_key, now)
     incident = _current_incident(db_session, group, config, now)
     if incident is None:
         if not any(a.status == "firing" for a in message.alerts):
@@ -58,7 +58,7 @@ def ingest(db_session: Session, config: OncallConfig, message: WebhookMessage, *
     return IngestResult(incident.id, outcome)
 
 
-def _lock_group(session: Session, receiver: str, group_key: str, now: datetime) -> AlertGroup:
+def lock_group(session: Session, receiver: str, group_key: str, now: datetime) -> AlertGroup:
     # Insert-if-absent then lock: concurrent and HA-duplicate deliveries of one group
     # all land on this single row (unique constraint) and take turns (row lock).
     dialect = session.get_bind().dialect.name
@@ -110,13 +110,22 @@ def _open_incident(
         created_at=now,
         updated_at=now,
     )
+    return open_incident(session, group, incident, config, now, actor=ALERTMANAGER, text=_opened_text(message),
+                         data={"receiver": message.receiver, "group_key": message.group_key},
+                         job_payload={"webhook_at": now.isoformat()})
+
+
+def open_incident(session: Session, group: AlertGroup, incident: Incident, config: OncallConfig, now: datetime, *,
+                  actor: str, text: str, data: dict[str, Any], job_payload: dict[str, Any] | None = None) -> Incident:
+    """What opening an incident is, however it came (an alert group, or a person: bot.declare):
+    the row as the group's current episode, its first timeline entry, the Slack work (channel,
+    responders, card, announcement, then the runbook) and the escalation timers."""
+    incident.private = incident.private or config.channels.private_for(incident.labels)
     session.add(incident)
     session.flush()  # the unique (group, episode) constraint is checked here
     group.current_incident_id = incident.id
-    add_timeline(session, incident, ALERTMANAGER, "created",
-                 _opened_text(message), at=now,
-                 data={"receiver": message.receiver, "group_key": message.group_key})
-    enqueue(session, JOB_OPEN, incident.id, now=now, payload={"webhook_at": now.isoformat()})
+    add_timeline(session, incident, actor, "created", text, at=now, data=data)
+    enqueue(session, JOB_OPEN, incident.id, now=now, payload=job_payload)
     enqueue(session, JOB_RUNBOOK_POST, incident.id, now=now)  # same lane: posted once the channel exists
     escalation.on_incident_opened(session, incident, config, now)  # ack deadline, page and reminder timers
     metrics.INCIDENTS.labels(event="created").inc()

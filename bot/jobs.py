@@ -20,11 +20,13 @@ from bot.models import Job
 
 __all__ = [
     "JOB_ANNOUNCE", "JOB_APPROVAL_EXECUTE", "JOB_APPROVAL_EXPIRE", "JOB_APPROVAL_FOLLOW", "JOB_APPROVAL_POST",
-    "JOB_CARD", "JOB_NOTIFY",
+    "JOB_APPROVAL_REDRAW",
+    "JOB_CARD", "JOB_HOME", "JOB_NOTIFY",
     "JOB_OPEN",
-    "JOB_PD_ESCALATE", "JOB_PD_EVENT", "JOB_PD_INVITE",
+    "JOB_PD_ESCALATE", "JOB_PD_EVENT", "JOB_PD_INVITE", "JOB_POSTMORTEM_ARCHIVE", "JOB_POSTMORTEM_POST",
     "JOB_RUNBOOK_POST", "JOB_RUNBOOK_REFRESH", "JOB_SILENCE_ENDED", "JOB_SILENCE_EXPIRE", "JOB_STEP_REPLY",
     "JOB_STEP_RUN", "enqueue", "lane_of",
+    "JOB_ROLE_INVITE", "JOB_STATUS_UPDATE", "JOB_STATUS_UPDATE_ANNOUNCE", "JOB_TIMELINE_CAPTURE",
 ]
 
 JOB_OPEN = "slack.open_incident"            # the incident's channel (if it gets one), responders, card
@@ -42,13 +44,22 @@ JOB_APPROVAL_POST = "approval.post"         # dry-run a requested remediation, p
 JOB_APPROVAL_EXECUTE = "approval.execute"   # run an approved remediation (once), report in its thread
 JOB_APPROVAL_EXPIRE = "approval.expire"     # at a request's expiry: expire it if still pending, redraw
 JOB_APPROVAL_FOLLOW = "approval.follow"     # follow an executed remediation's rollout to its end
+JOB_APPROVAL_REDRAW = "approval.redraw"     # redraw an approval message after its request changed
 JOB_SILENCE_EXPIRE = "silence.expire"       # the card's Expire click: end the silence in Alertmanager
 JOB_SILENCE_ENDED = "silence.ended"         # at a silence's end: redraw the card without it
+JOB_HOME = "slack.publish_home"             # a person opened the app's Home tab: publish it for them
+JOB_POSTMORTEM_POST = "postmortem.post"     # upload one stored post-mortem version to the incident's channel
+JOB_POSTMORTEM_ARCHIVE = "postmortem.archive"  # postmortem.archive_after_days later: archive the channel
+JOB_ROLE_INVITE = "roles.invite"           # someone given a role (`/incident assign`) joins the channel
+JOB_STATUS_UPDATE = "status_update.post"   # a status update in the incident's channel (or card thread)
+JOB_STATUS_UPDATE_ANNOUNCE = "status_update.announce"  # the same in the announcement's thread
+JOB_TIMELINE_CAPTURE = "timeline.capture"  # a pinned / :pushpin: message: its text and permalink on the timeline
 
 LaneName = Literal["slack", "pagerduty"]
 _LANES: dict[str, LaneName | None] = {
     JOB_OPEN: "slack", JOB_CARD: "slack", JOB_NOTIFY: "slack", JOB_RUNBOOK_POST: "slack",
-    JOB_RUNBOOK_REFRESH: "slack", JOB_APPROVAL_POST: "slack",
+    JOB_RUNBOOK_REFRESH: "slack", JOB_APPROVAL_POST: "slack", JOB_POSTMORTEM_POST: "slack",
+    JOB_ROLE_INVITE: "slack", JOB_STATUS_UPDATE: "slack",
     JOB_PD_EVENT: "pagerduty", JOB_PD_ESCALATE: "pagerduty",
     # No lane: an unusable announce channel holds up nothing; a slow diagnostic holds up no
     # card; inviting the on-call needs both PagerDuty and Slack, so an outage of either
@@ -61,12 +72,22 @@ _LANES: dict[str, LaneName | None] = {
     JOB_APPROVAL_EXPIRE: None,
     # Polls the cluster for minutes: in a lane it would hold up every later job of that lane.
     JOB_APPROVAL_FOLLOW: None,
+    # After the message's post (same lane, in order): a redraw queued before it is posted waits.
+    JOB_APPROVAL_REDRAW: "slack",
     # Calls Alertmanager, not Slack: in the Slack lane an Alertmanager outage (retried) would stall
     # the incident's card and notices, and a queued card update would delay the expiry. Its card
     # redraw is a slack.update_card of the lane, queued once Alertmanager has answered.
     JOB_SILENCE_EXPIRE: None,
     # Due only at the silence's end: pending in a lane, it would hold up every later job of it.
     JOB_SILENCE_ENDED: None,
+    # About no incident (Job.incident_id is None): what one person sees on the Home tab.
+    JOB_HOME: None,
+    # Due days later (postmortem.archive_after_days): in a lane it would hold up all of it until then.
+    JOB_POSTMORTEM_ARCHIVE: None,
+    # In the announce channel, like the announcement: its trouble holds up nothing of the incident's.
+    JOB_STATUS_UPDATE_ANNOUNCE: None,
+    # Only reads Slack and writes the timeline: a message deleted meanwhile fails it, holding up nothing.
+    JOB_TIMELINE_CAPTURE: None,
 }
 
 

@@ -13,9 +13,10 @@ from sqlmodel import Field, SQLModel
 
 __all__ = [
     "Alert", "AlertGroup", "ApprovalRequest", "ApprovalStatus", "Incident", "IncidentStatus", "Job", "JobStatus",
-    "MaintenanceWindow", "Silence",
+    "MaintenanceWindow", "Postmortem", "Silence",
     "PagerDutyWebhookEvent", "Paging", "RunbookStep", "SlackDelivery", "TimelineEntry", "Timer", "TimerStatus",
     "AuditEntry", "UTCDateTime", "new_token", "utcnow",
+    "CapturedMessage",
 ]
 
 
@@ -85,6 +86,8 @@ class Incident(SQLModel, table=True):
     __table_args__ = (
         # One incident per episode of a group, enforced by the database.
         UniqueConstraint("group_id", "episode", name="uq_incident_group_episode"),
+        # The card's "past incidents" read (bot.card_memory), on every card redraw.
+        Index("ix_incident_memory", "alertname", "service", "resolved_at"),
     )
 
     id: int | None = Field(default=None, primary_key=True)
@@ -102,6 +105,11 @@ class Incident(SQLModel, table=True):
     external_url: str = Field(default="", sa_type=Text)
     truncated_alerts: int = 0
     commander: str | None = Field(default=None, max_length=64)
+    # The other two roles `/incident assign` gives (commands.roles), beside the commander: columns
+    # like it rather than a JSON map, so the three are read, shown and authorised alike (bot.policy)
+    # and the set of roles is fixed by the schema, not by whatever a map happens to hold.
+    scribe: str | None = Field(default=None, max_length=64)
+    comms: str | None = Field(default=None, max_length=64)
     created_at: datetime = _ts(default_factory=utcnow)
     updated_at: datetime = _ts(default_factory=utcnow)
     resolved_at: datetime | None = _ts(default=None)
@@ -122,6 +130,10 @@ class Incident(SQLModel, table=True):
     # Slack users called in without a channel to join (an incident in the card's thread): the
     # configured responders and whoever PagerDuty had on call. They may act on it (bot.policy).
     responders: list[str] = _json(list)
+    # Where it came from: "alertmanager", or "slack" (declared by a person: bot.declare). Private
+    # (declared so, or by `channels.private_when`): a private channel, an announcement without details.
+    source: str = Field(default="alertmanager", max_length=32)
+    private: bool = False
 
     @property
     def is_open(self) -> bool:
@@ -401,3 +413,46 @@ class Silence(SQLModel, table=True):
     expire_requested_at: datetime | None = _ts(default=None)
     expired_at: datetime | None = _ts(default=None)
     expired_by: str | None = Field(default=None, max_length=64)
+
+
+# -- post-mortems ------------------------------------------------------------------------------
+
+class Postmortem(SQLModel, table=True):
+    """One generation of an incident's post-mortem (bot.postmortem_ops): `/incident postmortem`
+    stores version 1, each later run the next version, never overwriting one. The post job
+    uploads `markdown` to the incident's channel once (`posted_at`, Slack's `file_id`)."""
+
+    __tablename__ = "postmortem"
+    __table_args__ = (UniqueConstraint("incident_id", "version", name="uq_postmortem_version"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    incident_id: int = Field(foreign_key="incident.id", index=True)
+    version: int
+    markdown: str = Field(sa_type=Text)
+    language: str = Field(default="en", max_length=8)  # the asker's: en | ja
+    generated_at: datetime = _ts()
+    generated_by: str = Field(max_length=128)  # a Slack user id
+    posted_at: datetime | None = _ts(default=None)
+    file_id: str | None = Field(default=None, max_length=64)
+
+
+# -- timeline capture --------------------------------------------------------------------------
+
+class CapturedMessage(SQLModel, table=True):
+    """A message of an incident's channel that someone marked for the timeline (a :pushpin:
+    reaction or a pin: bot.timeline_capture). Unique on the message (channel, ts), so pinning and
+    pushpinning it, or Slack redelivering either event, records it once; `entry_id` is the
+    timeline entry once its text and permalink were fetched."""
+
+    __tablename__ = "captured_message"
+    __table_args__ = (UniqueConstraint("channel", "ts", name="uq_captured_message"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    incident_id: int = Field(foreign_key="incident.id", index=True)
+    channel: str = Field(max_length=32)
+    ts: str = Field(max_length=32)
+    thread_ts: str | None = Field(default=None, max_length=32)  # when the event said (a pin does)
+    via: str = Field(max_length=16)  # pushpin | pin
+    marked_by: str = Field(max_length=64)  # who reacted or pinned (a Slack user id)
+    marked_at: datetime = _ts()
+    entry_id: int | None = Field(default=None, foreign_key="timeline_entry.id")

@@ -14,7 +14,7 @@ import asyncio
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from pydantic import ValidationError
@@ -24,13 +24,15 @@ from bot.db import Database
 from bot.jobs import JOB_CARD, JOB_PD_ESCALATE, JOB_PD_EVENT, enqueue
 from bot.models import Incident, Job, Paging
 from bot.outbox import PermanentError, RetryLater
-from integrations.pagerduty import PagerDutyError, PagerDutyEvent, PagerDutyEvents, PagerDutyRest
+from integrations.pagerduty import OnCallUser, PagerDutyError, PagerDutyEvent, PagerDutyEvents, PagerDutyRest
 
-__all__ = ["OnCall", "PagingService", "effective_config", "pagerduty_clients"]
+__all__ = ["LOOKAHEAD", "LevelRota", "OnCall", "PagingService", "Rota", "Shift", "effective_config",
+           "now_and_next", "pagerduty_clients"]
 
 log = logging.getLogger(__name__)
 
 NOT_FOUND_RETRY = 5.0  # seconds: PagerDuty opens the incident for a trigger shortly after the 202
+LOOKAHEAD = timedelta(days=30)  # how far ahead `/oncall` looks for who is on call next
 ALREADY_RESOLVED = 1001  # REST error code: the incident is resolved there, nothing to escalate
 BOT = "oncall-bot"
 PD_SEVERITY = {"P1": "critical", "P2": "error", "P3": "warning", "P4": "info"}
@@ -62,6 +64,65 @@ class OnCall:
     people: list[tuple[str, str | None]] = field(default_factory=list)
     not_on_call: list[str] = field(default_factory=list)
     missing: str | None = None
+
+
+@dataclass(frozen=True)
+class Shift:
+    """One person on call at a level, from `start` to `end` (None: always, a direct target)."""
+
+    name: str
+    email: str | None
+    start: datetime | None
+    end: datetime | None
+
+
+@dataclass(frozen=True)
+class LevelRota:
+    """Who is on call at one level now, and who takes over next (nobody known: empty)."""
+
+    level: int
+    now: list[Shift] = field(default_factory=list)
+    next: list[Shift] = field(default_factory=list)
+
+    @property
+    def always(self) -> bool:
+        """Everyone on call now is so for good (the policy targets them directly): no next."""
+        return bool(self.now) and all(s.end is None for s in self.now)
+
+
+@dataclass(frozen=True)
+class Rota:
+    """Who PagerDuty has on call for a policy, per level, as of `at` (looking LOOKAHEAD ahead), or
+    what kept the bot from asking (`missing`)."""
+
+    at: datetime
+    levels: dict[int, LevelRota] = field(default_factory=dict)
+    missing: str | None = None
+
+
+def now_and_next(shifts: list[OnCallUser], at: datetime) -> dict[int, LevelRota]:
+    """Per level: who is on call at `at` (their period covers it) and who is next: those whose
+    shift starts when the first current one ends (the handover), else, when nobody hands over
+    (nobody on call now, or a gap), the earliest shift starting after `at`."""
+    levels: dict[int, LevelRota] = {}
+    for level in sorted({s.escalation_level for s in shifts}):
+        mine = [s for s in shifts if s.escalation_level == level]
+        now = [s for s in mine if (s.start is None or s.start <= at) and (s.end is None or s.end > at)]
+        later = [s for s in mine if s.start is not None and s.start > at]
+        ends = [s.end for s in now if s.end is not None]
+        handover = min(ends) if ends else None
+        upcoming = [s for s in later if s.start == handover]
+        # no exact handover (a gap, or nobody on call now): the first to start; those on call for
+        # good (no end) hand over to nobody
+        if not upcoming and later and (handover is not None or not now):
+            first = min(s.start for s in later if s.start is not None)
+            upcoming = [s for s in later if s.start == first]
+        levels[level] = LevelRota(level, [_shift(s) for s in now], [_shift(s) for s in upcoming])
+    return levels
+
+
+def _shift(user: OnCallUser) -> Shift:
+    return Shift(name=user.name, email=user.email or None, start=user.start, end=user.end)
 
 
 def trigger_event(incident: Incident, paging: Paging) -> PagerDutyEvent:
@@ -170,6 +231,16 @@ class PagingService:
         self.on_commit()
 
     # -- who is on call ----------------------------------------------------------------------
+
+    async def rota(self, policy: str | None) -> Rota:
+        """Who is on call now and next at every level of `policy`, in one PagerDuty request (the
+        shifts from now to LOOKAHEAD ahead). Raises PagerDutyError when PagerDuty cannot say."""
+        at = self.clock()
+        if self.rest is None or not policy:
+            return Rota(at, missing="PAGERDUTY_API_TOKEN is not set" if self.rest is None
+                        else "no escalation policy is configured")
+        shifts = await asyncio.to_thread(self.rest.oncall_shifts, [policy], since=at, until=at + LOOKAHEAD)
+        return Rota(at, now_and_next([s for s in shifts if s.escalation_policy_id in (None, policy)], at))
 
     async def on_call(self, payload: dict[str, Any]) -> OnCall:
         """Who to invite for a page (`pagerduty_level` of `policy`) or a PagerDuty reassignment

@@ -25,9 +25,9 @@ from pydantic import AfterValidator, Field
 
 __all__ = [
     "Comment", "DnsLabel", "DnsSubdomain", "LabelSelector", "ObjectKind", "PromQL", "QueryRange", "QueryStep",
-    "SilenceDuration", "SilenceMatchers", "TemplateTarget", "check_node_pattern", "check_url", "is_selector_word",
-    "normalize_url", "parse_duration", "parse_label_selector", "parse_silence_matchers", "short_repr",
-    "url_allowed",
+    "SilenceDuration", "SilenceMatcher", "SilenceMatchers", "TemplateTarget", "check_node_pattern", "check_url",
+    "is_selector_word", "normalize_url", "parse_duration", "parse_label_selector", "parse_silence_matchers",
+    "short_repr", "url_allowed",
 ]
 
 

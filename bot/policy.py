@@ -2,11 +2,11 @@
 
 Every button and command that acts on an incident passes through `Policy.decide` (applied
 by commands.middleware before any listener runs), so a rule is written once. The default:
-the people in the incident's channel, plus whoever acknowledged it or commands it. An
-incident without a channel of its own (its card and runbook in a thread of the announce
-channel, which everyone may read) is steered only by its responders: the configured ones and
-whoever PagerDuty had on call (`Incident.responders`), its commander and whoever acknowledged
-it. Approvals (remediations) extend this with their own acts.
+the people in the incident's channel, plus whoever acknowledged it or holds one of its roles
+(commander, scribe, comms). An incident without a channel of its own (its card and runbook in a
+thread of the announce channel, which everyone may read) is steered only by its responders: the
+configured ones and whoever PagerDuty had on call (`Incident.responders`), the holders of its
+roles and whoever acknowledged it. Approvals (remediations) extend this with their own acts.
 """
 
 from __future__ import annotations
@@ -29,9 +29,13 @@ class Act(str, Enum):
     ADD_NOTE = "add to its timeline"
     REOPEN = "reopen it"
     EXPIRE_SILENCE = "expire its silences"
+    SILENCE = "silence its alerts"  # `/silence`, the card's silence menu (commands.silence_command)
     RUN_DIAGNOSTIC = "run its runbook steps"
     REQUEST_REMEDIATION = "request its remediations"
     APPROVE_REMEDIATION = "approve its remediations"
+    SEE_PRIVATE = "see what it is about"  # a private incident's title (bot.declare): its people only
+    ASSIGN_ROLE = "assign its roles"  # `/incident assign` (commands.roles)
+    POST_UPDATE = "post its status updates"  # `/incident update` (commands.roles)
 
 
 @dataclass(frozen=True)
@@ -52,7 +56,7 @@ class Decision:
 
 class Policy:
     def decide(self, act: Act, requester: Requester, incident: Incident) -> Decision:
-        if requester.user in (incident.commander, incident.acknowledged_by):
+        if requester.user in (incident.commander, incident.acknowledged_by, incident.scribe, incident.comms):
             return Decision(True)
         if incident.channel_id is None:  # a thread incident: the announce channel's members are everyone
             return Decision(requester.user in incident.responders, "" if requester.user in incident.responders

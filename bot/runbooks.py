@@ -61,13 +61,14 @@ class PreparedStep:
         return self.action is not None and self.error is None
 
 
-def param_context(runbook: Runbook, allowed_namespaces: Iterable[str] = (),
+def param_context(runbook: Runbook | None, allowed_namespaces: Iterable[str] = (),
                   allowed_urls: Iterable[str] = (), allowed_nodes: Iterable[str] = ()) -> ParamContext:
     """The allow-lists are the runbook's plus the configuration's; nodes come from the
-    configuration only (a runbook cannot widen what cordon/uncordon may touch)."""
-    return ParamContext(namespaces=frozenset(runbook.namespaces) | frozenset(allowed_namespaces),
-                        urls=(*runbook.urls, *allowed_urls), nodes=tuple(allowed_nodes),
-                        scale=(runbook.scale.min, runbook.scale.max) if runbook.scale else None)
+    configuration only (a runbook cannot widen what cordon/uncordon may touch). No runbook (a
+    command's step, bot.steps.add_command_step): the configuration's alone."""
+    return ParamContext(namespaces=frozenset(runbook.namespaces if runbook else ()) | frozenset(allowed_namespaces),
+                        urls=(*(runbook.urls if runbook else ()), *allowed_urls), nodes=tuple(allowed_nodes),
+                        scale=(runbook.scale.min, runbook.scale.max) if runbook and runbook.scale else None)
 
 
 def _without_empty_optionals(spec: ActionSpec, rendered: dict[str, Any]) -> dict[str, Any]:

@@ -25,9 +25,31 @@ from bot.runbook_format import Runbook
 from bot.runbooks import PreparedStep, RunbookSet, prepare_steps
 
 __all__ = [
-    "RunbookPlan", "find_step",
+    "RunbookPlan", "add_command_step", "find_step", "is_command_step",
     "plan_runbook", "record_run", "request_run", "steps_for", "store_steps",
 ]
+
+# A step a slash command asks for (`/silence`, or the card's silence menu), not a runbook's: its
+# runbook id is the command (a runbook's id is a slug, never "/..."). It gives the approval
+# request (bot.approvals) the step row it belongs to, and is never part of the incident's runbook.
+_COMMAND = "/"
+
+
+def is_command_step(step: RunbookStep) -> bool:
+    return step.runbook_id.startswith(_COMMAND)
+
+
+def add_command_step(session: Session, incident: Incident, command: str, action: str, params: dict[str, object],
+                     *, channel: str | None) -> RunbookStep:
+    """The step row of one command's request. `channel`: where its approval message and result
+    go, top level (None: the card's thread, for an incident without a channel of its own)."""
+    assert incident.id is not None and command.startswith(_COMMAND)
+    row = RunbookStep(token=secrets.token_urlsafe(16), incident_id=incident.id, runbook_id=command, step_index=0,
+                      step_id=command.removeprefix(_COMMAND), action=action, kind="remediation", params=params,
+                      message_channel=channel)
+    session.add(row)
+    session.flush()
+    return row
 
 
 @dataclass(frozen=True)
@@ -65,7 +87,8 @@ def plan_runbook(session: Session, incident: Incident, runbooks: RunbookSet, pol
 def _stored_runbook_id(session: Session, incident: Incident) -> str:
     """Once posted, an incident keeps its runbook even if a better match is added later."""
     row = session.scalars(select(col(RunbookStep.runbook_id))
-                          .where(col(RunbookStep.incident_id) == incident.id)).first()
+                          .where(col(RunbookStep.incident_id) == incident.id,
+                                 col(RunbookStep.runbook_id).not_like(f"{_COMMAND}%"))).first()
     return row or ""
 
 
@@ -88,15 +111,19 @@ def store_steps(session: Session, incident: Incident, plan: RunbookPlan) -> list
 
 
 def steps_for(session: Session, incident_id: int) -> list[RunbookStep]:
-    query = (select(RunbookStep).where(col(RunbookStep.incident_id) == incident_id)
+    """The steps of the incident's runbook (a command's steps are not among them)."""
+    query = (select(RunbookStep).where(col(RunbookStep.incident_id) == incident_id,
+                                       col(RunbookStep.runbook_id).not_like(f"{_COMMAND}%"))
              .order_by(col(RunbookStep.step_index)))
     return list(session.scalars(query))
 
 
 def find_step(session: Session, token: str) -> RunbookStep | None:
+    """The runbook step a button's token names (a command's step has no button)."""
     if not token or len(token) > 32:
         return None
-    return session.scalars(select(RunbookStep).where(col(RunbookStep.token) == token)).first()
+    return session.scalars(select(RunbookStep).where(col(RunbookStep.token) == token,
+                                                     col(RunbookStep.runbook_id).not_like(f"{_COMMAND}%"))).first()
 
 
 def request_run(session: Session, step: RunbookStep, user: str, now: datetime, *, locale: str | None) -> None:

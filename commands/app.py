@@ -36,16 +36,21 @@ from bot.timers import TimerRunner
 from commands.alertmanager import WebhookEndpoint
 from commands.approvals import Approvals
 from commands.card_buttons import card_buttons
+from commands.declare import DeclareFlow
 from commands.feature import Feature, Loop
 from commands.health import SlackSetupCheck, health_routes
+from commands.home import AppHome
 from commands.incident_command import IncidentCommand
 from commands.middleware import act_once, log_request
 from commands.pagerduty_webhook import PagerDutyWebhook
+from commands.postmortem import PostmortemJobs
 from commands.runbook_flow import RunbookFlow
+from commands.silence_command import SilenceCommand
 from commands.silences import Silences
 from commands.slack_events import SlackEvents
 from commands.slack_sync import SlackSync
 from commands.slash import OnCallCommand, mention_feature
+from commands.timeline_capture import TimelineCapture
 from integrations.slack import SlackClient, make_web_client
 
 if TYPE_CHECKING:
@@ -89,6 +94,8 @@ def build(settings: Settings, *, clock: Callable[[], datetime] = utcnow, migrate
     pagerduty = PagerDutyWebhook(settings, db, config, on_commit=kick, clock=clock)
     runbooks, actions = _runbooks(settings), action_clients(settings)
     approvals = Approvals(db, slack, config, runbooks, actions, clock=clock, on_commit=kick)
+    declare = DeclareFlow(db, config, slack, clock=clock, on_commit=kick)
+    oncall = OnCallCommand(db, config, slack, paging)
     features = (
         SlackSync(db, config, slack, paging, clock=clock).feature(),
         Feature(handlers=paging.handlers, on_close=[paging.close]),
@@ -97,9 +104,15 @@ def build(settings: Settings, *, clock: Callable[[], datetime] = utcnow, migrate
                     clock=clock, on_commit=kick, approvals=approvals).feature(),
         approvals.feature(),
         Silences(db, slack, policy, actions.alertmanager, clock=clock, on_commit=kick).feature(),
-        IncidentCommand(db, config, slack, policy, clock=clock, on_commit=kick).feature(),
-        OnCallCommand(db, config, slack, paging).feature(),
+        declare.feature(),
+        IncidentCommand(db, config, slack, policy, clock=clock, on_commit=kick, new=declare.from_command).feature(),
+        PostmortemJobs(db, config, slack, clock=clock).feature(),
+        oncall.feature(),
+        SilenceCommand(db, config, slack, policy, approvals, actions.alertmanager,
+                       clock=clock, on_commit=kick).feature(),
+        AppHome(db, config, slack, policy, oncall, clock=clock, on_commit=kick).feature(),
         mention_feature(),
+        TimelineCapture(db, slack, config.channels.announce, clock=clock, on_commit=kick).feature(),
         Feature(routes=[Route("/alertmanager", alertmanager.handle, methods=["POST"]),
                         Route("/pagerduty", pagerduty.handle, methods=["POST"])],
                 loops=[Loop(timers.run, timers.stop)]),
@@ -135,6 +148,8 @@ def _bolt(settings: Settings, web: AsyncWebClient, features: Sequence[Feature], 
             bolt.event(event)(listener)
         for callback_id, listener in feature.views.items():
             bolt.view(callback_id)(listener)
+        for callback_id, listener in feature.shortcuts.items():
+            bolt.shortcut(callback_id)(listener)
     return bolt
 
 

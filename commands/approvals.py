@@ -28,13 +28,19 @@ from typing import Any
 from slack_bolt.response import BoltResponse
 from sqlmodel import Session
 
-from bot import approvals, reconcile
+from bot import approvals, reconcile, steps
 from bot.action_params import ParamError
 from bot.action_runner import run_action, validate_params
 from bot.actions import ActionContext, ActionError, get_action, risk_of
 from bot.config import APPROVER_KINDS, OncallConfig, RemediationPolicy
 from bot.db import Database
-from bot.jobs import JOB_APPROVAL_EXECUTE, JOB_APPROVAL_EXPIRE, JOB_APPROVAL_FOLLOW, JOB_APPROVAL_POST
+from bot.jobs import (
+    JOB_APPROVAL_EXECUTE,
+    JOB_APPROVAL_EXPIRE,
+    JOB_APPROVAL_FOLLOW,
+    JOB_APPROVAL_POST,
+    JOB_APPROVAL_REDRAW,
+)
 from bot.models import ApprovalRequest, ApprovalStatus, Incident, Job, RunbookStep
 from bot.outbox import PermanentError, RetryLater
 from bot.policy import Decision, may_approve
@@ -53,7 +59,7 @@ from commands.blockkit import LIMITS, clip, escape, section, trusted_mrkdwn
 from commands.feature import Action, Feature, Middleware
 from commands.ids import APPROVAL_APPROVE, APPROVAL_DENY, APPROVAL_DENY_REASON
 from commands.middleware import tell, who_asks
-from commands.silences import comment_reference, record_created
+from commands.silences import comment_reference, reconcile_silence, record_created
 from commands.slack_sync import message_tag, post_once, step_thread, waiting_for_setup
 from commands.slack_time import slack_time
 from integrations.errors import IntegrationError
@@ -64,7 +70,7 @@ __all__ = ["Approvals"]
 log = logging.getLogger(__name__)
 
 FOLLOW_POLL_SECONDS = 2.0     # how often a rollout is looked at (kubectl watches; one GET per look here)
-FOLLOW_GRACE_SECONDS = 60.0   # past spec.progressDeadlineSeconds, for a controller slow to say so
+FOLLOW_CAP = 6               # a rollout is followed for at most this many progressDeadlineSeconds
 
 Loaded = tuple[ApprovalRequest, RunbookStep, Incident]
 
@@ -81,7 +87,8 @@ class Approvals:
 
     def feature(self) -> Feature:
         handlers = waiting_for_setup({JOB_APPROVAL_POST: self.post, JOB_APPROVAL_EXECUTE: self.execute,
-                                      JOB_APPROVAL_EXPIRE: self.expire, JOB_APPROVAL_FOLLOW: self.follow},
+                                      JOB_APPROVAL_EXPIRE: self.expire, JOB_APPROVAL_FOLLOW: self.follow,
+                                      JOB_APPROVAL_REDRAW: self.redraw},
                                      self.announce)
         load = (approval_of_button(self.db),)
         return Feature(handlers=handlers, actions=[Action(APPROVAL_APPROVE, self.on_approve, load),
@@ -144,13 +151,16 @@ class Approvals:
         user, row, incident = body["user"]["id"], context["approval"], context["incident"]
         now = self.clock()
         refused = _decided(row) or await self._expired(row, now)
+        if refused is None and not self.policy.enabled:
+            refused = "Remediations are switched off (`remediations.enabled: false` in ONCALL_CONFIG); nothing runs."
         if refused is None and not approvals.is_open(incident):
             refused = "This incident is resolved; its remediations no longer run."
         if refused is None:
             decision = await self._may_approve(row, user, incident)
             refused = None if decision.allowed else self._why(decision, row, incident)
         if refused is None:
-            claim = await asyncio.to_thread(self._decide, approvals.claim, row.id, user, now)
+            # The clock read now: the policy's Slack lookups above take time, and expiry is exact.
+            claim = await asyncio.to_thread(self._decide, approvals.claim, row.id, user, self.clock())
             if claim.won:
                 log.info("approval approved", extra={"incident": incident.id, "approval": row.id, "user": user})
                 self.kick()
@@ -204,7 +214,7 @@ class Approvals:
         claim = await asyncio.to_thread(self._decide, approvals.deny, row.id, user, self.clock(), reason)
         if claim.won and claim.current is not None:
             log.info("approval denied", extra={"incident": incident.id, "approval": row.id, "user": user})
-            await self._redraw(claim.current, incident)
+            self.kick()  # its message is redrawn by the approval.redraw job the decision queued
             return None
         return (_decided(claim.current) if claim.current else None) or "This request can no longer be denied."
 
@@ -212,10 +222,8 @@ class Approvals:
         """The refusal for a request past its time, marking it expired (and its message) first."""
         if row.status != ApprovalStatus.PENDING or row.expires_at > now:
             return None
-        claim = await asyncio.to_thread(self._decide, approvals.expire, row.id, now)
-        if claim.current is not None:
-            incident = await asyncio.to_thread(self._incident, claim.current.incident_id)
-            await self._redraw(claim.current, incident)
+        await asyncio.to_thread(self._decide, approvals.expire, row.id, now)
+        self.kick()  # the expiry queued its message's redraw
         return (f"This request expired at {slack_time(row.expires_at, now)}; request it again from the runbook "
                 "if it is still needed.")
 
@@ -229,8 +237,7 @@ class Approvals:
             row = claim.current
         elif row.status != ApprovalStatus.EXPIRED or job.attempts == 1:
             return  # decided before its time, or expired by a click that redrew it
-        # ours (this attempt or an earlier one that failed before finishing)
-        await self._redraw(row, incident)
+        # ours (this attempt or an earlier one that failed before finishing); the expiry queued the redraw
         channel, thread = step_thread(step, incident)
         text = (f":hourglass: The request by <@{row.requested_by}> to run `{escape(row.action)}` expired "
                 f"unapproved; request it again from the runbook if it is still needed.")
@@ -259,6 +266,11 @@ class Approvals:
         who = [words.get(kind, mention(kind)) for kind in self.policy.approvers]
         who += [mention(expert) for expert in self.policy.experts]
         return ", ".join(who) or "the experts (none configured)"
+
+    async def may_approve(self, row: ApprovalRequest, user: str, incident: Incident) -> Decision:
+        """Whether `user` may approve `row` by the policy: asked at a click, and by a command
+        before it makes a request (commands.silence_command: may its requester approve it?)."""
+        return await self._may_approve(row, user, incident)
 
     async def _may_approve(self, row: ApprovalRequest, user: str, incident: Incident) -> Decision:
         kinds = self.policy.approvers
@@ -300,28 +312,51 @@ class Approvals:
             log.info("remediation reconciled", extra={"incident": incident.id, "approval": row.id,
                                                       "status": row.status})
         elif row.status == ApprovalStatus.EXECUTING:
-            if not approvals.is_open(incident):
-                ok, outcome = False, "not run: the incident was resolved before it ran"
-                await asyncio.to_thread(self._started, row, run=False, why=outcome)
+            ran = await self._execute_once(row, step, incident)
+            if ran is None:  # another attempt set the started mark first (a lapsed lease): reconcile
+                row, step, incident = await asyncio.to_thread(self._load, row.id)
+                row = await self._reconcile(row) or row
             else:
-                # Read before the mark: a failure here has changed nothing, and the retry runs it.
-                before = await self._observe(row)
-                await asyncio.to_thread(self._started, row, run=True, why="", before=before)
-                ok, outcome = await self._run(row, step, row.decided_by or "", dry_run=False)
-            finished = await asyncio.to_thread(self._finish, row.id, ok, outcome)
-            row = finished or row
-            log.info("remediation executed", extra={"incident": incident.id, "approval": row.id, "ok": ok,
-                                                    "since_approval_ms": _ms(row.decided_at, self.clock())})
+                ok, outcome = ran
+                finished = await asyncio.to_thread(self._finish, row.id, ok, outcome)
+                row = finished or row
+                log.info("remediation executed", extra={"incident": incident.id, "approval": row.id, "ok": ok,
+                                                        "since_approval_ms": _ms(row.decided_at, self.clock())})
         if row.status not in (ApprovalStatus.SUCCEEDED, ApprovalStatus.FAILED):
             return
         channel, thread = step_thread(step, incident)
         ok = row.status == ApprovalStatus.SUCCEEDED
         head = (f"{':white_check_mark:' if ok else ':x:'} `{escape(row.action)}` approved by <@{row.decided_by}>"
                 f" (requested by <@{row.requested_by}>): {escape(clip(row.result or '', 2000))}")
-        await post_once(self.slack, channel, clip(f"{row.action}: {row.result or ''}", LIMITS["text"]),
+        await post_once(self.slack, channel, escape(clip(f"{row.action}: {row.result or ''}", LIMITS["text"] - 200)),
                         blocks=[section(trusted_mrkdwn(head, LIMITS["section"]))], thread_ts=thread,
                         retry=job.attempts > 1, tag=message_tag(incident, "approval_result", approval=row.id))
-        await self._redraw(row, incident)
+
+    async def _execute_once(self, row: ApprovalRequest, step: RunbookStep,
+                            incident: Incident) -> tuple[bool, str] | None:
+        """Run the approved action once, unless something says not to (then why); None when
+        another attempt set the started mark first."""
+        why = None
+        if not self.policy.enabled:
+            why = "not run: remediations were switched off (`remediations.enabled: false`) after it was approved"
+        elif not approvals.is_open(incident):
+            why = "not run: the incident was resolved before it ran"
+        elif row.decided_at and self.clock() - row.decided_at > timedelta(minutes=self.policy.expiry_minutes):
+            why = (f"not run: approved more than {self.policy.expiry_minutes} minutes ago and the cluster could not "
+                   "be reached since; the cluster may have changed, so request it again if it is still needed")
+        if why is None:
+            try:  # read before the mark: a failure here has changed nothing, and a retry runs it
+                before = await self._observe(row)
+            except IntegrationError as exc:
+                if exc.retryable:
+                    raise
+                why = f"not run: the cluster could not be read before running it ({exc})"
+        if why is not None:
+            await asyncio.to_thread(self._started, row, run=False, why=why)
+            return False, why
+        if not await asyncio.to_thread(self._started, row, run=True, why="", before=before):
+            return None
+        return await self._run(row, step, row.decided_by or "", dry_run=False)
 
     # -- following the rollout ----------------------------------------------------------------
 
@@ -344,7 +379,6 @@ class Approvals:
                                                        f"<@{row.decided_by}>)", LIMITS["section"]))],
                         thread_ts=thread, retry=job.attempts > 1,
                         tag=message_tag(incident, "rollout", approval=row.id))
-        await self._redraw(row, incident)
 
     async def _look_at_rollout(self, row: ApprovalRequest) -> ApprovalRequest | None:
         """One look: the request with its rollout ended, or None while it is still going."""
@@ -358,30 +392,30 @@ class Approvals:
         except IntegrationError as exc:
             # Unreadable for now (retried by the outbox) until the API's default deadline has
             # passed; a refusal (deleted deployment, lost permission) ends the following.
-            if exc.retryable and now - started < timedelta(seconds=600 + FOLLOW_GRACE_SECONDS):
+            if exc.retryable and now - started < timedelta(seconds=600 * FOLLOW_CAP):
                 raise
-            return await asyncio.to_thread(self._rolled_out, row, "failed", f"cannot follow the rollout: {exc}")
+            return await asyncio.to_thread(self._rolled_out, row, "unknown", f"cannot follow the rollout: {exc}")
         except PermanentError as exc:
-            return await asyncio.to_thread(self._rolled_out, row, "failed", f"cannot follow the rollout: {exc}")
-        deadline = timedelta(seconds=status.progress_deadline_seconds + FOLLOW_GRACE_SECONDS)
+            return await asyncio.to_thread(self._rolled_out, row, "unknown", f"cannot follow the rollout: {exc}")
+        # progressDeadlineSeconds counts time without progress, and the controller says when it
+        # passed (failed below); a long rollout that keeps progressing is followed up to the cap.
+        cap = timedelta(seconds=status.progress_deadline_seconds * FOLLOW_CAP)
         if status.done:
             return await asyncio.to_thread(self._rolled_out, row, "complete", status.message)
         if status.failed:
             return await asyncio.to_thread(self._rolled_out, row, "failed", status.message)
-        if now - started > deadline:
+        if now - started > cap:
             return await asyncio.to_thread(self._rolled_out, row, "timed_out",
-                                           f"{status.message} (still not done {int(deadline.total_seconds())} s "
-                                           "after it started: spec.progressDeadlineSeconds and a margin)")
+                                           f"{status.message} (still not done {int(cap.total_seconds()) // 60} min "
+                                           "after it started; no longer followed: see `kubectl rollout status`)")
         if await asyncio.to_thread(self._progressed, row, status.message):
-            row.rollout_detail = status.message
             log.info("rollout progress", extra={"approval": row.id, "incident": row.incident_id,
                                                 "detail": status.message})
-            await self._redraw(row, await asyncio.to_thread(self._incident, row.incident_id))
         return None
 
     async def _run(self, row: ApprovalRequest, step: RunbookStep, user: str, *, dry_run: bool) -> tuple[bool, str]:
         runbook = self.runbooks.get(step.runbook_id)
-        if runbook is None:
+        if runbook is None and not steps.is_command_step(step):  # a command's step (`/silence`) has no runbook
             return False, f"runbook {step.runbook_id} is no longer loaded"
         context = param_context(runbook, self.runbook_policy.namespaces, self.runbook_policy.urls,
                                 self.runbook_policy.nodes)
@@ -411,17 +445,34 @@ class Approvals:
 
     async def _reconcile(self, row: ApprovalRequest) -> ApprovalRequest | None:
         """Succeeded or failed from what the cluster shows now, compared with the started mark's facts."""
+        # A silence is looked for in Alertmanager by its comment, and recorded if found (commands.silences).
+        found = await reconcile_silence(self.db, self.actions.alertmanager, row, self.clock())
+        if found is not None:
+            return await asyncio.to_thread(self._reconciled, row.id, *found)
         kube = self.actions.kubernetes
         if kube is None or row.action not in reconcile.RECONCILABLE or not row.before:
             ok, facts = False, {}
             outcome = ("interrupted before its result was recorded and the cluster cannot be compared; not run "
                        "again: check the cluster, and run it again by a new request if needed")
         else:
-            facts = await reconcile.observe(kube, row.action, row.params)  # unreadable: retried later
-            ok, what = reconcile.verdict(row.action, row.params, row.before, facts)
-            outcome = (f"done before the restart: {what} (reconciled with the cluster; not run again)" if ok else
-                       f"did not happen: {what}; not run again; run it again by a new request")
+            try:
+                facts = await reconcile.observe(kube, row.action, row.params)
+            except IntegrationError as exc:
+                if exc.retryable:
+                    raise  # unreadable for now: the job is retried
+                facts = {}
+                ok, outcome = False, (f"interrupted before its result was recorded, and the cluster cannot be read "
+                                      f"({exc}); not run again: check the cluster")
+            else:
+                ok, what = reconcile.verdict(row.action, row.params, row.before, facts)
+                outcome = (f"done before the restart: {what} (reconciled with the cluster; not run again)" if ok
+                           else f"did not happen: {what}; not run again; run it again by a new request")
         return await asyncio.to_thread(self._reconciled, row.id, ok, outcome, facts)
+
+    async def redraw(self, job: Job) -> None:
+        """approval.redraw: the message as the request stands now (queued with each change)."""
+        row, _, incident = await asyncio.to_thread(self._load, job.payload.get("approval"))
+        await self._redraw(row, incident)
 
     async def _redraw(self, row: ApprovalRequest, incident: Incident) -> None:
         if not (row.message_channel and row.message_ts):
@@ -460,9 +511,9 @@ class Approvals:
                 session.expunge(claim.current)
             return claim
 
-    def _started(self, row: ApprovalRequest, *, run: bool, why: str, before: dict[str, Any] | None = None) -> None:
+    def _started(self, row: ApprovalRequest, *, run: bool, why: str, before: dict[str, Any] | None = None) -> bool:
         with self.db.session() as session:
-            approvals.started(session, row, self.clock(), run=run, why=why, before=before)
+            return approvals.started(session, row, self.clock(), run=run, why=why, before=before)
 
     def _reconciled(self, approval_id: int | None, ok: bool, outcome: str,
                     facts: dict[str, Any]) -> ApprovalRequest | None:

@@ -1,4 +1,5 @@
-"""The incident card's buttons: Ack, Resolve, Page / Escalate now.
+"""The incident card's buttons: Ack, Resolve, Page / Escalate now, and the state buttons (the
+states it is likely to move to next: bot.card_memory.likely_next).
 
 Each listener acknowledges within Slack's 3 s and makes one domain call in a short
 transaction; the middleware before it (commands.middleware) has already loaded the
@@ -14,14 +15,17 @@ from typing import Any
 
 from sqlmodel import Session
 
-from bot import escalation
+from bot import escalation, incident_ops
+from bot.card_memory import likely_next
 from bot.config import OncallConfig
 from bot.db import Database
-from bot.models import Incident
+from bot.lifecycle import InvalidTransition
+from bot.models import Incident, IncidentStatus
 from bot.policy import Act, Policy
 from commands.feature import Action, Feature
-from commands.ids import CARD_ACK, CARD_ESCALATE, CARD_RESOLVE
+from commands.ids import CARD_ACK, CARD_ESCALATE, CARD_RESOLVE, CARD_STATE, read_card_state_action
 from commands.middleware import authorize, incident_of_card_button, tell
+from commands.slash import asker_language
 from integrations.slack import SlackClient
 
 __all__ = ["card_buttons"]
@@ -58,7 +62,8 @@ def card_buttons(db: Database, config: OncallConfig, slack: SlackClient, policy:
         return Action(action_id, listener(apply), (incident_of_card_button(db), authorize(act, policy, slack)))
 
     return Feature(actions=[action(CARD_ACK, Act.ACK, _ack), action(CARD_RESOLVE, Act.RESOLVE, _resolve),
-                            action(CARD_ESCALATE, Act.ESCALATE, escalate_now)])
+                            action(CARD_ESCALATE, Act.ESCALATE, escalate_now),
+                            _state_button(db, config, slack, policy, clock=clock, on_commit=on_commit)])
 
 
 def _apply(db: Database, incident_id: int, user: str, now: datetime, seen: int, apply: Apply) -> str:
@@ -79,3 +84,54 @@ def _ack(session: Session, incident: Incident, user: str, now: datetime, seen: i
 
 def _resolve(session: Session, incident: Incident, user: str, now: datetime, seen: int) -> str:
     return "" if escalation.resolve(session, incident, user, now, "slack") else "This incident is already resolved."
+
+
+# -- the state buttons ---------------------------------------------------------------------------------
+
+_STATE_REPLIES: dict[str, dict[str, str]] = {
+    "stale": {"en": "Not changed: it is *{state}* now (it changed since the card showed *{shown}*). The card "
+                    "shows the states it can move to from here.",
+              "ja": "変更していません。現在の状態は *{state}* です(カードが *{shown}* を表示した後に変わりました)。"
+                    "カードにここから移れる状態が表示されます。"},
+    "gone": {"en": "This incident no longer exists.", "ja": "このインシデントはもう存在しません。"},
+}
+
+
+def _state_button(db: Database, config: OncallConfig, slack: SlackClient, policy: Policy, *,
+                  clock: Callable[[], datetime], on_commit: Callable[[], None]) -> Action:
+    """A state button: moves the incident from the state the card showed to the one offered, by
+    bot.incident_ops.set_state (the timeline, the card); a click on a card showing a state that
+    is no longer the incident's is refused privately, naming the state it is in now."""
+    async def on_click(ack: Any, body: dict[str, Any], context: dict[str, Any], respond: Any) -> None:
+        await ack()
+        user = body["user"]["id"]
+        parsed = read_card_state_action(str((body.get("actions") or [{}])[0].get("action_id", "")))
+        if parsed is None:
+            return
+        reply = await asyncio.to_thread(_move, db, config, context["incident"].id, user, clock(), *parsed)
+        on_commit()
+        if reply:
+            language = await asker_language(slack, user, config.runbooks.locale)
+            key, values = reply
+            texts = _STATE_REPLIES[key]
+            await tell(respond, user, texts.get(language, texts["en"]).format(**values))
+
+    return Action(CARD_STATE, on_click, (incident_of_card_button(db), authorize(Act.CHANGE_STATE, policy, slack)))
+
+
+def _move(db: Database, config: OncallConfig, incident_id: int, user: str, now: datetime, shown: str,
+          to: str) -> tuple[str, dict[str, str]] | None:
+    """None when moved; else what to answer (a key of _STATE_REPLIES and its values)."""
+    with db.session() as session:
+        incident = session.get(Incident, incident_id, with_for_update=True)
+        if incident is None:
+            return "gone", {}
+        current = IncidentStatus(incident.status).value
+        offered = {state.value: state for state in likely_next(incident)}
+        if current != shown or to not in offered:  # a made-up id offers nothing either
+            return "stale", {"state": current, "shown": shown}
+        try:
+            incident_ops.set_state(session, incident, offered[to], user, now, config)
+        except InvalidTransition:
+            return "stale", {"state": current, "shown": shown}
+        return None

@@ -20,21 +20,26 @@ from commands.blockkit import (
     header,
     link,
     mrkdwn,
+    plain,
     section,
     trusted_mrkdwn,
 )
+from commands.card_memory import past_incident_blocks, remediation_blocks, state_button_blocks
 from commands.ids import (
     CARD_ACK,
     CARD_ACTIONS_BLOCK,
     CARD_ESCALATE,
     CARD_RESOLVE,
+    CARD_SILENCE,
+    card_silence_option,
     silence_block,
     silence_expire_action,
 )
+from commands.role_blocks import role_blocks
 from commands.slack_time import duration, slack_time
 
-__all__ = ["NOT_CONFIGURED", "actor_text", "announcement", "card_button_value", "incident_card",
-           "read_card_button_value"]
+__all__ = ["NOT_CONFIGURED", "SEVERITY_ICON", "SILENCE_CHOICES", "actor_text", "announcement", "card_button_value",
+           "incident_card", "read_card_button_value"]
 
 SEVERITY_ICON = {"P1": ":red_circle:", "P2": ":large_orange_circle:", "P3": ":large_yellow_circle:",
                  "P4": ":large_blue_circle:"}
@@ -65,6 +70,7 @@ def incident_card(view: CardView) -> tuple[str, list[dict[str, Any]]]:
         section(trusted_mrkdwn(f"{icon} *{inc.severity}* · *{_status(inc).upper()}* · incident #{inc.id}"),
                 fields=_fields(view)),
     ]
+    blocks += role_blocks(view)  # who holds each role, the last status update
     description = _description(inc.annotations)
     if description:
         blocks.append(section(mrkdwn(description)))
@@ -76,10 +82,13 @@ def incident_card(view: CardView) -> tuple[str, list[dict[str, Any]]]:
     if notes:
         blocks.append(context(*(trusted_mrkdwn(n) for n in notes)))
     blocks += _silence_blocks(view)
+    blocks += remediation_blocks(view)
     if view.timeline:
         blocks.append(context(trusted_mrkdwn(_timeline_text(view.timeline, view.now))))
+    blocks += past_incident_blocks(view)
     if inc.is_open:
         blocks.append({"type": "actions", "block_id": CARD_ACTIONS_BLOCK, "elements": _buttons(view)})
+        blocks += state_button_blocks(view, card_button_value(inc, view.paging.level if view.paging else 0))
     return fallback_text(inc), blocks[: LIMITS["blocks"]]
 
 
@@ -173,7 +182,8 @@ def _timeline_text(entries: list[TimelineEntry], now: datetime | None) -> str:
 
 def _entry_text(entry: TimelineEntry) -> str:
     prefix = "status " if entry.kind == "status" else ""  # its text is only "detected → triaged"
-    return prefix + mrkdwn(entry.text, TIMELINE_TEXT)["text"]
+    message = link((entry.data or {}).get("permalink"), "↗")  # a captured message (bot.timeline_capture)
+    return prefix + mrkdwn(entry.text, TIMELINE_TEXT)["text"] + (f" {message}" if message else "")
 
 
 def actor_text(actor: str | None) -> str:
@@ -290,4 +300,15 @@ def _buttons(view: CardView) -> list[dict[str, Any]]:
         "title": {"type": "plain_text", "text": "Resolve the incident?"},
         "text": {"type": "plain_text", "text": "Timers stop and PagerDuty is resolved too."},
         "confirm": {"type": "plain_text", "text": "Resolve"}, "deny": {"type": "plain_text", "text": "Cancel"}}))
+    buttons.append(_silence_menu(value))
     return buttons
+
+
+SILENCE_CHOICES = ("1h", "4h", "24h")  # the card's silence menu: what commands.silence_command accepts from it
+
+
+def _silence_menu(value: str) -> dict[str, Any]:
+    """Silence 1h / 4h / 24h: the incident's alerts, as `/silence 1h` (commands.silence_command)."""
+    return {"type": "overflow", "action_id": CARD_SILENCE,
+            "options": [{"text": plain(f"Silence {choice}", LIMITS["button_text"]),
+                         "value": card_silence_option(choice, value)} for choice in SILENCE_CHOICES]}

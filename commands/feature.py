@@ -44,6 +44,7 @@ class Feature:
     commands: Mapping[str, Listener] = field(default_factory=dict)  # "/runbook" -> listener
     events: Mapping[str, Listener] = field(default_factory=dict)  # "app_mention" -> listener
     views: Mapping[str, Listener] = field(default_factory=dict)  # a modal's callback_id -> its submission listener
+    shortcuts: Mapping[str, Listener] = field(default_factory=dict)  # a (message) shortcut's callback_id -> listener
     routes: Sequence[Route] = ()
     loops: Sequence[Loop] = ()
     on_close: Sequence[Callable[[], Any]] = ()  # run in a thread when the server stops

@@ -4,11 +4,11 @@ One Bolt listener reads the subcommand and hands it to one small handler per sub
 answers privately within Slack's 3 s (commands.slash.answer_in_time), in the asker's language
 (English or Japanese, their Slack locale). In an incident's channel (the incident whose
 `channel_id` the command came from): `status`, `timeline [page]`, and the changes `ack`,
-`severity P1..P4`, `state <state>`, `note <text>`, `resolve [note]`, `reopen`, `escalate`.
-Anywhere: `list`, `help`. A change is first put to the one policy (bot.policy, as for the card's
-buttons: members of the incident's channel), then made by the same domain functions as the
-card's buttons and the webhooks (bot.escalation, bot.incident_ops), which record it on the
-timeline and refresh the card.
+`severity P1..P4`, `state <state>`, `note <text>`, `resolve [note]`, `reopen`, `escalate`,
+`assign` and `update` (commands.roles). Anywhere: `list`, `help`. A change is first put to the
+one policy (bot.policy, as for the card's buttons: members of the incident's channel), then made
+by the same domain functions as the card's buttons and the webhooks (bot.escalation,
+bot.incident_ops), which record it on the timeline and refresh the card.
 """
 
 from __future__ import annotations
@@ -35,11 +35,14 @@ from commands.cards import actor_text
 from commands.feature import Feature
 from commands.ids import COMMAND_INCIDENT
 from commands.middleware import who_asks
+from commands.postmortem import postmortem_change
+from commands.roles import RoleCommands
 from commands.slack_time import duration, slack_time
 from commands.slash import Answer, answer_in_time, asker_language, escalation_levels, within_or_none
+from commands.visibility import hidden_from
 from integrations.slack import SlackClient
 
-__all__ = ["LIST_SHOWN", "TIMELINE_PAGE", "IncidentCommand", "slack_to_plain"]
+__all__ = ["LIST_SHOWN", "TIMELINE_PAGE", "Ask", "IncidentCommand", "slack_to_plain"]
 
 log = logging.getLogger(__name__)
 
@@ -62,9 +65,13 @@ _STRINGS: dict[str, dict[str, str]] = {
               "• `severity P1`…`P4`: change its severity (escalation follows the new one)\n"
               "• `state <state>`: move it on ({states})\n"
               "• `note <text>`: add a line to its timeline\n"
+              "• `assign commander|scribe|comms @user`: give a role (they are invited here)\n"
+              "• `update`: post a status update (a form), here and in the announcement's thread\n"
               "• `timeline [page]`: its whole timeline, {per_page} entries a page\n"
               "• `resolve [note]` · `reopen` · `escalate` (page now, or the next level)\n"
+              "• `postmortem`: once resolved, its post-mortem as a file here (again: a new version)\n"
               "Anywhere:\n"
+              "• `new [title]`: declare an incident (a form: title, severity, service, private)\n"
               "• `list`: the open incidents\n"
               "• `help`: this",
         "ja": "*`/incident`*(回答はあなたにだけ表示されます)\n"
@@ -74,9 +81,13 @@ _STRINGS: dict[str, dict[str, str]] = {
               "• `severity P1`…`P4`: 重大度を変更(エスカレーションは新しい重大度に従います)\n"
               "• `state <状態>`: 状態を進める({states})\n"
               "• `note <テキスト>`: タイムラインに記録\n"
+              "• `assign commander|scribe|comms @ユーザー`: 役割を割り当てる(このチャンネルに招待)\n"
+              "• `update`: 状況報告を投稿(フォーム)。ここと告知のスレッドに投稿します\n"
               "• `timeline [ページ]`: タイムライン全体(1 ページ {per_page} 件)\n"
               "• `resolve [メモ]` · `reopen`(再オープン) · `escalate`(今すぐ呼び出し、または次のレベルへ)\n"
+              "• `postmortem`: 解決後、ポストモーテムをファイルとしてここに投稿(再実行で新しい版)\n"
               "どこでも:\n"
+              "• `new [タイトル]`: インシデントを宣言(フォーム: タイトル、重大度、サービス、非公開)\n"
               "• `list`: 対応中のインシデント一覧\n"
               "• `help`: このヘルプ"},
     "unknown": {"en": "`{word}` is not an `/incident` subcommand.",
@@ -187,6 +198,7 @@ _STRINGS: dict[str, dict[str, str]] = {
     "list_title": {"en": "*{count} open incident(s)*, the most severe first:",
                    "ja": "*対応中のインシデント {count} 件*(重大度順):"},
     "list_empty": {"en": "No open incidents.", "ja": "対応中のインシデントはありません。"},
+    "list_private": {"en": ":lock: _private incident_", "ja": ":lock: _非公開のインシデント_"},
     "list_more": {"en": "…and {more} more.", "ja": "…ほか {more} 件。"},
     "list_line": {"en": "{icon} *{severity}* {where} {title} · {state} · {age} · commander {commander}",
                   "ja": "{icon} *{severity}* {where} {title} · {state} · {age} · 指揮者 {commander}"},
@@ -201,6 +213,8 @@ _ACTS: dict[Act, dict[str, str]] = {
     Act.CHANGE_STATE: {"en": "change its state", "ja": "状態を変更する"},
     Act.ADD_NOTE: {"en": "add to its timeline", "ja": "タイムラインに記録する"},
     Act.REOPEN: {"en": "reopen it", "ja": "再オープンする"},
+    Act.ASSIGN_ROLE: {"en": "assign its roles", "ja": "役割を割り当てる"},
+    Act.POST_UPDATE: {"en": "post its status updates", "ja": "状況報告を投稿する"},
 }
 
 
@@ -236,6 +250,7 @@ class Ask:
     args: list[str]
     rest: str
     language: str
+    trigger_id: str = ""  # the command's: opens a modal (`new`) within 3 s
 
 
 Handler = Callable[[Ask], Awaitable[Answer]]
@@ -244,18 +259,24 @@ InIncident = Callable[[Ask, Incident], Awaitable[Answer]]
 
 class IncidentCommand:
     def __init__(self, db: Database, config: OncallConfig, slack: SlackClient, policy: Policy, *,
-                 clock: Callable[[], datetime], on_commit: Callable[[], None]) -> None:
+                 clock: Callable[[], datetime], on_commit: Callable[[], None], new: Handler | None = None) -> None:
         self.db, self.config, self.slack, self.policy = db, config, slack, policy
         self.clock, self.on_commit = clock, on_commit
-        self._anywhere: dict[str, Handler] = {"list": self._list, "help": self._help}
+        self._roles = RoleCommands(db, config, slack, clock=clock, on_commit=on_commit, changed=self._changed,
+                                   refusal=self._refusal)  # assign, update (and the modal, the posts)
+        self._anywhere: dict[str, Handler] = {"list": self._list, "help": self._help,
+                                              **({"new": new} if new else {})}  # new: commands.declare
         self._in_incident: dict[str, InIncident] = {
             "status": self._status, "timeline": self._timeline, "ack": self._ack, "severity": self._severity,
             "state": self._state, "note": self._note, "resolve": self._resolve, "reopen": self._reopen,
-            "escalate": self._escalate,
+            "escalate": self._escalate, "assign": self._roles.assign, "update": self._roles.update,
+            "postmortem": lambda ask, inc: self._changed(Act.CHANGE_STATE, ask, inc, postmortem_change(
+                self.config, ask.user, ask.language)),
         }
 
     def feature(self) -> Feature:
-        return Feature(commands={COMMAND_INCIDENT: self.on_command})
+        roles = self._roles.feature()
+        return Feature(commands={COMMAND_INCIDENT: self.on_command}, handlers=roles.handlers, views=roles.views)
 
     async def on_command(self, ack: Any, command: dict[str, Any], respond: Any) -> None:
         await answer_in_time(ack, respond, self.answer(command), what=COMMAND_INCIDENT)
@@ -265,7 +286,8 @@ class IncidentCommand:
         language = await asker_language(self.slack, user, self.config.runbooks.locale)
         word, rest = [*str(command.get("text", "")).split(maxsplit=1), "", ""][:2]  # any whitespace separates
         subcommand = word.lower()
-        ask = Ask(user=user, channel=channel, args=rest.split(), rest=rest.strip(), language=language)
+        ask = Ask(user=user, channel=channel, args=rest.split(), rest=rest.strip(), language=language,
+                  trigger_id=str(command.get("trigger_id", "")))
         if subcommand in self._anywhere or subcommand == "":
             return await self._anywhere.get(subcommand, self._help)(ask)
         if subcommand not in self._in_incident:
@@ -326,12 +348,14 @@ class IncidentCommand:
         shown = found[:LIST_SHOWN]
         now = self.clock()
         wheres = await asyncio.gather(*(self._where(o.incident, ask.language) for o in shown))
+        hidden = await hidden_from(self.slack, self.policy, ask.user, [o.incident for o in shown])
         lines = [_t("list_title", ask.language, count=len(found))]
         for item, where in zip(shown, wheres, strict=True):
             inc = item.incident
             lines.append("• " + _t(
                 "list_line", ask.language, icon=SEVERITY_ICON.get(inc.severity, ":rotating_light:"),
-                severity=inc.severity, where=where, title=escape(clip(inc.title, 150)), state=_state(inc),
+                severity=inc.severity, where=where, state=_state(inc),
+                title=_t("list_private", ask.language) if inc.id in hidden else escape(clip(inc.title, 150)),
                 age=duration(now - item.started_at),
                 commander=actor_text(inc.commander) if inc.commander else _t("unassigned", ask.language)))
         if len(found) > len(shown):

@@ -65,13 +65,14 @@ def _value(body: dict[str, Any]) -> str:
     return str(actions[0].get("value", ""))
 
 
-def incident_of_card_button(db: Database) -> Middleware:
+def incident_of_card_button(db: Database, value: Callable[[dict[str, Any]], str] = _value) -> Middleware:
     """The incident whose card holds the button: found by the card's token in the button's value,
     and only if the click came from that very message (the card's channel and ts), so a value
-    copied onto another message, or made up, acts on nothing."""
+    copied onto another message, or made up, acts on nothing. `value`: where a card element other
+    than a button carries it (a menu's chosen option: commands.silence_command)."""
     async def load(body: dict[str, Any], context: dict[str, Any], respond: Any,
                    next: Callable[[], Awaitable[BoltResponse]]) -> BoltResponse | None:
-        parsed = read_card_button_value(_value(body))
+        parsed = read_card_button_value(value(body))
         incident = await asyncio.to_thread(_incident_by_card, db, parsed[0]) if parsed else None
         if incident is None:
             return _refuse(respond, body, "This button does not belong to an incident that still exists.")
@@ -160,13 +161,14 @@ REPLAY_WINDOW = timedelta(minutes=10)  # Slack's signatures are valid for 5 min;
 
 def delivery_key(body: dict[str, Any]) -> str | None:
     """What makes a Slack request the same request when it comes again: an interaction's
-    trigger id with its action and time, a modal's submission (view id and hash), a slash
-    command's trigger id, an event's id."""
+    trigger id with its action and time, a modal's submission (view id and hash, and its
+    trigger id: a modal submitted again after `response_action: errors` keeps its id and hash,
+    and that corrected submission must be acted on), a slash command's trigger id, an event's id."""
     if body.get("type") == "block_actions":
         action = (body.get("actions") or [{}])[0]
         return f"action:{body.get('trigger_id')}:{action.get('action_id')}:{action.get('action_ts')}"
     if body.get("type") == "view_submission" and (body.get("view") or {}).get("id"):
-        return f"view:{body['view']['id']}:{body['view'].get('hash')}"
+        return f"view:{body['view']['id']}:{body['view'].get('hash')}:{body.get('trigger_id')}"
     if body.get("command") and body.get("trigger_id"):
         return f"command:{body['trigger_id']}"
     if body.get("type") == "event_callback" and body.get("event_id"):
@@ -194,10 +196,12 @@ def _first_time(db: Database, key: str, now: datetime) -> bool:
     with db.session() as session:
         dialect = session.get_bind().dialect.name
         insert = pg_insert if dialect == "postgresql" else sqlite_insert
-        result = session.execute(insert(SlackDelivery).values(key=key, received_at=now)
-                                 .on_conflict_do_nothing(index_elements=["key"]))
+        # RETURNING, not rowcount: psycopg reports -1 (unknown) for this insert, which read as "first time".
+        inserted = session.execute(insert(SlackDelivery).values(key=key, received_at=now)
+                                   .on_conflict_do_nothing(index_elements=["key"])
+                                   .returning(col(SlackDelivery.key))).first()
         session.execute(delete(SlackDelivery).where(SlackDelivery.received_at < now - REPLAY_WINDOW))  # type: ignore[arg-type]
-        return bool(result.rowcount)  # type: ignore[attr-defined]
+        return inserted is not None
 
 
 def _incident_by_card(db: Database, token: str) -> Incident | None:

@@ -12,6 +12,10 @@ Alertmanager and redraw the card.
   it finds the silence expired and records that, once. A refusal for good gives the button back
   with the reason in the timeline.
 * `silence.ended` (outbox, no lane, due at the silence's end): redraws the card without it.
+* `reconcile_silence`: an approved silence whose run was interrupted after its started mark (a
+  crash, or Alertmanager's answer lost after it created the silence) is looked for in
+  Alertmanager by its comment, which names the request (bot.silences.marker): found, it is
+  recorded ("done before the restart"); not found, it did not happen. Never created twice.
 """
 
 from __future__ import annotations
@@ -30,6 +34,7 @@ from bot.db import Database
 from bot.jobs import JOB_SILENCE_ENDED, JOB_SILENCE_EXPIRE
 from bot.models import ApprovalRequest, Incident, Job, Silence
 from bot.outbox import PermanentError
+from bot.param_syntax import parse_silence_matchers
 from bot.policy import Act, Policy
 from commands.cards import actor_text
 from commands.feature import Action, Feature, Middleware
@@ -42,7 +47,7 @@ from integrations.slack import SlackClient, SlackError
 if TYPE_CHECKING:
     from integrations.alertmanager import AlertmanagerClient
 
-__all__ = ["Silences", "comment_reference", "record_created"]
+__all__ = ["Silences", "comment_reference", "reconcile_silence", "record_created"]
 
 log = logging.getLogger(__name__)
 
@@ -178,8 +183,9 @@ def _silence_and_incident(db: Database, token: str) -> tuple[Silence, Incident] 
 
 async def comment_reference(db: Database, slack: SlackClient, row: ApprovalRequest) -> str:
     """What a silence's comment adds, so that whoever finds it in Alertmanager knows what it is for:
-    the incident, linked to its card ("" for any other action). Without Slack's permalink (Slack
-    away), a link that opens the card's channel: the silence is not held up for it."""
+    the incident and the request (bot.silences.marker: how a retry finds it again), linked to the
+    card ("" for any other action). Without Slack's permalink (Slack away), a link that opens the
+    card's channel: the silence is not held up for it."""
     if row.action != silences.ACTION:
         return ""
     incident = await asyncio.to_thread(_incident, db, row.incident_id)
@@ -190,13 +196,37 @@ async def comment_reference(db: Database, slack: SlackClient, row: ApprovalReque
             link = await slack.permalink(channel, ts)
         except SlackError as exc:
             log.warning("no permalink for the silence's comment: %s", exc, extra={"incident": incident.id})
-    return f"oncall-bot incident #{incident.id}: {incident.title[:200]}" + (f" {link}" if link else "")
+    return f"{silences.marker(row.incident_id, row.id)} {incident.title[:200]}" + (f" {link}" if link else "")
 
 
 async def record_created(db: Database, row: ApprovalRequest, output: ActionOutput, now: datetime) -> None:
     """Record the silence an approved request's run created (nothing for other actions)."""
     if output.silence is not None:
         await asyncio.to_thread(_record, db, row, output.silence, now)
+
+
+async def reconcile_silence(db: Database, alertmanager: AlertmanagerClient | None, row: ApprovalRequest,
+                            now: datetime) -> tuple[bool, str, dict[str, Any]] | None:
+    """(happened, what is true, facts) for a silence request interrupted after its started mark,
+    from Alertmanager's listing (None for any other action). Found: recorded for the card, once.
+    Alertmanager unreachable: its IntegrationError, so the outbox tries again later."""
+    if row.action != silences.ACTION:
+        return None
+    if alertmanager is None:
+        return False, ("interrupted before its result was recorded, and Alertmanager is no longer configured "
+                       "(ALERTMANAGER_URL), so it cannot be looked for; not run again: check Alertmanager's "
+                       "silences"), {}
+    matchers = parse_silence_matchers(str(row.params["matchers"]))
+    # Narrowed by the alertname the matchers must name; the comment and creator decide (bot.silences.made_by).
+    narrow = [str(m) for m in matchers if m.name == "alertname" and m.is_equal and not m.is_regex][:1]
+    listing = await asyncio.to_thread(alertmanager.list_silences, narrow)
+    created = silences.made_by(listing, row)
+    if created is None:
+        return False, ("did not happen: Alertmanager has no silence whose comment names this request; not run "
+                       "again; run it again by a new request"), {"found": None}
+    await asyncio.to_thread(_record, db, row, created, now)
+    return True, (f"done before the restart: silence {created.silence_id} is in Alertmanager, found by its comment "
+                  "(reconciled with Alertmanager; not created again)"), {"found": created.silence_id}
 
 
 def _record(db: Database, row: ApprovalRequest, created: SilenceCreated, now: datetime) -> None:

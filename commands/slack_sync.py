@@ -26,6 +26,7 @@ from bot.models import Incident, Job, RunbookStep
 from bot.outbox import PermanentError, RetryLater, backoff
 from bot.paging import PagingService
 from commands.cards import announcement, incident_card
+from commands.declare_blocks import private_announcement
 from commands.feature import Feature
 from commands.notices import mention, notice_text, plain_text
 from integrations.slack import Channel, SlackClient, SlackError
@@ -144,8 +145,8 @@ class SlackSync:
     async def open_incident(self, job: Job) -> None:
         incident = await self._load(job.incident_id)
         retry = job.attempts > 1
-        if incident.severity in self.config.channels.dedicated_for or incident.channel_name:
-            await self._open_channel(incident, retry=retry)
+        if incident.severity in self.config.channels.dedicated_for or incident.channel_name or incident.private:
+            await self._open_channel(incident, retry=retry)  # private: never a thread in the announce channel
         if incident.card_ts is None:
             await self._post_card(incident, job, retry=retry)
         if incident.channel_id is None and not incident.responders:
@@ -158,7 +159,8 @@ class SlackSync:
         so an announce channel that is missing or misconfigured never holds up the card."""
         incident = await self._load(job.incident_id)
         announce = self.config.channels.announce
-        text, blocks = announcement(incident, incident.channel_id)
+        text, blocks = private_announcement(incident, self.config.runbooks.locale) if incident.private \
+            else announcement(incident, incident.channel_id)
         try:
             if incident.announce_ts is not None:  # the old card became the announcement
                 await self.slack.update_message(announce, incident.announce_ts, text, blocks=blocks)
@@ -199,7 +201,7 @@ class SlackSync:
             incident.announce_ts, incident.card_ts = row.announce_ts, row.card_ts
 
     async def _create_channel(self, incident: Incident, *, retry: bool) -> Channel:
-        private = self.config.channels.private
+        private = self.config.channels.private or incident.private
         if incident.channel_name and retry:
             mine = await self.slack.find_channel(incident.channel_name, creator=await self._bot_user(),
                                                  private=private)
@@ -246,7 +248,9 @@ class SlackSync:
             # Recorded first: the people called in are the incident's responders (who may
             # approve its remediations, bot.policy), whether or not Slack lets them in.
             await asyncio.to_thread(self._add_responders, incident.id, users)
-            refused = await self.slack.invite(channel, users)
+        invite = list(dict.fromkeys([*users, *([incident.commander] if incident.commander else [])]))  # declared
+        if invite:
+            refused = await self.slack.invite(channel, invite)
             problems += [f"{mention(user)} ({plain_text(error, 100)})" for user, error in refused]
         if problems:
             await post_once(self.slack, channel,

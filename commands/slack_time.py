@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta
 
-__all__ = ["duration", "slack_time"]
+__all__ = ["ago", "duration", "slack_time"]
 
 
 def slack_time(at: datetime, now: datetime | None = None) -> str:
@@ -17,6 +17,13 @@ def slack_time(at: datetime, now: datetime | None = None) -> str:
     tokens = "{time}" if today else "{date_short_pretty} {time}"
     fallback = f"{at:%H:%M} UTC" if today else f"{at:%Y-%m-%d %H:%M} UTC"
     return f"<!date^{int(at.timestamp())}^{tokens}|{fallback}>"
+
+
+def ago(at: datetime, now: datetime | None = None) -> str:
+    """How long ago `at` was, as a Slack date token (`{ago}`: "12 minutes ago", kept current by
+    each reader's client, in their language); its fallback counts from `now`."""
+    fallback = f"{duration(now - at)} ago" if now is not None else f"{at:%Y-%m-%d %H:%M} UTC"
+    return f"<!date^{int(at.timestamp())}^{{ago}}|{fallback}>"
 
 
 def duration(span: timedelta) -> str:

@@ -14,19 +14,19 @@ import asyncio
 import logging
 from collections.abc import Awaitable
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from bot.config import OncallConfig
 from bot.db import Database
 from bot.escalation_policy import EscalationLevel, SeverityEscalation
 from bot.incident_ops import service_labels
-from bot.paging import OnCall, PagingService
+from bot.paging import LOOKAHEAD, LevelRota, PagingService, Shift
 from commands.blockkit import LIMITS, clip, escape
 from commands.feature import Feature
 from commands.ids import COMMAND_ONCALL
 from commands.notices import mention
-from commands.slack_time import duration
+from commands.slack_time import duration, slack_time
 from integrations.errors import IntegrationError
 from integrations.slack import SlackClient, SlackError
 
@@ -161,6 +161,13 @@ _STRINGS: dict[str, dict[str, str]] = {
     "business_hours": {"en": "in business hours", "ja": "営業時間内"},
     "never": {"en": "never pages", "ja": "呼び出しなし"},
     "level": {"en": "PagerDuty level {n}", "ja": "PagerDuty レベル {n}"},
+    # now and next, per level
+    "until": {"en": "until {at}", "ja": "{at} まで"},
+    "always": {"en": "always on call", "ja": "常時オンコール"},
+    "next": {"en": "next: {who} from {at}", "ja": "次: {who}({at} から)"},
+    "next_unknown": {"en": "next: nobody scheduled in the next {days} days", "ja": "次: 今後 {days} 日間は予定なし"},
+    "from_config": {"en": "• *{name}* ({level}): not known without PagerDuty · next: not known from config",
+                    "ja": "• *{name}*({level}): PagerDuty なしでは不明 · 次: 設定からは不明"},
 }
 
 
@@ -189,12 +196,16 @@ class OnCallCommand:
         if words[:1] in (["help"], ["-h"], ["--help"]):
             return Answer(_t("help", language))
         service = words[0][:200] if words else None
+        return Answer(clip("\n".join(await self.lines(language, service)), LIMITS["text"]))
+
+    async def lines(self, language: str, service: str | None = None) -> list[str]:
+        """What `/oncall [service]` says, a line each (mrkdwn, composed: also the App Home's, commands.home)."""
         labels = await asyncio.to_thread(self._labels, service) if service else {}
         lines = [_t("title_service", language, service=escape(service)) if service else _t("title_all", language)]
         lines += await self._pagerduty(labels, language)
         lines += self._responders(labels if service else None, language)
         lines += self._timetable(language)
-        return Answer(clip("\n".join(lines), LIMITS["text"]))
+        return lines
 
     def _labels(self, service: str) -> dict[str, str]:
         with self.db.read() as session:
@@ -209,22 +220,45 @@ class OnCallCommand:
         return dict(sorted(names.items()))
 
     async def _pagerduty(self, labels: dict[str, str], language: str) -> list[str]:
+        """Who is on call now and next per level, from PagerDuty in one request for every level;
+        else the configuration's levels, saying what is not known."""
         _, policy = self.config.pagerduty.route(labels)
         levels = self._level_names()
         try:
-            found: list[OnCall] = await asyncio.gather(*(
-                self.paging.on_call({"policy": policy, "pagerduty_level": n}) for n in levels))
+            rota = await self.paging.rota(policy)
         except IntegrationError as exc:
             log.warning("/oncall: PagerDuty could not say who is on call: %s", exc)
-            return [_t("pd_unreachable", language, error=escape(clip(str(exc), 200)))]
-        if any(f.missing for f in found):
-            return [_t("pd_no_token" if self.paging.rest is None else "pd_no_policy", language)]
+            return [_t("pd_unreachable", language, error=escape(clip(str(exc), 200))), *self._from_config(language)]
+        if rota.missing:
+            return [_t("pd_no_token" if self.paging.rest is None else "pd_no_policy", language),
+                    *self._from_config(language)]
         lines = [_t("policy", language, policy=escape(str(policy)))]
-        for (n, name), on_call in zip(levels.items(), found, strict=True):
-            people = await asyncio.gather(*(self._person(who, email) for who, email in on_call.people))
+        for n, name in levels.items():
+            level = rota.levels.get(n) or LevelRota(n)
             lines.append(f"• *{escape(name)}* ({_t('level', language, n=n)}): "
-                         + (", ".join(people) or _t("nobody", language)))
+                         + await self._now_and_next(level, rota.at, language))
         return lines
+
+    async def _now_and_next(self, level: LevelRota, at: datetime, language: str) -> str:
+        """`<@U1> until 18:00 · next: <@U2> from 18:00`; `<@U1> (always on call)`."""
+        now = ", ".join(await self._people(level.now)) or _t("nobody", language)
+        if level.always:
+            return f"{now} ({_t('always', language)})"
+        ends = [s.end for s in level.now if s.end is not None]
+        text = f"{now} {_t('until', language, at=slack_time(min(ends), at))}" if ends else now
+        if not level.next:
+            return f"{text} · {_t('next_unknown', language, days=LOOKAHEAD.days)}"
+        start = min(s.start for s in level.next if s.start is not None)
+        return f"{text} · " + _t("next", language, who=", ".join(await self._people(level.next)),
+                                 at=slack_time(start, at))
+
+    async def _people(self, shifts: list[Shift]) -> list[str]:
+        return list(await asyncio.gather(*(self._person(s.name, s.email) for s in shifts)))
+
+    def _from_config(self, language: str) -> list[str]:
+        """The configuration's levels when PagerDuty cannot say who is on call at them."""
+        return [_t("from_config", language, name=escape(name), level=_t("level", language, n=n))
+                for n, name in self._level_names().items()]
 
     async def _person(self, name: str, email: str | None) -> str:
         """A PagerDuty user as a Slack mention when Slack knows their e-mail, else by name."""

@@ -19,7 +19,7 @@ from __future__ import annotations
 import hashlib
 import math
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 
@@ -30,6 +30,7 @@ from pydantic import (
     BeforeValidator,
     ConfigDict,
     Field,
+    ValidationError,
     field_validator,
     model_validator,
 )
@@ -37,8 +38,8 @@ from pydantic import (
 from integrations.errors import IntegrationError
 
 __all__ = ["AlertmanagerClient", "AlertmanagerError", "CUT_MARKER", "MAX_ALERTS", "MAX_ANNOTATION_CHARS",
-           "MAX_COUNT", "MAX_ENTRIES", "MAX_KEY_CHARS", "MAX_LABEL_CHARS", "WebhookAlert", "WebhookMessage",
-           "ZERO_TIME", "from_environment"]
+           "MAX_COUNT", "MAX_ENTRIES", "MAX_KEY_CHARS", "MAX_LABEL_CHARS", "SilenceInfo", "SilenceMatcherInfo",
+           "WebhookAlert", "WebhookMessage", "ZERO_TIME", "from_environment"]
 
 # Alertmanager marks a still-firing alert with Go's zero time.
 ZERO_TIME = datetime(1, 1, 1, tzinfo=UTC)
@@ -178,7 +179,45 @@ class WebhookMessage(_Model):
 # -- API v2: silences ------------------------------------------------------------------------------
 
 class AlertmanagerError(IntegrationError):
-    """A silence call that failed; the message names the cause and the fix."""
+    """A silence call that failed; the message names the cause and the fix. `retryable`: no
+    answer came (a timeout, a dropped connection) or Alertmanager had trouble (5xx): the call
+    may have taken effect, and may succeed later."""
+
+    def __init__(self, message: str, *, retryable: bool = False) -> None:
+        super().__init__(message)
+        self.retryable = retryable
+
+
+class SilenceMatcherInfo(BaseModel):
+    """One matcher of a silence, as Alertmanager stores it."""
+
+    model_config = ConfigDict(frozen=True, extra="ignore", populate_by_name=True)
+
+    name: str
+    value: str
+    is_regex: bool = Field(alias="isRegex")
+    is_equal: bool = Field(default=True, alias="isEqual")  # absent from silences made before v0.22
+
+
+class SilenceInfo(BaseModel):
+    """A silence as `GET /api/v2/silences` lists it."""
+
+    model_config = ConfigDict(frozen=True, extra="ignore", populate_by_name=True)
+
+    id: str
+    matchers: tuple[SilenceMatcherInfo, ...]
+    starts_at: UTCTime = Field(alias="startsAt")
+    ends_at: UTCTime = Field(alias="endsAt")
+    created_by: str = Field(alias="createdBy")
+    comment: str
+    state: str  # active | pending | expired (from `status.state`)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _state_of_status(cls, value: Any) -> Any:
+        if isinstance(value, dict) and "state" not in value:
+            return {**value, "state": (value.get("status") or {}).get("state", "")}
+        return value
 
 
 _SILENCE_ID = re.compile(r"[0-9A-Za-z-]{1,64}")
@@ -240,15 +279,28 @@ class AlertmanagerClient:
         """Ends the silence now; expiring an expired silence is not an error."""
         self._call("DELETE", _silence_path(silence_id))
 
+    def list_silences(self, filter: Sequence[str] = ()) -> list[SilenceInfo]:  # noqa: A002 - the API's name
+        """Every silence Alertmanager keeps (expired ones too, until its retention drops them) whose
+        matchers match each of `filter`'s matchers (`alertname="X"`), as `amtool silence query` asks."""
+        found = self._call("GET", "/api/v2/silences", params=[("filter", f) for f in filter])
+        if not isinstance(found, list):
+            raise AlertmanagerError(f"{self.base_url}/api/v2/silences did not answer a list; check ALERTMANAGER_URL")
+        try:
+            return [SilenceInfo.model_validate(item) for item in found]
+        except ValidationError as exc:
+            raise AlertmanagerError(f"{self.base_url}/api/v2/silences answered silences of an unknown shape "
+                                    f"({exc.error_count()} problems); check ALERTMANAGER_URL") from None
+
     def _call(self, method: str, path: str, **kwargs: Any) -> Any:
         try:
             response = self._http.request(method, path, **kwargs)
         except httpx.TimeoutException as exc:
             raise AlertmanagerError(f"Alertmanager at {self.base_url} did not answer in time; "
-                                    "check ALERTMANAGER_URL") from exc
+                                    "check ALERTMANAGER_URL", retryable=True) from exc
         except httpx.HTTPError as exc:
+            # No answer: the request may or may not have reached it (a connection dropped after it acted).
             raise AlertmanagerError(f"cannot reach Alertmanager at {self.base_url} ({exc.__class__.__name__}); "
-                                    "check ALERTMANAGER_URL") from exc
+                                    "check ALERTMANAGER_URL", retryable=True) from exc
         if response.is_redirect:  # e.g. http to https, or a path prefix the URL lacks
             raise AlertmanagerError(f"{self.base_url}{path} redirects to {response.headers.get('location')!r}; "
                                     "check ALERTMANAGER_URL")
@@ -274,7 +326,8 @@ class AlertmanagerClient:
             fix = "fix the matchers or the start and end times" if path == "/api/v2/silences" else \
                 "check the silence id"
             return AlertmanagerError(f"Alertmanager refused the request (HTTP {status}): {message}; {fix}")
-        return AlertmanagerError(f"Alertmanager failed (HTTP {status}): {message or 'no message'}; see its log")
+        return AlertmanagerError(f"Alertmanager failed (HTTP {status}): {message or 'no message'}; see its log",
+                                 retryable=status >= 500)
 
 
 def from_environment(env: Mapping[str, str]) -> AlertmanagerClient | None:

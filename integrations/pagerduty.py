@@ -4,8 +4,9 @@ Knows nothing of incidents of ours; it speaks PagerDuty only:
 
 * `PagerDutyEvents` sends Events API v2 events (trigger / acknowledge / resolve), validated
   against the documented limits before anything is sent (platform.md §2.1).
-* `PagerDutyRest` reads on-call users and escalation policies, finds incidents by incident key,
-  escalates them and adds notes through REST API v2 (§2.2).
+* `PagerDutyRest` reads on-call users (now, or every shift in a window: `oncall_shifts`) and
+  escalation policies, finds incidents by incident key, escalates them and adds notes through
+  REST API v2 (§2.2).
 * `verify_webhook_signature` and `WebhookEvent` check and parse inbound v3 webhooks.
 
 Synchronous, like the library: call it through `asyncio.to_thread`. Every failure leaves this
@@ -26,9 +27,9 @@ import json
 import os
 import ssl
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from email.utils import parsedate_to_datetime
 from typing import Any, Literal
 from urllib.parse import quote
@@ -46,6 +47,7 @@ __all__ = [
     "OnCallUser", "EscalationPolicy", "EscalationLevel", "EscalationTarget", "PdIncident",
     "verify_webhook_signature", "WebhookEvent", "WebhookIncident", "WebhookReference",
     "INCIDENT_EVENT_TYPES", "MAX_SUMMARY", "MAX_DEDUP_KEY", "MAX_EVENT_BYTES", "ROUTING_KEY_LENGTH",
+    "ONCALL_WINDOW_MAX",
 ]
 
 
@@ -61,6 +63,9 @@ MAX_EVENT_BYTES = 512 * 1024
 # The v3 webhook event types the bot reacts to; any other type still parses.
 INCIDENT_EVENT_TYPES = frozenset({"incident.triggered", "incident.acknowledged", "incident.escalated",
                                   "incident.reassigned", "incident.resolved"})
+
+# GET /oncalls: "The search range cannot exceed 3 months" (api-schema); ask for less.
+ONCALL_WINDOW_MAX = timedelta(days=90)
 
 _RETRYABLE_STATUSES = frozenset({408, 429, 500, 502, 503, 504})
 _EVENTS_RETRIED = (429, 500, 502, 503, 504)  # the library's Events client retries 5xx too
@@ -314,8 +319,9 @@ class _Model(BaseModel):
 
 
 class OnCallUser(_Model):
-    """A user on call for an escalation policy at one level. `schedule_id` is None when the
-    policy targets the user directly (then `start`/`end` are None too: always on call)."""
+    """A user on call for an escalation policy at one level, from `start` to `end`. `schedule_id`
+    is None when the policy targets the user directly (then `start`/`end` are None too: always
+    on call)."""
 
     id: str
     name: str
@@ -324,6 +330,23 @@ class OnCallUser(_Model):
     schedule_id: str | None = None
     start: datetime | None = None
     end: datetime | None = None
+    escalation_policy_id: str | None = None
+
+
+def _oncall_user(oncall: dict[str, Any]) -> OnCallUser:
+    """One entry of GET /oncalls (include[]=users: the user object, else its reference)."""
+    user = oncall.get("user") or {}
+    return OnCallUser(id=user["id"], name=user.get("name") or user.get("summary") or user["id"],
+                      email=user.get("email") or "", escalation_level=int(oncall["escalation_level"]),
+                      schedule_id=_ref_id(oncall.get("schedule")), start=oncall.get("start"), end=oncall.get("end"),
+                      escalation_policy_id=_ref_id(oncall.get("escalation_policy")))
+
+
+def _instant(at: datetime) -> str:
+    """A time as GET /oncalls takes it: ISO 8601 in UTC (`Z`), to the second."""
+    if at.tzinfo is None:
+        raise ValueError("an on-call window needs aware datetimes")
+    return at.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 class EscalationTarget(_Model):
@@ -399,19 +422,35 @@ class PagerDutyRest:
         users: list[OnCallUser] = []
         with _boundary(f"GET /oncalls for {escalation_policy_id}"):
             for oncall in self._client.iter_all("/oncalls", params=params):
-                level = int(oncall["escalation_level"])
-                user = oncall.get("user") or {}
-                if escalation_level is not None and level != escalation_level:
+                found = _oncall_user(oncall)
+                if escalation_level is not None and found.escalation_level != escalation_level:
                     continue
-                if (level, user["id"]) in seen:
+                if (found.escalation_level, found.id) in seen:
                     continue
-                seen.add((level, user["id"]))
-                users.append(OnCallUser(id=user["id"], name=user.get("name") or user.get("summary") or user["id"],
-                                        email=user.get("email") or "", escalation_level=level,
-                                        schedule_id=_ref_id(oncall.get("schedule")), start=oncall.get("start"),
-                                        end=oncall.get("end")))
+                seen.add((found.escalation_level, found.id))
+                users.append(found)
         users.sort(key=lambda u: u.escalation_level)
         return users
+
+    def oncall_shifts(self, escalation_policy_ids: Sequence[str], *, since: datetime,
+                      until: datetime) -> list[OnCallUser]:
+        """Every level of the policies at once, from `since` to `until`: one GET /oncalls (all its
+        pages) for the on-call periods overlapping that window, with earliest=true (the earliest
+        period per policy, level and user: whoever is on call at `since`, and each other person's
+        next shift), users included. Ordered by policy, level, then start (always on call first).
+        The window may not exceed ONCALL_WINDOW_MAX, nor end before it starts."""
+        if not escalation_policy_ids:
+            return []
+        if until < since or until - since > ONCALL_WINDOW_MAX:
+            raise PagerDutyError(None, f"an on-call window must run forward and last at most {ONCALL_WINDOW_MAX.days} "
+                                 "days", False)
+        params: dict[str, Any] = {"escalation_policy_ids": list(escalation_policy_ids), "since": _instant(since),
+                                  "until": _instant(until), "earliest": True, "include": ["users"]}
+        with _boundary(f"GET /oncalls for {', '.join(escalation_policy_ids)}"):
+            shifts = [_oncall_user(oncall) for oncall in self._client.iter_all("/oncalls", params=params)]
+        epoch = datetime.min.replace(tzinfo=UTC)
+        shifts.sort(key=lambda u: (u.escalation_policy_id or "", u.escalation_level, u.start or epoch))
+        return shifts
 
     def escalation_policy(self, policy_id: str) -> EscalationPolicy:
         with _boundary(f"GET /escalation_policies/{policy_id}"):

@@ -17,7 +17,8 @@ from slack_sdk.web.async_client import AsyncWebClient
 
 from integrations.errors import IntegrationError
 
-__all__ = ["REQUIRED_SCOPES", "Channel", "ChannelInfo", "Identity", "SlackClient", "SlackError", "make_web_client"]
+__all__ = ["REQUIRED_SCOPES", "Channel", "ChannelInfo", "ChannelMessage", "Identity", "SlackClient", "SlackError",
+           "make_web_client"]
 
 log = logging.getLogger(__name__)
 
@@ -33,7 +34,7 @@ _CHANNEL_SETUP = {"channel_not_found", "not_in_channel", "is_archived"}
 REQUIRED_SCOPES = frozenset({
     "commands", "chat:write", "channels:manage", "channels:read", "channels:history", "groups:write",
     "groups:read", "groups:history", "users:read", "users:read.email", "usergroups:read", "files:write",
-    "app_mentions:read",
+    "app_mentions:read", "reactions:read", "pins:read",
 })
 _INVITE_CHUNK = 100  # conversations.invite takes at most 100 users per call
 _HISTORY_PAGES = 5  # pages of 200 searched for a message of our own: the newest 1,000
@@ -94,6 +95,17 @@ class ChannelInfo:
 class Channel:
     id: str
     name: str
+
+
+@dataclass(frozen=True)
+class ChannelMessage:
+    """A message as conversations.history / replies give it: who wrote it (a user id; a bot's
+    message without one: its bot id), its text as Slack stores it (mrkdwn, entities), its thread."""
+
+    ts: str
+    user: str
+    text: str
+    thread_ts: str | None
 
 
 def make_web_client(token: str, base_url: str, *, timeout: int = 15) -> AsyncWebClient:
@@ -194,6 +206,31 @@ class SlackClient:
                 return None
         return None
 
+    async def find_file(self, channel: str, filename: str) -> str | None:
+        """The id of a file named `filename` shared in a recent message of the channel (the newest
+        1,000): how a retried upload finds what an earlier attempt shared."""
+        cursor = ""
+        for _ in range(_HISTORY_PAGES):
+            data = await self._call("conversations.history", channel=channel, limit=200, cursor=cursor or None)
+            for message in data.get("messages", []):
+                for shared in message.get("files") or []:
+                    if isinstance(shared, dict) and shared.get("name") == filename and shared.get("id"):
+                        return str(shared["id"])
+            cursor = (data.get("response_metadata") or {}).get("next_cursor") or ""
+            if not cursor:
+                return None
+        return None
+
+    async def archive_channel(self, channel: str) -> bool:
+        """Archive a channel the bot is in; False when it already was."""
+        try:
+            await self._call("conversations.archive", channel=channel)
+        except SlackError as exc:
+            if exc.error == "already_archived":
+                return False
+            raise
+        return True
+
     async def create_channel(self, name: str, *, private: bool = False) -> Channel:
         data = await self._call("conversations.create", name=name, is_private=private)
         return Channel(id=data["channel"]["id"], name=data["channel"]["name"])
@@ -233,6 +270,11 @@ class SlackClient:
         data = await self._call("views.open", trigger_id=trigger_id, view=view)
         return str(data["view"]["id"])
 
+    async def publish_home(self, user: str, view: dict[str, Any]) -> str:
+        """The app's Home tab as `user` sees it (views.publish: the whole view, replaced)."""
+        data = await self._call("views.publish", user_id=user, view=view)
+        return str(data["view"]["id"])
+
     async def post_ephemeral(self, channel: str, user: str, text: str,
                              blocks: list[dict[str, Any]] | None = None) -> None:
         await self._call("chat.postEphemeral", channel=channel, user=user, text=text, blocks=blocks)
@@ -258,20 +300,62 @@ class SlackClient:
         data = await self._call("users.info", user=user, include_locale=True)
         return str(data["user"].get("locale") or "en-US")
 
+    async def user_name(self, user: str) -> str | None:
+        """How Slack shows the user: their display name, else their real name, else their handle."""
+        found = (await self._call("users.info", user=user))["user"]
+        profile = found.get("profile") or {}
+        name = profile.get("display_name") or profile.get("real_name") or found.get("real_name") or found.get("name")
+        return str(name) if name else None
+
+    async def message(self, channel: str, ts: str, *, thread_ts: str | None = None) -> ChannelMessage | None:
+        """One message by its ts: a top-level one (conversations.history up to `ts` inclusive,
+        limit 1), else a reply in a thread (conversations.replies of its thread, or of its own ts,
+        which Slack answers with that reply); None when Slack has no such message."""
+        if not thread_ts or thread_ts == ts:
+            data = await self._call("conversations.history", channel=channel, latest=ts, inclusive=True, limit=1)
+            found = next((m for m in data.get("messages", []) if m.get("ts") == ts), None)
+            if found is not None:
+                return _channel_message(found)
+        cursor = ""
+        for _ in range(_HISTORY_PAGES):
+            try:
+                data = await self._call("conversations.replies", channel=channel, ts=thread_ts or ts, limit=200,
+                                        cursor=cursor or None)
+            except SlackError as exc:
+                if exc.error == "thread_not_found":
+                    return None
+                raise
+            found = next((m for m in data.get("messages", []) if m.get("ts") == ts), None)
+            if found is not None:
+                return _channel_message(found)
+            cursor = (data.get("response_metadata") or {}).get("next_cursor") or ""
+            if not cursor:
+                return None
+        return None
+
     async def permalink(self, channel: str, ts: str) -> str:
         data = await self._call("chat.getPermalink", channel=channel, message_ts=ts)
         return str(data["permalink"])
 
     async def upload_file(self, channel: str, content: bytes, filename: str, *, title: str,
-                          thread_ts: str | None = None, comment: str | None = None) -> None:
+                          thread_ts: str | None = None, comment: str | None = None) -> str | None:
+        """Upload and share a file (files.getUploadURLExternal, the bytes, files.completeUploadExternal);
+        its file id, when Slack names it."""
         try:
-            await self.web.files_upload_v2(channel=channel, content=content, filename=filename, title=title,
-                                           thread_ts=thread_ts, initial_comment=comment)
+            done = await self.web.files_upload_v2(channel=channel, content=content, filename=filename, title=title,
+                                                  thread_ts=thread_ts, initial_comment=comment)
+            found = done.get("file") or {}
+            return str(found["id"]) if isinstance(found, dict) and found.get("id") else None
         except SlackApiError as exc:
             raise SlackError("files.upload_v2", exc.response.get("error", "unknown_error"),
                              status=exc.response.status_code) from exc
         except (SlackClientError, OSError, TimeoutError) as exc:
             raise SlackError("files.upload_v2", f"unreachable: {exc!r}") from exc
+
+
+def _channel_message(message: dict[str, Any]) -> ChannelMessage:
+    return ChannelMessage(ts=str(message["ts"]), user=str(message.get("user") or message.get("bot_id") or ""),
+                          text=str(message.get("text") or ""), thread_ts=message.get("thread_ts") or None)
 
 
 def _json_method(method: str) -> bool:

@@ -76,3 +76,17 @@ def view_submission(view: dict[str, Any], values: dict[str, dict[str, Any]], *, 
         "response_urls": [], "is_enterprise_install": False, "enterprise": None,
     }
     return urlencode({"payload": json.dumps(payload)}).encode()
+
+
+def message_action(callback_id: str, message: dict[str, Any], *, user: str = "U0ALICE", channel: str = "C0GENERAL",
+                   response_url: str = "http://127.0.0.1:9/actions/T0001/1/x") -> bytes:
+    """A message shortcut chosen on `message` (its `ts`, `text`, `user`), as Slack sends it."""
+    payload = {
+        "type": "message_action", "token": "legacy", "action_ts": f"{time.time():.6f}",
+        "team": {"id": "T0001", "domain": "acme"},
+        "user": {"id": user, "username": user.lower(), "name": user.lower(), "team_id": "T0001"},
+        "channel": {"id": channel, "name": "general"}, "is_enterprise_install": False, "enterprise": None,
+        "callback_id": callback_id, "trigger_id": trigger_id(), "response_url": response_url,
+        "message_ts": message["ts"], "message": {"type": "message", **message},
+    }
+    return urlencode({"payload": json.dumps(payload)}).encode()

@@ -406,9 +406,111 @@ def test_two_approvers_at_the_same_moment_run_it_once(
     [text] = wait_for(lambda: answers(slack), what="the loser's answer")
     assert "already approved by" in text
     wait_for(lambda: rows(bot)[0].status == "succeeded", what="the execution")
-    time.sleep(0.3)  # a second execution, if any, would have been queued by now
+    with bot.services.db.read() as session:  # one execution was ever queued, not merely run so far
+        executions = [j for j in session.scalars(select(Job)) if j.kind == "approval.execute"]
+    assert len(executions) == 1
     assert len(real(kubernetes)) == 1
     assert len(timeline(bot, incident.id or 0, "approval_approved")) == 1
+
+
+def test_two_clicks_on_a_remediation_at_the_same_moment_make_one_request(
+        start: Starter, slack: FakeSlack, kubernetes: FakeKubernetes) -> None:
+    bot = start()
+    incident, _ = open_incident(bot, slack)
+    step = by_id(posted_steps(bot, incident), "delete-pod")
+    barrier = threading.Barrier(2)
+    statuses: list[int] = []
+
+    def press(user: str) -> None:
+        barrier.wait()
+        statuses.append(click(bot, slack, step, user).status_code)
+
+    threads = [threading.Thread(target=press, args=(user,)) for user in ("U0ALICE", "U0BOB")]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert statuses == [200, 200]
+    assert "already requested this step" in wait_for(lambda: answers(slack), what="the second click's answer")[0]
+    wait_for(lambda: approval_message(slack, incident, step), what="the approval message")
+    assert len(rows(bot)) == 1  # each Slack click has its own trigger id: only the row lock tells them apart
+
+
+def test_a_decision_is_redrawn_even_when_slack_refuses_the_first_redraw(
+        start: Starter, slack: FakeSlack, kubernetes: FakeKubernetes) -> None:
+    bot = start()
+    incident, _ = open_incident(bot, slack)
+    _, message = request(bot, slack, incident)
+    slack.fail_next("chat.update", "ratelimited", status=429, retry_after=1, times=3)
+    deny(bot, slack, incident, message, "U0BOB", "not now")
+    wait_for(lambda: "denied by <@U0BOB>: not now" in json.dumps(current(slack, incident, message).blocks),
+             timeout=20, what="the message redrawn after Slack's 429s")
+    assert not [b for b in current(slack, incident, message).blocks if b.get("type") == "actions"]
+
+
+def test_switched_off_after_a_request_it_can_no_longer_be_approved(
+        start: Starter, slack: FakeSlack, kubernetes: FakeKubernetes) -> None:
+    bot = start()
+    incident, _ = open_incident(bot, slack)
+    _, message = request(bot, slack, incident)
+    bot.stop()
+    restarted = start(enabled=False)  # the operator flips the kill switch and restarts the bot
+    body = block_actions("approval_approve", rows(restarted)[0].token, user="U0BOB", channel=incident.channel_id or "",
+                         response_url=slack.response_url(),
+                         message={"type": "message", "ts": message.ts, "text": "", "blocks": []})
+    assert post_to_slack_events(restarted.url, body).status_code == 200
+    assert "switched off" in wait_for(lambda: answers(slack), what="the refusal")[0]
+    assert rows(restarted)[0].status == "pending" and real(kubernetes) == []
+
+
+def test_a_cluster_that_refuses_the_read_before_the_run_fails_the_request_and_runs_nothing(
+        start: Starter, slack: FakeSlack, kubernetes: FakeKubernetes) -> None:
+    bot = start()
+    incident, _ = open_incident(bot, slack)
+    step, message = request(bot, slack, incident)
+    kubernetes.forbid("get", "pods", "prod")  # a Role without `get pods` (the bot reads the pod first)
+    assert decide(bot, slack, incident, message, "U0BOB").status_code == 200
+    wait_for(lambda: rows(bot)[0].status == "failed", what="the request to fail, not hang in executing")
+    [row] = rows(bot)
+    assert (row.result or "").startswith("not run: the cluster could not be read before running it")
+    assert "forbidden" in (row.result or "").lower() and row.started_at is None
+    assert real(kubernetes) == []
+    wait_for(lambda: [m for m in thread(slack, incident.channel_id, step.message_ts)
+                      if m.ts != message.ts and "not run" in m.text], what="the thread to say so")
+    assert [e for e in audit_events(bot) if e != "diagnostic_run"][-1] == "result"
+
+
+def test_the_started_mark_is_set_once(database_url: str, clock: FakeClock) -> None:
+    from bot import approvals
+    from bot.db import Database
+    from bot.models import Incident as IncidentRow
+    from bot.models import RunbookStep as StepRow
+
+    db = Database(database_url)
+    db.migrate()
+    with db.session() as session:
+        incident = IncidentRow(title="t", alertname="A", severity="P2", created_at=clock(), updated_at=clock())
+        session.add(incident)
+        session.flush()
+        step = StepRow(incident_id=incident.id, runbook_id="r", step_index=0, step_id="s", kind="remediation",
+                       action="k8s.delete_pod", params={}, token="tok")
+        session.add(step)
+        session.flush()
+        row = ApprovalRequest(token="a1", incident_id=incident.id, step_id=step.id, action="k8s.delete_pod",
+                              params={}, risk="medium", requested_by="U1", requested_at=clock(),
+                              expires_at=clock(), status="executing", decided_by="U2")
+        session.add(row)
+    with db.session() as session:
+        first = session.get(ApprovalRequest, row.id)
+        assert first is not None and approvals.started(session, first, clock(), run=True, before={"exists": True})
+    with db.read() as session:  # a second worker loaded the row before the mark (a lapsed lease)
+        second = session.get(ApprovalRequest, row.id)
+        assert second is not None
+        session.expunge(second)
+    second.started_at = None  # as that worker saw it
+    with db.session() as session:
+        assert not approvals.started(session, second, clock(), run=True, before={})
+    db.dispose()
 
 
 def test_approval_on_a_resolved_incident_is_refused(

@@ -423,17 +423,17 @@ def test_oncall_from_pagerduty_per_level_and_per_service(pd_bot: RunningBot, sla
                                                          pagerduty: FakePagerDuty) -> None:
     answer = ask(pd_bot, slack, "", channel="C0INCIDENTS", command="/oncall").splitlines()
     assert answer[:5] == ["*Who is on call now*", "PagerDuty escalation policy `PEP1`:",
-                          "• *L2 primary on-call* (PagerDuty level 1): <@U0BOB>",
-                          "• *L3 engineering lead* (PagerDuty level 2): <@U0CAROL>",
-                          "• *L4 management* (PagerDuty level 3): <@U0ALICE>"]
+                          "• *L2 primary on-call* (PagerDuty level 1): <@U0BOB> (always on call)",
+                          "• *L3 engineering lead* (PagerDuty level 2): <@U0CAROL> (always on call)",
+                          "• *L4 management* (PagerDuty level 3): <@U0ALICE> (always on call)"]
     pagerduty.set_oncall("PEP1", 1, ["PDAN"])  # the rotation moved on; Dan has no Slack account
     answer = ask(pd_bot, slack, "", channel="C0INCIDENTS", command="/oncall").splitlines()
-    assert answer[2] == "• *L2 primary on-call* (PagerDuty level 1): Dan"
+    assert answer[2] == "• *L2 primary on-call* (PagerDuty level 1): Dan (always on call)"
 
     open_in_channel(pd_bot)  # the service `api` is the payments team's: routed to PPAY
     service = ask(pd_bot, slack, "api", channel="C0INCIDENTS", command="/oncall").splitlines()
     assert service[:3] == ["*Who is on call now for `api`*", "PagerDuty escalation policy `PPAY`:",
-                           "• *L2 primary on-call* (PagerDuty level 1): <@U0CAROL>"]
+                           "• *L2 primary on-call* (PagerDuty level 1): <@U0CAROL> (always on call)"]
     assert "*Responders* (invited to each matching incident's channel): <@U0ALICE>, <!subteam^S0SRE>" in service
     unknown = ask(pd_bot, slack, "billing", channel="C0INCIDENTS", command="/oncall").splitlines()
     assert unknown[1] == "PagerDuty escalation policy `PEP1`:"
@@ -457,6 +457,8 @@ def test_oncall_without_pagerduty_shows_the_configuration(bot: RunningBot, slack
         "*Who is on call now*",
         ":information_source: PagerDuty is not configured (set PAGERDUTY_API_TOKEN), so who is on call per level "
         "is not known; this is the configuration's view.",
+        *(f"• *{name}* (PagerDuty level {n}): not known without PagerDuty · next: not known from config"
+          for n, name in enumerate(("L2 primary on-call", "L3 engineering lead", "L4 management"), start=1)),
         "*Responders* (invited to the channel of each incident matching the rule):",
         "• `team=payments`: <@U0ALICE>, <!subteam^S0SRE>, nobody@example.com",
         "*Escalation timetable*:",

@@ -310,7 +310,8 @@ def test_oncall_users_follow_pagination(fake: FakePagerDuty, rest: PagerDutyRest
     users = rest.oncall_users("PBIG001")
     assert len(users) == 180 and len({(u.escalation_level, u.id) for u in users}) == 180
     assert [u.escalation_level for u in users] == [1] * 60 + [2] * 60 + [3] * 60
-    assert users[61] == OnCallUser(id="PL2U001", name="User 2-1", email="user2-1@example.com", escalation_level=2)
+    assert users[61] == OnCallUser(id="PL2U001", name="User 2-1", email="user2-1@example.com", escalation_level=2,
+                                   escalation_policy_id="PBIG001")
 
     pages = fake.requests_to("/oncalls")
     assert [(r.param("offset"), r.param("limit")) for r in pages] == [("0", "100"), ("100", "100")]
@@ -324,11 +325,12 @@ def test_oncall_users_follow_pagination(fake: FakePagerDuty, rest: PagerDutyRest
 
 
 def test_oncall_through_a_schedule(fake: FakePagerDuty, rest: PagerDutyRest) -> None:
-    start = datetime(2024, 5, 1, 9, 0, tzinfo=UTC)
+    start = fake.clock().replace(microsecond=0) - timedelta(hours=1)  # on call now, by the fake's clock
     fake.set_oncall("PEP0001", 1, ["PBOB001"], schedule_id="PSCHED1", start=start, end=start + timedelta(hours=8))
     first = rest.oncall_users("PEP0001", escalation_level=1)
     assert first == [OnCallUser(id="PBOB001", name="Bob Secondary", email="bob@example.com", escalation_level=1,
-                                schedule_id="PSCHED1", start=start, end=start + timedelta(hours=8))]
+                                schedule_id="PSCHED1", start=start, end=start + timedelta(hours=8),
+                                escalation_policy_id="PEP0001")]
 
 
 def test_escalation_policy_levels_delays_and_targets(fake: FakePagerDuty, rest: PagerDutyRest) -> None:

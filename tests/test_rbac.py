@@ -5,7 +5,8 @@ with the (apiGroup, resource, verb) triples it needs. The tests keep it honest b
 
 * an action in ACTIONS that is missing from `NEEDS` (or from `SCENARIOS`) fails, so whoever adds
   one must state its permissions;
-* each action runs, dry run and for real, through bot.action_runner and the real client against
+* each action runs, dry run and for real (with what an approved run reads before it, and the
+  rollout following after it), through bot.action_runner and the real client against
   the Kubernetes fake (a real HTTP server that records every request), and the requests it made,
   as the API server's authorizer sees them, must equal its `NEEDS` entry;
 * the Role (namespaced) and ClusterRole (cluster-scoped) rules must grant every needed triple and
@@ -23,9 +24,11 @@ from typing import Any
 import pytest
 import yaml
 
+from bot import reconcile
 from bot.action_params import ParamContext
 from bot.action_runner import run_action, validate_params
 from bot.actions import ACTIONS, ActionContext
+from bot.approvals import FOLLOWED
 from integrations.kubernetes import KubernetesClient
 from tests.fakes.kubernetes import FakeKubernetes, RecordedRequest
 
@@ -50,8 +53,10 @@ NEEDS: dict[str, frozenset[Triple]] = {
     "k8s.rollout_undo": frozenset({(APPS, "deployments", "get"), (APPS, "replicasets", "list"),
                                    (APPS, "deployments", "patch")}),
     "k8s.scale": frozenset({(APPS, "deployments/scale", "get"),                      # read_namespaced_deployment_scale
-                            (APPS, "deployments/scale", "patch")}),                  # patch_namespaced_deployment_scale
-    "k8s.delete_pod": frozenset({(CORE, "pods", "delete")}),                          # delete_namespaced_pod
+                            (APPS, "deployments/scale", "patch"),                    # patch_namespaced_deployment_scale
+                            (APPS, "deployments", "get")}),                           # observed, then followed
+    "k8s.delete_pod": frozenset({(CORE, "pods", "get"),                               # observed before the run
+                                 (CORE, "pods", "delete")}),                          # delete_namespaced_pod
     "k8s.cordon": frozenset({(CORE, "nodes", "get"), (CORE, "nodes", "patch")}),      # read_node, patch_node
     "k8s.uncordon": frozenset({(CORE, "nodes", "get"), (CORE, "nodes", "patch")}),
 }
@@ -125,7 +130,11 @@ def recorded(fake: FakeKubernetes, kube: KubernetesClient, action: str) -> list[
     params = validate_params(action, SCENARIOS[action], PARAMS)
     before = len(fake.requests)
     for dry_run in (True, False):
+        if not dry_run and action in reconcile.RECONCILABLE:  # what an approved run reads first (bot.reconcile)
+            asyncio.run(reconcile.observe(kube, action, params.model_dump(mode="json")))
         asyncio.run(run_action(action, params, ActionContext(kubernetes=kube, dry_run=dry_run)))
+    if action in FOLLOWED:  # then its rollout is followed (commands.approvals.follow)
+        kube.rollout_status("prod", str(params.model_dump()["deployment"]))
     made = fake.requests[before:]
     assert made and all(200 <= r.status < 300 for r in made), [(r.method, r.path, r.status) for r in made]
     return [attributes(r) for r in made]

@@ -143,7 +143,9 @@ def test_an_approved_silence_is_in_alertmanager_on_the_card_and_expired_once(
     assert found["status"]["state"] == "active" and found["createdBy"] == "U0BOB"
     card_ts = (incident.card_ts or "").replace(".", "")
     card_link = f"https://acme.slack.com/archives/{incident.card_channel_id}/p{card_ts}"  # chat.getPermalink's
-    assert found["comment"] == f"restarting the pod · oncall-bot incident #{incident.id}: {incident.title} {card_link}"
+    # ...and the request (bot.silences.marker), by which a retry after a crash finds it again.
+    assert found["comment"] == (f"restarting the pod · oncall-bot incident #{incident.id} request #{row.approval_id}: "
+                                f"{incident.title} {card_link}")
     assert sorted((m["name"], m["value"], m["isRegex"], m["isEqual"]) for m in found["matchers"]) == [
         ("alertname", "SilenceMe", False, True), ("pod", "api-7d9f-x2", False, True)]
 

@@ -167,7 +167,10 @@ def test_manifest_requests_exactly_the_scopes_the_code_uses() -> None:
 
 def test_every_subscribed_event_and_command_has_a_listener(bot: RunningBot, slack: FakeSlack) -> None:
     manifest = yaml.safe_load(MANIFEST.read_text())
-    assert manifest["settings"]["event_subscriptions"]["bot_events"] == ["app_mention"]
+    # app_home_opened: tests/test_home.py sends it and checks the published Home tab;
+    # reaction_added, pin_added: tests/test_roles_and_updates.py (timeline capture)
+    assert manifest["settings"]["event_subscriptions"]["bot_events"] == ["app_mention", "app_home_opened",
+                                                                         "reaction_added", "pin_added"]
     slack.channels["C0INCIDENTS"].messages.append(Message(ts="1.000001", text="<@UBOT> help", blocks=[],
                                                           user="U0ALICE"))
     event = {"token": "x", "team_id": "T0001", "api_app_id": "A0001", "type": "event_callback",

@@ -27,8 +27,9 @@ from typing import Any
 
 import pytest
 
+from bot.card_memory import PastIncident
 from bot.card_view import CardView
-from bot.models import Alert, Incident, IncidentStatus, Paging, TimelineEntry
+from bot.models import Alert, ApprovalRequest, Incident, IncidentStatus, Paging, TimelineEntry
 from bot.runbook_format import Runbook
 from bot.runbooks import load_runbooks, prepare_steps
 from commands.cards import announcement, incident_card
@@ -345,6 +346,63 @@ def card_hostile_window(now: datetime) -> Messages:
     ]
 
 
+def _remediations(now: datetime, hostile: str = "") -> list[ApprovalRequest]:
+    """Newest first: awaiting approval, rolled out after it ran, denied with a reason."""
+    def request(n: int, action: str, params: dict[str, Any], minutes_ago: int, **fields: Any) -> ApprovalRequest:
+        return ApprovalRequest(id=n, token=f"approval-{n}", incident_id=42, step_id=n, action=action, params=params,
+                               risk="medium", requested_by="U0ALICE", requested_at=now - timedelta(minutes=minutes_ago),
+                               expires_at=now - timedelta(minutes=minutes_ago) + timedelta(minutes=15), **fields)
+    return [
+        request(3, "k8s.scale", {"namespace": "prod", "deployment": f"checkout{hostile}", "replicas": 6}, 1),
+        request(2, "k8s.rollout_restart", {"namespace": "prod", "deployment": "checkout"}, 6, status="succeeded",
+                decided_by="U0BOB", decided_at=now - timedelta(minutes=5), result=f"restarted{hostile}",
+                rollout="complete", rollout_detail=f"3 of 3 updated replicas available{hostile}"),
+        request(1, "k8s.delete_pod", {"namespace": "prod", "pod": "checkout-7d9f-a1"}, 9, status="denied",
+                decided_by="U0BOB", decided_at=now - timedelta(minutes=8), reason=f"not this pod{hostile}"),
+    ]
+
+
+def _past(now: datetime, hostile: str = "") -> list[PastIncident]:
+    """The last three like it, last resolved first: after a rollback, after a runbook step, after nothing."""
+    return [
+        PastIncident(id=41, channel_id="C0INC42", opened_at=now - timedelta(days=2, minutes=14),
+                     resolved_at=now - timedelta(days=2), kind="remediation", action="k8s.rollout_undo",
+                     params={"namespace": "prod", "deployment": f"checkout{hostile}"}),
+        PastIncident(id=37, channel_id=None, opened_at=now - timedelta(days=9, hours=2),
+                     resolved_at=now - timedelta(days=9), kind="step", action="k8s.logs", step_id=f"logs{hostile}",
+                     params={"namespace": "prod", "pod": "checkout-1"}),
+        PastIncident(id=30, channel_id=None, opened_at=now - timedelta(days=30, minutes=5),
+                     resolved_at=now - timedelta(days=30), kind=None),
+    ]
+
+
+def _memory_view(now: datetime, locale: str, hostile: str = "") -> CardView:
+    return CardView(incident=_incident(now, **_acked(now)), alerts=_alerts(now), timeline=_timeline(now), now=now,
+                    paging=_paging(now, level=1, paged_at=now - timedelta(minutes=7), delivery="delivered",
+                                   delivered_at=now - timedelta(minutes=6)),
+                    locale=locale, past=_past(now, hostile), remediations=_remediations(now, hostile))
+
+
+def card_memory_en(now: datetime) -> Messages:
+    """Past incidents like it, its remediations, the state buttons (investigating: identified, mitigating)."""
+    return _card(_memory_view(now, "en"))
+
+
+def card_memory_ja(now: datetime) -> Messages:
+    return _card(_memory_view(now, "ja"))
+
+
+def card_memory_hostile(now: datetime) -> Messages:
+    """Parameters, results, reasons and step ids are untrusted too; an unknown action's name as well."""
+    view = _memory_view(now, "en", HOSTILE)
+    view.remediations.append(ApprovalRequest(
+        id=4, token="approval-4", incident_id=42, step_id=4, action=f"x.{HOSTILE}", params={"name": HOSTILE},
+        risk="low", requested_by="U0ALICE", requested_at=now - timedelta(minutes=2), status="failed",
+        decided_by="U0BOB", expires_at=now + timedelta(minutes=13), result=HOSTILE * 40))
+    view.remediations.insert(0, view.remediations.pop())
+    return _card(view)
+
+
 def announcements(now: datetime) -> Messages:
     return [{"text": text, "blocks": blocks} for text, blocks in (
         announcement(_incident(now), "C0INC42"),
@@ -516,6 +574,7 @@ CASES: dict[str, Callable[[datetime], Messages]] = {
         card_detected_pending_page, card_acknowledged_paged_delivered, card_page_pending_retrying, card_page_failed,
         card_maintenance_window, card_pagerduty_unconfigured, card_page_held_not_configured, card_acked_in_pagerduty,
         card_escalated, card_resolved, card_many_alerts, card_hostile, card_hostile_window, announcements,
+        card_memory_en, card_memory_ja, card_memory_hostile,
         runbook_service_down_en, runbook_service_down_ja, runbook_service_down_en_notes, runbook_service_down_ja_notes,
         runbook_disk_space_ja, runbook_disk_space_en_notes, runbook_hostile_labels, runbook_hostile_title,
         no_runbook, notices_legacy,

@@ -14,8 +14,11 @@ on; ack/resolve for an unknown or resolved alert (or through another routing key
 but still answered 202, as PagerDuty does.
 
 REST API v2 (§2.2), `Authorization: Token token=<api_token>` or 401: GET /oncalls (filters
-escalation_policy_ids[], user_ids[], schedule_ids[]; earliest; include[]=users; limit/offset/
-total/more, limit capped at 100, offset+limit ≤ 10000), GET /escalation_policies/{id},
+escalation_policy_ids[], user_ids[], schedule_ids[]; since/until, both defaulting to the fake's
+clock: the on-call periods overlapping that window, 400 when until is before since or the range
+exceeds 3 months; earliest: the earliest period per policy, level and user; include[]=users;
+limit/offset/total/more, limit capped at 100, offset+limit ≤ 10000; entries ordered by policy,
+level and start, a period keeping its own start and end), GET /escalation_policies/{id},
 GET /users/{id}, GET /incidents (incident_key, service_ids[], statuses[]), GET /incidents/{id},
 PUT /incidents/{id} (From required → 400 code 2016; status, escalation_level),
 POST and GET /incidents/{id}/notes (From required on POST). Unknown paths: 404 code 2100.
@@ -52,7 +55,7 @@ import threading
 import uuid
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
@@ -229,6 +232,20 @@ def _decode(raw: bytes) -> Any:
         return text
 
 
+def _time(query: dict[str, list[str]], key: str, default: datetime) -> datetime:
+    values = query.get(key)
+    if not values or values[0] == "":
+        return default
+    try:
+        at = datetime.fromisoformat(values[0])
+    except ValueError:
+        raise _RestError(400, "Invalid Input Provided", 2001, [f"{key} must be an ISO 8601 date-time."]) from None
+    return at if at.tzinfo else at.replace(tzinfo=UTC)
+
+
+ONCALL_RANGE_MAX = timedelta(days=90)  # "The search range cannot exceed 3 months"
+
+
 def _flag(query: dict[str, list[str]], key: str) -> bool:
     return (query.get(key) or [""])[0].lower() == "true"
 
@@ -372,6 +389,22 @@ class FakePagerDuty:
                 if user_id not in self._users:
                     raise KeyError(f"unknown user {user_id}: add_user() first")
                 entries.append({"user": user_id, "schedule": schedule_id, "start": start, "end": end})
+            self._oncall[(escalation_policy_id, level)] = entries
+
+    def add_oncall_shift(self, escalation_policy_id: str, level: int, user_id: str, *, start: datetime,
+                         end: datetime, schedule_id: str | None = None) -> None:
+        """One more on-call period at `level` of the policy (through `schedule_id`), e.g. the next
+        person of a rotation, beside whoever is on call there already."""
+        with self.lock:
+            policy = self._policies[escalation_policy_id]
+            if not 1 <= level <= len(policy["rules"]):
+                raise ValueError(f"{escalation_policy_id} has levels 1..{len(policy['rules'])}")
+            if user_id not in self._users:
+                raise KeyError(f"unknown user {user_id}: add_user() first")
+            if end <= start:
+                raise ValueError("a shift ends after it starts")
+            entries = list(self._oncall_at(escalation_policy_id, level))
+            entries.append({"user": user_id, "schedule": schedule_id, "start": start, "end": end})
             self._oncall[(escalation_policy_id, level)] = entries
 
     def add_service(self, id: str, routing_key: str, escalation_policy_id: str | None = None, *,  # noqa: A002
@@ -667,6 +700,13 @@ class FakePagerDuty:
         schedule_ids = set(query.get("schedule_ids[]", []))
         full_users = "users" in query.get("include[]", [])
         earliest = _flag(query, "earliest")
+        now = self.clock()
+        since, until = _time(query, "since", now), _time(query, "until", now)
+        if until < since:
+            raise _RestError(400, "Invalid Input Provided", 2001, ["The until time cannot be before the since time."])
+        if until - since > ONCALL_RANGE_MAX:
+            raise _RestError(400, "Invalid Input Provided", 2001, ["The search range cannot exceed 3 months."])
+        epoch = datetime.min.replace(tzinfo=UTC)
         entries: list[Obj] = []
         seen: set[tuple[str, int, str]] = set()
         for policy_id in policy_ids:
@@ -674,10 +714,14 @@ class FakePagerDuty:
             if policy is None:
                 continue
             for level in range(1, len(policy["rules"]) + 1):
-                for entry in self._oncall_at(policy_id, level):
+                for entry in sorted(self._oncall_at(policy_id, level), key=lambda e: e["start"] or epoch):
                     if user_ids and entry["user"] not in user_ids:
                         continue
                     if schedule_ids and entry["schedule"] not in schedule_ids:
+                        continue
+                    # overlapping the window (an instant when since == until); None: always on call
+                    if (entry["start"] is not None and entry["start"] > until) or \
+                            (entry["end"] is not None and entry["end"] <= since):
                         continue
                     if earliest and (policy_id, level, entry["user"]) in seen:
                         continue

@@ -44,14 +44,20 @@ class Message:
     edits: int = 0
     files: list[str] = field(default_factory=list)
     metadata: dict[str, Any] | None = None
+    file_objects: list[dict[str, Any]] = field(default_factory=list)  # the shared files, as history shows them
+    bot_id: str | None = "B0001"  # None: a person's message (post_as)
 
     def as_slack(self, *, with_metadata: bool = False) -> dict[str, Any]:
         found: dict[str, Any] = {"type": "message", "ts": self.ts, "text": self.text, "user": self.user,
-                                 "bot_id": "B0001", "blocks": self.blocks}
+                                 "bot_id": self.bot_id, "blocks": self.blocks}
+        if self.bot_id is None:
+            del found["bot_id"]
         if self.thread_ts:
             found["thread_ts"] = self.thread_ts
         if with_metadata and self.metadata:
             found["metadata"] = self.metadata
+        if self.file_objects:  # a file share: Slack lists the files on the message
+            found["files"], found["upload"] = self.file_objects, True
         return found
 
 
@@ -141,6 +147,8 @@ class FakeSlack:
         self.usergroups: dict[str, list[str]] = {}
         self.uploads: dict[str, bytes] = {}
         self.views: dict[str, dict[str, Any]] = {}  # view id -> the modal as opened
+        self.homes: dict[str, dict[str, Any]] = {}  # user id -> the Home tab last published for them
+        self.home_tab_enabled = True  # the manifest's features.app_home.home_tab_enabled
         self._used_triggers: set[str] = set()
         self.responses: list[tuple[str, dict[str, Any]]] = []  # (response_url path, message)
         self.ephemerals: list[tuple[str, str, Message]] = []  # (channel, user, message)
@@ -149,7 +157,8 @@ class FakeSlack:
         self._holds: list[Hold] = []
         self._losses: list[str] = []
         self.scopes: set[str] = set(SCOPES.values()) | {"commands", "app_mentions:read", "groups:write",
-                                                         "groups:read", "groups:history", "chat:write.public"}
+                                                         "groups:read", "groups:history", "chat:write.public",
+                                                         "reactions:read", "pins:read"}  # events' scopes
         self.revoked = False
         self._last_ts = 0.0
         self._down = False
@@ -206,6 +215,13 @@ class FakeSlack:
             return channel
 
     create_channel = add_channel
+
+    def post_as(self, channel_id: str, user: str, text: str, *, thread_ts: str | None = None) -> Message:
+        """A person's message in a channel (or a reply in a thread), as if typed in Slack."""
+        with self._lock:
+            message = Message(ts=self._new_ts(), text=text, blocks=[], user=user, thread_ts=thread_ts, bot_id=None)
+            self.channels[channel_id].messages.append(message)
+            return message
 
     def channel_by_name(self, name: str) -> Channel | None:
         return next((c for c in self.channels.values() if c.name == name), None)
@@ -328,8 +344,8 @@ class FakeSlack:
     def _channel(self, ref: str | None, *, member: bool = False, archived_ok: bool = False) -> Channel:
         ref = (ref or "").lstrip("#")
         channel = self.channels.get(ref) or self.channel_by_name(ref)
-        if channel is None:
-            raise _SlackError("channel_not_found")
+        if channel is None or (channel.is_private and self.bot_user_id not in channel.members):
+            raise _SlackError("channel_not_found")  # a private channel does not exist for a non-member
         if member and self.bot_user_id not in channel.members:
             raise _SlackError("not_in_channel")
         if channel.archived and not archived_ok:
@@ -357,10 +373,13 @@ class FakeSlack:
             raise _SlackError("invalid_name_specials")
         if not any(ch.isalnum() for ch in name):
             raise _SlackError("invalid_name_punctuation")
+        private = str(args.get("is_private")) in ("1", "true", "True")
+        if private and "groups:write" not in self.scopes:  # a private channel needs groups:write, not channels:manage
+            raise _SlackError("missing_scope", needed="groups:write", provided=",".join(sorted(self.scopes)))
         if self.channel_by_name(name):
             raise _SlackError("name_taken")  # archived channels keep their names too
         channel = self.add_channel(name)
-        channel.is_private = str(args.get("is_private")) in ("1", "true", "True")
+        channel.is_private = private
         channel.creator = self.bot_user_id
         return {"channel": channel.as_slack()}
 
@@ -398,6 +417,7 @@ class FakeSlack:
         types = set(str(args.get("types") or "public_channel").split(","))
         found = [c for c in self.channels.values()
                  if ("private_channel" if c.is_private else "public_channel") in types
+                 and not (c.is_private and self.bot_user_id not in c.members)  # only those it is in
                  and not (c.archived and str(args.get("exclude_archived")) in ("1", "true"))]
         page, cursor = _page(found, args, default=100, most=1000)
         return {"channels": [c.as_slack() for c in page], "response_metadata": {"next_cursor": cursor}}
@@ -406,6 +426,7 @@ class FakeSlack:
         _require(args, "channel")
         channel = self._channel(args["channel"], member=True, archived_ok=True)
         top = [m for m in reversed(channel.messages) if not m.thread_ts or m.thread_ts == m.ts]  # newest first
+        top = [m for m in top if _within(m.ts, args)]
         page, cursor = _page(top, args, default=100, most=999)
         with_metadata = str(args.get("include_all_metadata")) in ("1", "true", "True")
         return {"messages": [m.as_slack(with_metadata=with_metadata) for m in page], "has_more": bool(cursor),
@@ -427,7 +448,10 @@ class FakeSlack:
         return {"members": sorted(channel.members), "response_metadata": {"next_cursor": ""}}
 
     def _m_conversations_archive(self, args: dict[str, Any]) -> dict[str, Any]:
-        channel = self._channel(args.get("channel"), member=True)
+        _require(args, "channel")
+        channel = self._channel(args.get("channel"), member=True, archived_ok=True)
+        if channel.archived:
+            raise _SlackError("already_archived")
         channel.archived = True
         return {}
 
@@ -524,6 +548,9 @@ class FakeSlack:
             message = self._post({"channel": args["channel_id"], "text": args.get("initial_comment") or " ",
                                   "thread_ts": args.get("thread_ts")})
             message.files = [f["id"] for f in files]
+            message.file_objects = [{"id": f["id"], "name": self._pending_files.get(f["id"], {}).get("filename", ""),
+                                     "title": f.get("title", ""), "size": len(self.uploads[f["id"]]),
+                                     "user": self.bot_user_id} for f in files]
         return {"files": [{"id": f["id"], "title": f.get("title", ""),
                            "name": self._pending_files.get(f["id"], {}).get("filename", "")} for f in files]}
 
@@ -548,6 +575,29 @@ class FakeSlack:
         opened = {**view, "id": view_id, "hash": uuid.uuid4().hex[:16], "state": {"values": {}}}
         self.views[view_id] = opened
         return {"view": opened}
+
+    def _m_views_publish(self, args: dict[str, Any]) -> dict[str, Any]:
+        """A user's Home tab, replaced whole. `hash` (optional) must be the one last published, as
+        Slack guards against two publishes racing (`hash_conflict`)."""
+        _require(args, "user_id", "view")
+        if not self.home_tab_enabled:
+            raise _SlackError("not_enabled")
+        raw = args["view"]
+        view = json.loads(raw) if isinstance(raw, str) else raw
+        if len(raw if isinstance(raw, str) else json.dumps(raw)) > 250_000:
+            raise _SlackError("view_too_large")
+        problems = validate_view(view, surface="home")
+        if problems:
+            raise _SlackError("invalid_arguments", response_metadata={"messages": [f"[ERROR] {p}" for p in problems]})
+        user = str(args["user_id"])
+        before = self.homes.get(user)
+        if args.get("hash") and (before is None or before["hash"] != args["hash"]):
+            raise _SlackError("hash_conflict")
+        published = {**view, "id": before["id"] if before else f"V{next(self._ids):08d}", "team_id": "T0001",
+                     "hash": f"{int(time.time())}.{uuid.uuid4().hex[:8]}", "state": {"values": {}},
+                     "app_id": "A0001", "bot_id": "B0001", "root_view_id": None, "previous_view_id": None}
+        self.homes[user] = published
+        return {"view": published}
 
     def _m_reactions_add(self, args: dict[str, Any]) -> dict[str, Any]:
         self._channel(args.get("channel"))
@@ -607,6 +657,27 @@ def _metadata(args: dict[str, Any]) -> dict[str, Any] | None:
     if len(json.dumps(metadata)) > 8000:
         raise _SlackError("metadata_too_large")
     return metadata
+
+
+def _ts_key(ts: str) -> tuple[int, int]:
+    seconds, _, fraction = str(ts).partition(".")
+    return int(seconds or 0), int((fraction or "0").ljust(6, "0")[:6])
+
+
+def _within(ts: str, args: dict[str, Any]) -> bool:
+    """conversations.history's window: after `oldest`, before `latest` (now when absent), each
+    bound itself included only with `inclusive`."""
+    inclusive = str(args.get("inclusive")) in ("1", "true", "True")
+    key = _ts_key(ts)
+    if args.get("latest") not in (None, ""):
+        latest = _ts_key(str(args["latest"]))
+        if key > latest or (key == latest and not inclusive):
+            return False
+    if args.get("oldest") not in (None, ""):
+        oldest = _ts_key(str(args["oldest"]))
+        if key < oldest or (key == oldest and not inclusive):
+            return False
+    return True
 
 
 def _page(items: list[Any], args: dict[str, Any], *, default: int, most: int) -> tuple[list[Any], str]:

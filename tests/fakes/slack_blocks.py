@@ -91,6 +91,8 @@ def _block(block: dict[str, Any], where: str, action_ids: set[str]) -> list[str]
             problems.append(f"must provide action_id [json-pointer:{where}/element/action_id]")
         if element["type"] == "plain_text_input" and not 0 < element.get("max_length", 3000) <= 3000:
             problems.append(f"must be at most 3000 [json-pointer:{where}/element/max_length]")
+        if element["type"] in ("static_select", "checkboxes", "radio_buttons"):
+            problems += _options(element, f"{where}/element")
         return problems
     if kind == "markdown":
         text = block.get("text", "")
@@ -98,9 +100,35 @@ def _block(block: dict[str, Any], where: str, action_ids: set[str]) -> list[str]
     return []
 
 
+def _options(element: dict[str, Any], where: str) -> list[str]:
+    """A select's or checkbox group's options: 1-100 (checkboxes and radio buttons 1-10), each with
+    text (at most 75; a select's plain_text), a value (at most 150) and an optional description
+    (at most 75); initial options must be among them."""
+    options = element.get("options")
+    most = 100 if element["type"] == "static_select" else 10
+    if not isinstance(options, list) or not 0 < len(options) <= most:
+        return [f"must have 1-{most} options [json-pointer:{where}/options]"]
+    problems: list[str] = []
+    for i, option in enumerate(options):
+        at = f"{where}/options/{i}"
+        problems += _text(option.get("text"), f"{at}/text", 75, plain_only=element["type"] == "static_select")
+        if not isinstance(option.get("value"), str) or not 0 < len(option["value"]) <= 150:
+            problems.append(f"must be 1-150 characters [json-pointer:{at}/value]")
+        if "description" in option:
+            problems += _text(option["description"], f"{at}/description", 75)
+    initial = ([element["initial_option"]] if "initial_option" in element else []) + \
+        list(element.get("initial_options") or [])
+    for option in initial:
+        if option not in options:
+            problems.append(f"must match one of the options [json-pointer:{where}/initial_option]")
+    return problems
+
+
 def _element(element: Any, where: str, action_ids: set[str]) -> list[str]:
     if not isinstance(element, dict):
         return [f"must be an object [json-pointer:{where}]"]
+    if element.get("type") == "overflow":
+        return _overflow(element, where, action_ids)
     if element.get("type") != "button":
         return []
     problems = _text(element.get("text"), f"{where}/text", 75, plain_only=True)
@@ -125,23 +153,48 @@ def _element(element: Any, where: str, action_ids: set[str]) -> list[str]:
     return problems
 
 
-def validate_view(view: Any) -> list[str]:
-    """A modal as views.open / views.update check it (platform.md §1.6): title, submit and close
-    plain_text of at most 24 characters, at most 100 blocks, an input needs a submit button."""
-    if not isinstance(view, dict) or view.get("type") != "modal":
-        return ["must be a modal [json-pointer:/view/type]"]
-    problems = _text(view.get("title"), "/view/title", 24, plain_only=True)
-    for key in ("submit", "close"):
-        if key in view:
-            problems += _text(view[key], f"/view/{key}", 24, plain_only=True)
+def validate_view(view: Any, surface: str = "modal") -> list[str]:
+    """A view as views.open / views.update check a modal (platform.md §1.6): title, submit and
+    close plain_text of at most 24 characters, at most 100 blocks, an input needs a submit button;
+    or as views.publish checks a Home tab (`surface="home"`): its blocks, at most 100."""
+    if not isinstance(view, dict) or view.get("type") != surface:
+        return [f"must be a {surface} [json-pointer:/view/type]"]
+    problems: list[str] = []
+    if surface == "modal":
+        problems += _text(view.get("title"), "/view/title", 24, plain_only=True)
+        for key in ("submit", "close"):
+            if key in view:
+                problems += _text(view[key], f"/view/{key}", 24, plain_only=True)
     blocks = view.get("blocks")
     problems += [p.replace("[json-pointer:/blocks", "[json-pointer:/view/blocks")
                  for p in validate_blocks(blocks, VIEW_BLOCKS)]
-    if isinstance(blocks, list) and any(isinstance(b, dict) and b.get("type") == "input" for b in blocks) \
-            and "submit" not in view:
+    if surface == "modal" and isinstance(blocks, list) \
+            and any(isinstance(b, dict) and b.get("type") == "input" for b in blocks) and "submit" not in view:
         problems.append("must provide submit when the view has input blocks [json-pointer:/view/submit]")
     if len(str(view.get("callback_id", ""))) > 255:
         problems.append("must be less than 256 characters [json-pointer:/view/callback_id]")
     if len(str(view.get("private_metadata", ""))) > 3000:
         problems.append("must be less than 3001 characters [json-pointer:/view/private_metadata]")
+    return problems
+
+
+def _overflow(element: dict[str, Any], where: str, action_ids: set[str]) -> list[str]:
+    """An overflow menu: 1-5 options, each a plain_text of at most 75 and a value of at most 150."""
+    problems: list[str] = []
+    action_id = element.get("action_id", "")
+    if not action_id or len(action_id) > 255:
+        problems.append(f"must be 1-255 characters [json-pointer:{where}/action_id]")
+    if action_id in action_ids:
+        problems.append(f"duplicate action_id [json-pointer:{where}/action_id]")
+    action_ids.add(action_id)
+    options = element.get("options")
+    if not isinstance(options, list) or not 1 <= len(options) <= 5:
+        return [*problems, f"must have 1-5 options [json-pointer:{where}/options]"]
+    for i, option in enumerate(options):
+        at = f"{where}/options/{i}"
+        problems += _text(option.get("text") if isinstance(option, dict) else None, f"{at}/text", 75,
+                          plain_only=True)
+        value = option.get("value", "") if isinstance(option, dict) else ""
+        if not isinstance(value, str) or not 0 < len(value) <= 150:
+            problems.append(f"must be 1-150 characters [json-pointer:{at}/value]")
     return problems
