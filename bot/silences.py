@@ -192,14 +192,19 @@ def incident_matchers(incident: Incident) -> str | None:
 
 def given_matchers(words: Sequence[str], alertname: str) -> str:
     """`label=value` words (also `!=`, `=~`, `!~`; quotes already taken off) as matchers; the
-    incident's alertname is added when they name none. ValueError says which word is wrong; the
-    action's parameters (bot.param_syntax.parse_silence_matchers) judge the rest."""
+    incident's alertname is added when they name none, and they may name no other: an
+    incident's silence narrows its own alerts, it never reaches another incident's (or no
+    incident's) alerts. ValueError says which word is wrong; the action's parameters
+    (bot.param_syntax.parse_silence_matchers) judge the rest."""
     matchers: list[SilenceMatcher] = []
     for word in words:
         found = _WORD.fullmatch(word)
         if not found:
             raise ValueError(f"{short_repr(word)} is not label=value")
         name, op, value = found.groups()
+        if name == "alertname" and alertname and (op != "=" or value != alertname):
+            raise ValueError(f"{short_repr(word)}: this incident's silences are for its own alerts "
+                             f"(alertname={short_repr(alertname)}); silence other alerts from their own incident")
         matchers.append(SilenceMatcher(name, value, op in ("=~", "!~"), op in ("=", "=~")))
     if alertname and not any(m.name == "alertname" for m in matchers):
         matchers.insert(0, SilenceMatcher("alertname", alertname, False, True))

@@ -265,7 +265,9 @@ def test_only_the_channels_members_may_silence_and_bad_input_says_how(
     bad_regex = ask(bot, slack, "1h pod=~(", channel=channel, command="/silence")
     assert bad_regex.startswith("Nothing was silenced: matchers: matcher pod=~: invalid regular expression")
     assert ask(bot, slack, "1h alertname!=X", channel=channel, command="/silence").startswith(
-        'Nothing was silenced: matchers: matchers must include alertname="&lt;the alert&gt;"')
+        "Nothing was silenced: 'alertname!=X': this incident's silences are for its own alerts")
+    assert "silences are for its own alerts" in ask(bot, slack, "1h alertname=SecurityIncident", channel=channel,
+                                                    command="/silence")
     assert ask(bot, slack, 'pod="api', channel=channel, command="/silence").startswith("A quote is not closed")
     assert ask(bot, slack, "help", channel=channel, command="/silence").startswith(
         "*`/silence <duration> [label=value ...]`*")
@@ -439,7 +441,10 @@ def test_the_incidents_matchers_are_its_common_labels_and_never_a_cut_one() -> N
     assert (silences.incident_matchers(many) or "").count("=") == silences.MAX_MATCHERS
     assert silences.given_matchers(["pod=api-1", "namespace=~prod-.*", "severity!=info"], "A") == (
         'alertname="A", pod="api-1", namespace=~"prod-.*", severity!="info"')
-    assert silences.given_matchers(["alertname=B"], "A") == 'alertname="B"'
+    assert silences.given_matchers(["alertname=A", "pod=p"], "A") == 'alertname="A", pod="p"'
+    for other in (["alertname=B"], ["alertname=~.*"], ["alertname!=A"], ["alertname=~A|SecurityIncident"]):
+        with pytest.raises(ValueError, match="silences are for its own alerts"):
+            silences.given_matchers(other, "A")  # never another incident's, or every, alert
     with pytest.raises(ValueError, match="is not label=value"):
         silences.given_matchers(["=x"], "A")
 
