@@ -86,16 +86,23 @@ class StatusUpdate:
 
 
 def post_update(session: Session, incident: Incident, author: str, fields: Mapping[str, str], now: datetime,
-                config: OncallConfig) -> StatusUpdate:
+                config: OncallConfig, *, view: str | None = None) -> StatusUpdate:
     """Record a status update (at least one of UPDATE_FIELDS; each cut to UPDATE_LIMIT), queue
     its posts (the incident's channel or card thread; and the announcement's thread when the
-    incident has a channel of its own) and reset the status-update reminder (bot.escalation)."""
+    incident has a channel of its own) and reset the status-update reminder (bot.escalation).
+    `view`: the modal it came from; submitted again (a person pressing Submit twice when Slack
+    was slow), it is the update already recorded. The caller holds the incident's row lock."""
     values = {name: str(fields.get(name) or "").strip()[:UPDATE_LIMIT] for name in UPDATE_FIELDS}
     if not any(values.values()):
         raise ValueError("a status update says at least one of: " + ", ".join(UPDATE_FIELDS))
+    if view:
+        for earlier in session.scalars(select(TimelineEntry).where(
+                col(TimelineEntry.incident_id) == incident.id, col(TimelineEntry.kind) == STATUS_UPDATE)):
+            if earlier.data.get("view") == view:
+                return _update(earlier)
     text = "\n".join(f"{_LABELS[name]}: {value}" for name, value in values.items() if value)
     entry = TimelineEntry(incident_id=incident.id or 0, at=now, actor=author, kind=STATUS_UPDATE, text=text,
-                          data=dict(values))
+                          data={**values, **({"view": view} if view else {})})
     session.add(entry)
     session.flush()  # its id names the posts (their message tags)
     assert entry.id is not None

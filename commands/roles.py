@@ -213,7 +213,7 @@ class RoleCommands:
             elif await self.refusal(Act.POST_UPDATE, _Submitter(user, language), incident) is not None:
                 error = _t("update_refused", language)
         if error is None and incident is not None:
-            posted = await asyncio.to_thread(self._post, incident.id, user, submitted.fields)
+            posted = await asyncio.to_thread(self._post, incident.id, user, submitted.fields, str(view.get("id", "")))
             error = None if posted else _t("update_gone", language)
         if error is not None:
             await ack(response_action="errors", errors={UPDATE_FIELDS[0]: error})
@@ -222,12 +222,12 @@ class RoleCommands:
         self.on_commit()
         log.info("status update posted", extra={"incident": incident.id if incident else None, "user": user})
 
-    def _post(self, incident_id: int | None, user: str, fields: dict[str, str]) -> StatusUpdate | None:
+    def _post(self, incident_id: int | None, user: str, fields: dict[str, str], view: str) -> StatusUpdate | None:
         with self.db.session() as session:
             incident = session.get(Incident, incident_id, with_for_update=True)
             if incident is None:
                 return None
-            return roles.post_update(session, incident, user, fields, self.clock(), self.config)
+            return roles.post_update(session, incident, user, fields, self.clock(), self.config, view=view or None)
 
     async def post_in_incident(self, job: Job) -> None:
         incident, update = await asyncio.to_thread(self._update, job)

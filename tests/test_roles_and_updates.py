@@ -199,7 +199,7 @@ def test_update_modal_posts_in_the_channel_and_the_announcement_thread_once_and_
     [entry] = entries(bot, row.id, "status_update")
     assert entry.actor == "U0ALICE"
     assert entry.data == {"known": "api pods crash-loop after v42 <!channel>", "impact": "checkout errors for 30%",
-                          "next_steps": "roll back to v41"}
+                          "next_steps": "roll back to v41", "view": view["id"]}
     reminders = [t for t in timers(bot, row.id) if t.kind == "reminder"]
     assert next(t for t in reminders if t.id == reminder.id).status == TimerStatus.CANCELLED
     [pending] = [t for t in reminders if t.status == TimerStatus.PENDING]
@@ -226,8 +226,14 @@ def test_an_update_needs_one_field_and_the_same_person(bot: RunningBot, slack: F
 
     assert submit(bot, view, impact="none yet").content == b""
     [entry] = entries(bot, row.id, "status_update")
-    assert entry.data == {"known": "", "impact": "none yet", "next_steps": ""}
+    assert entry.data == {"known": "", "impact": "none yet", "next_steps": "", "view": view["id"]}
     assert entry.text == "Impact: none yet"
+    # Submit pressed again (Slack was slow to close the form): a new trigger id, the same form
+    assert submit(bot, view, impact="none yet").content == b""
+    settle(bot)
+    assert len(entries(bot, row.id, "status_update")) == 1
+    assert len([m for _, m in slack.tagged("status_update")
+                if m.metadata["event_payload"]["where"] == "incident"]) == 1  # type: ignore[index]
 
 
 def test_update_is_put_to_the_policy_before_the_modal_opens(bot: RunningBot, slack: FakeSlack) -> None:
