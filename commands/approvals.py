@@ -491,12 +491,6 @@ class Approvals:
                 raise PermanentError(f"approval request {approval_id} does not exist")
             return row, step, incident
 
-    def _incident(self, incident_id: int) -> Incident:
-        with self.db.read() as session:
-            incident = session.get(Incident, incident_id)
-            assert incident is not None
-            return incident
-
     def _save(self, approval_id: int | None, **values: Any) -> None:
         with self.db.session() as session:
             row = session.get(ApprovalRequest, approval_id)
