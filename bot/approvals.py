@@ -46,11 +46,12 @@ ROLLOUT_ENDED = ("complete", "failed", "timed_out", "unknown")  # unknown: could
 class ApprovalRefused(Exception):
     """The request cannot be made; the message says why (shown to the requester). `reason` names
     it for callers that word it themselves (in the asker's language): switched_off, resolved,
-    pending, incident_budget, daily_budget; `limit` is the budget that was reached."""
+    pending, incident_budget, daily_budget; `limit` is the budget that was reached, `who` the
+    Slack user whose request is pending."""
 
-    def __init__(self, message: str, reason: str = "", limit: int = 0) -> None:
+    def __init__(self, message: str, reason: str = "", limit: int = 0, who: str = "") -> None:
         super().__init__(message)
-        self.reason, self.limit = reason, limit
+        self.reason, self.limit, self.who = reason, limit, who
 
 
 def is_open(incident: Incident) -> bool:
@@ -80,7 +81,7 @@ def request(session: Session, step: RunbookStep, incident: Incident, user: str, 
         col(ApprovalRequest.expires_at) > now)).first()
     if pending is not None:
         raise ApprovalRefused(f"<@{pending.requested_by}> already requested this step; approve or deny that "
-                              "request in the step's thread.", "pending")
+                              "request in the step's thread.", "pending", who=pending.requested_by)
     spent = select(func.count()).select_from(ApprovalRequest).where(col(ApprovalRequest.status).in_(_SPENT))
     used = session.scalar(spent.where(col(ApprovalRequest.incident_id) == incident.id)) or 0
     if used >= config.budget_per_incident:

@@ -20,6 +20,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import aliased
 from sqlmodel import Session, col
 
+from bot.declare import SLACK
 from bot.lifecycle import TRANSITIONS
 from bot.models import ApprovalRequest, ApprovalStatus, Incident, IncidentStatus, RunbookStep
 
@@ -69,10 +70,14 @@ class PastIncident:
 
 def past_incidents(session: Session, incident: Incident, limit: int = PAST_SHOWN) -> list[PastIncident]:
     """The last `limit` resolved incidents with the incident's alertname and service, opened
-    before it and not private, the most recently resolved first; one statement. Its plan: a scan of `incident`
+    before it, not private and from Alertmanager, the most recently resolved first; one statement.
+    Declared incidents (bot.declare) have no memory and are none: they all share one alertname
+    (`incidents.declared_alertname`), so its match says nothing of what went wrong. Its plan: a scan of `incident`
     filtered on (alertname, service, status), the top `limit` by resolved_at, then for those rows
     only one index probe each into approval_request and runbook_step (by incident_id).
     An index on incident (alertname, service, resolved_at) would make the first part a probe too."""
+    if incident.source == SLACK:
+        return []
     service = col(Incident.service) == incident.service if incident.service is not None \
         else col(Incident.service).is_(None)
     past = (select(col(Incident.id).label("id"), col(Incident.channel_id).label("channel_id"),
@@ -80,6 +85,7 @@ def past_incidents(session: Session, incident: Incident, limit: int = PAST_SHOWN
             .where(col(Incident.alertname) == incident.alertname, service,
                    col(Incident.status).in_([S.RESOLVED, S.POSTMORTEM]), col(Incident.resolved_at).is_not(None),
                    col(Incident.private).is_(False),  # a private incident is named on no other card
+                   col(Incident.source) != SLACK,
                    col(Incident.id) < (incident.id or 0))
             .order_by(col(Incident.resolved_at).desc(), col(Incident.id).desc()).limit(limit).subquery("past"))
     # What preceded the resolution: the newest remediation that succeeded, requested before it

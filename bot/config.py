@@ -25,6 +25,7 @@ __all__ = [
     "APPROVER_KINDS",
     "SEVERITIES",
     "ConfigError",
+    "HeartbeatPolicy",
     "RemediationPolicy",
     "RunbookPolicy",
     "OncallConfig",
@@ -274,6 +275,26 @@ class PostmortemPolicy(_Strict):
                                     "after it moved to postmortem; 0: never archive it")
 
 
+class HeartbeatPolicy(_Strict):
+    """Alertmanager's always-firing alert as a heartbeat (bot.heartbeat): when it stops arriving,
+    alerts are not reaching the bot, and the bot pages and says so in the announce channel."""
+
+    alertname: str = Field("Watchdog", min_length=1, max_length=128, pattern=r"^[A-Za-z_][A-Za-z0-9_]*$",
+                           description="the heartbeat alert's alertname (kube-prometheus: Watchdog); its "
+                           "groups open no incident")
+    missing_after_minutes: int = Field(10, gt=0, le=10_080, description="page when no heartbeat arrived for "
+                                       "this long; must exceed the repeat_interval of its Alertmanager route")
+    enabled: bool | Literal["auto"] = Field(
+        "auto", description="auto: watch it once the first heartbeat has arrived (a bot whose Alertmanager "
+        "sends none never pages); true: also page when none arrives within missing_after_minutes of the "
+        "bot's first start; false: no heartbeat: an alert of that name is an ordinary alert")
+
+    @property
+    def active(self) -> bool:
+        """Whether alerts named `alertname` are heartbeats at all."""
+        return self.enabled is not False
+
+
 class OncallConfig(_Strict):
     """The optional YAML file named by ONCALL_CONFIG."""
 
@@ -286,6 +307,7 @@ class OncallConfig(_Strict):
     runbooks: RunbookPolicy = Field(default_factory=RunbookPolicy)
     remediations: RemediationPolicy = Field(default_factory=RemediationPolicy)
     postmortem: PostmortemPolicy = Field(default_factory=PostmortemPolicy)
+    heartbeat: HeartbeatPolicy = Field(default_factory=HeartbeatPolicy)
 
     def responders_for(self, labels: dict[str, str]) -> list[str]:
         invite: list[str] = []

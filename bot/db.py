@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -11,7 +12,8 @@ from alembic import command
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
-from sqlalchemy import Engine, event, text
+from sqlalchemy import Connection, Engine, event, text
+from sqlalchemy import exc as sa_exc
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError, DBAPIError
 from sqlmodel import Session, create_engine
@@ -63,8 +65,32 @@ def _migrations() -> Config:
     return cfg
 
 
+_BUSY_SECONDS = 30  # how long a writer waits for another before giving up (the endpoint answers 503)
+
+# One writer per SQLite file in this process. SQLite lets one transaction write at a time; a
+# thread that finds the file taken waits in SQLite's busy handler, which sleeps (up to 100 ms a
+# try) instead of being woken, and under a burst those sleeps are the slowest answers. Taking
+# turns on a lock wakes the next writer as soon as the last one is done. Keyed by the file, so
+# that every Database on it in this process shares the lock; other processes on the file (the
+# CLI) still meet SQLite's own lock and busy_timeout.
+_WRITERS: dict[str, threading.RLock] = {}
+_WRITERS_GUARD = threading.Lock()
+
+
+def _writer_lock(url: str) -> threading.RLock:
+    path = sqlite_path(url)
+    if path is None:  # in-memory: a database per Database
+        return threading.RLock()
+    with _WRITERS_GUARD:
+        return _WRITERS.setdefault(str(path), threading.RLock())
+
+
+# An execution option: the connection's "transaction" sends no BEGIN (Database.statement).
+_NO_BEGIN = "oncall_no_begin"
+
+
 def _sqlite_engine(url: str, *, writer: bool) -> Engine:
-    engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30})
+    engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": _BUSY_SECONDS})
 
     @event.listens_for(engine, "connect")
     def _on_connect(dbapi_connection, _record):  # type: ignore[no-untyped-def]
@@ -74,14 +100,15 @@ def _sqlite_engine(url: str, *, writer: bool) -> Engine:
         dbapi_connection.execute("PRAGMA journal_mode=WAL")
         dbapi_connection.execute("PRAGMA synchronous=NORMAL")  # WAL: durable across process crashes
         dbapi_connection.execute("PRAGMA foreign_keys=ON")
-        dbapi_connection.execute("PRAGMA busy_timeout=30000")
+        dbapi_connection.execute(f"PRAGMA busy_timeout={_BUSY_SECONDS * 1000}")
 
     @event.listens_for(engine, "begin")
     def _on_begin(conn):  # type: ignore[no-untyped-def]
         # Writers take the write lock up front: two concurrent deliveries of one alert group
         # then serialise instead of both reading "no incident" and racing to create one.
         # Readers use WAL snapshots and never wait for a writer.
-        conn.exec_driver_sql("BEGIN IMMEDIATE" if writer else "BEGIN")
+        if not conn.get_execution_options().get(_NO_BEGIN):
+            conn.exec_driver_sql("BEGIN IMMEDIATE" if writer else "BEGIN")
 
     return engine
 
@@ -91,14 +118,19 @@ class Database:
         self.url = normalise_url(url)
         self.shown_url = shown_url(url)  # as the user wrote it, without the password
         self.is_sqlite = self.url.startswith("sqlite")
+        # Write transactions on SQLite take turns on one lock (_writer_lock); PostgreSQL needs none.
+        self._writer: threading.RLock | None = None
         if self.is_sqlite:
             self.engine = _sqlite_engine(self.url, writer=True)
             self._read_engine = _sqlite_engine(self.url, writer=False)
+            self._writer = _writer_lock(self.url)
+            self._statements = self._read_engine.execution_options(**{_NO_BEGIN: True})
         else:
             # A host that drops packets must not hang the bot or the CLI: give up after 10 s.
             self.engine = create_engine(self.url, pool_pre_ping=True, pool_size=10, max_overflow=10,
                                         connect_args={"connect_timeout": 10})
             self._read_engine = self.engine
+            self._statements = self.engine.execution_options(isolation_level="AUTOCOMMIT")
 
     @classmethod
     def existing(cls, url: str) -> Database:
@@ -145,8 +177,31 @@ class Database:
     @contextmanager
     def session(self) -> Iterator[Session]:
         """A transaction: committed when the block ends, rolled back on any error."""
-        with Session(self.engine, expire_on_commit=False) as session, session.begin():
+        with self._one_writer(), Session(self.engine, expire_on_commit=False) as session, session.begin():
             yield session
+
+    @contextmanager
+    def _one_writer(self) -> Iterator[None]:
+        if self._writer is None:
+            yield
+            return
+        # Reentrant: a transaction opened inside another on the same thread meets SQLite's own
+        # lock and busy_timeout, as it did before this lock, rather than waiting here forever.
+        if not self._writer.acquire(timeout=_BUSY_SECONDS):
+            raise sa_exc.TimeoutError(f"DATABASE_URL={self.shown_url}: another write held the database "
+                                      f"for {_BUSY_SECONDS} s")
+        try:
+            yield
+        finally:
+            self._writer.release()
+
+    @contextmanager
+    def statement(self) -> Iterator[Connection]:
+        """A connection for one read statement outside any transaction: a statement is its own
+        snapshot on both databases, and there is no BEGIN and COMMIT to send (on PostgreSQL, two
+        round trips of three). For the hottest reads (bot.incidents.repeat_of); else read()."""
+        with self._statements.connect() as connection:
+            yield connection
 
     @contextmanager
     def read(self) -> Iterator[Session]:

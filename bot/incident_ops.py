@@ -18,6 +18,7 @@ from sqlmodel import Session, col
 
 from bot import escalation, metrics, postmortem_ops
 from bot.config import SEVERITIES, OncallConfig
+from bot.declare import SLACK
 from bot.jobs import JOB_CARD, JOB_OPEN, enqueue
 from bot.lifecycle import TRANSITIONS, InvalidTransition, add_timeline, can_become, transition
 from bot.models import Alert, Incident, IncidentStatus, TimelineEntry
@@ -101,9 +102,11 @@ def reachable(incident: Incident) -> list[IncidentStatus]:
 
 
 def service_labels(session: Session, service: str) -> dict[str, str]:
-    """The labels to route a service by: those of its newest incident (so routes and responder
-    rules on other labels, `team` say, match as they did for it), else just the service."""
-    newest = session.scalars(select(Incident).where(col(Incident.service) == service)
+    """The labels to route a service by: those of its newest Alertmanager incident (so routes and
+    responder rules on other labels, `team` say, match as they did for it), else just the service.
+    Not a declared one's: a person typed its service and severity, and it has no other labels."""
+    newest = session.scalars(select(Incident).where(col(Incident.service) == service,
+                                                    col(Incident.source) != SLACK)
                              .order_by(col(Incident.id).desc())).first()
     return dict(newest.labels) if newest is not None else {"service": service}
 

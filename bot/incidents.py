@@ -2,28 +2,33 @@
 
 `ingest()` is the whole intake transaction: group row locked, incident created or
 updated, alerts tracked by fingerprint, Slack work queued in the same transaction.
-Either all of it is written or none of it is.
+Either all of it is written or none of it is. `receive()` answers an exact repeat
+(Alertmanager re-sends every group at repeat_interval) from a read instead.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, Literal
 
-from sqlalchemy import select
+from sqlalchemy import Connection, bindparam, select
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlmodel import Session, col
 
 from bot import escalation, metrics
 from bot.config import SEVERITIES, OncallConfig
+from bot.db import Database
 from bot.jobs import JOB_CARD, JOB_NOTIFY, JOB_OPEN, JOB_RUNBOOK_POST, enqueue
 from bot.lifecycle import add_timeline, transition
 from bot.models import Alert, AlertGroup, Incident, IncidentStatus
-from integrations.alertmanager import WebhookAlert, WebhookMessage
+from integrations.alertmanager import WebhookAlert, WebhookMessage, storable_key
 
-__all__ = ["ALERTMANAGER", "IngestResult", "ingest", "lock_group", "open_incident"]
+__all__ = ["ALERTMANAGER", "IngestResult", "applied_digest", "ingest", "lock_group", "open_incident", "receive",
+           "repeat_of"]
 
 ALERTMANAGER = "alertmanager"
 
@@ -37,6 +42,79 @@ Outcome = Literal["created", "reopened", "resolved", "updated", "unchanged", "ig
 class IngestResult:
     incident_id: int | None
     outcome: Outcome
+    repeat: bool = False  # answered from a read: nothing was written, nothing queued
+
+
+def receive(db: Database, config: OncallConfig, message: WebhookMessage, *, now: datetime) -> IngestResult:
+    """Apply one Alertmanager notification: a repeat of the one last applied is answered from a
+    read (no lock, no write); anything else takes ingest()'s transaction."""
+    with db.statement() as connection:
+        repeat = repeat_of(connection, config, message)
+    if repeat is not None:
+        return repeat
+    with db.session() as session:
+        return ingest(session, config, message, now=now)
+
+
+def repeat_of(connection: Connection, config: OncallConfig, message: WebhookMessage) -> IngestResult | None:
+    """ingest()'s answer when applying `message` would change nothing, else None. One read.
+
+    Why a digest equal to the group's means nothing to do: ingest() is a function of the
+    notification, the configuration, the clock and the rows it reads (the group's current
+    incident; its status, resolved_at/by, severity, title, annotations, truncated_alerts; its
+    alerts' status, labels, annotations), and applying one notification twice in a row changes
+    nothing the second time. applied_digest() is written in the transaction that applied the
+    notification and covers all of that but the alert rows and the clock:
+    - the alert rows: only ingest() writes them, and it writes a new digest with them;
+    - the clock: ingest() reads it only to decide whether a resolved incident may still be
+      reopened (reopen_window_minutes), so only an open incident is answered here. (An alert's
+      endsAt is never compared with the clock: its status says whether it fired.)
+    Anything that changed the incident since (resolved, reopened or re-rated by a person,
+    escalated by a timer, resolved from PagerDuty) changes the digest computed from the live
+    row: the notification takes the full path, and behaves as it did before there was one.
+    The group and its incident are read in one statement, one snapshot: should a transaction
+    commit meanwhile, this answer is the one the notification had just before it, a valid order
+    for two concurrent deliveries."""
+    found = connection.execute(_REPEAT_QUERY, {"receiver": message.receiver, "group_key": message.group_key}).first()
+    if found is None or IncidentStatus(found.status) in (S.RESOLVED, S.POSTMORTEM):  # not Incident.is_open
+        return None
+    if found.applied_digest != applied_digest(config, message, found):
+        return None
+    return IngestResult(found.id, "unchanged", repeat=True)
+
+
+# The incident's fields that ingest() reads, in applied_digest()'s order.
+_READ_BY_INGEST = ("id", "status", "severity", "title", "annotations", "truncated_alerts")
+
+# Built once: on the path that answers every repeat, building a statement costs as much as running it.
+_incident_table, _group_table = Incident.__table__, AlertGroup.__table__  # type: ignore[attr-defined]
+_REPEAT_QUERY = (
+    select(_group_table.c.applied_digest, *(_incident_table.c[name] for name in _READ_BY_INGEST))
+    .join(_incident_table, _incident_table.c.id == _group_table.c.current_incident_id)
+    .where(_group_table.c.receiver == bindparam("receiver"), _group_table.c.group_key == bindparam("group_key"))
+)
+
+
+def applied_digest(config: OncallConfig, message: WebhookMessage, incident: Any) -> str:
+    """SHA-256 of what ingest() compares the notification with once the incident exists, of what
+    the configuration decides about it, and of the incident's fields that ingest() reads.
+
+    Not in it: what ingest() stores only when it creates a row, which a repeat never needs:
+    externalURL (an HA pair's two Alertmanagers differ in it), an alert's startsAt and
+    generatorURL, and its endsAt (otherwise rewritten only beside a change of status, labels or
+    annotations); nor what it never reads: version, notificationReason, routeLabels.
+    `incident`: an Incident, or a row of its _READ_BY_INGEST columns."""
+    firing = [a for a in message.alerts if a.status == "firing"]
+    applied = {
+        "group": [message.receiver, message.group_key, message.status, message.truncated_alerts],
+        "common": [message.group_labels, message.common_labels, message.common_annotations],
+        # In the message's order: the title names the first alert and counts them (_title).
+        "alerts": [[a.fingerprint, a.status, a.labels, a.annotations] for a in message.alerts],
+        "config": [_severity(config, firing) if firing else None, config.incidents.auto_resolve],
+        "incident": [IncidentStatus(value).value if name == "status" else value
+                     for name, value in zip(_READ_BY_INGEST, (getattr(incident, n) for n in _READ_BY_INGEST))],
+    }
+    return hashlib.sha256(json.dumps(applied, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
 
 
 def ingest(db_session: Session, config: OncallConfig, message: WebhookMessage, *, now: datetime) -> IngestResult:
@@ -55,6 +133,7 @@ def ingest(db_session: Session, config: OncallConfig, message: WebhookMessage, *
     outcome = _follow_group_status(db_session, config, incident, message, now, outcome, changed)
     if outcome in ("updated", "reopened", "resolved"):
         enqueue(db_session, JOB_CARD, incident.id, now=now, coalesce=True)
+    group.applied_digest = applied_digest(config, message, incident)  # with what it stands for (repeat_of)
     return IngestResult(incident.id, outcome)
 
 
@@ -99,9 +178,9 @@ def _open_incident(
         group_id=group.id,
         episode=episode,
         title=_title(message),
-        alertname=labels.get("alertname", first.alertname),
+        alertname=storable_key(labels.get("alertname", first.alertname), _MAX_INDEXED_BYTES),
         severity=_severity(config, [a for a in message.alerts if a.status == "firing"]),
-        service=_first_label(labels, "service", "app", "job"),
+        service=_indexed(_first_label(labels, "service", "app", "job")),
         namespace=labels.get("namespace"),
         labels=dict(labels),
         annotations=dict(message.common_annotations or first.annotations),
@@ -242,6 +321,15 @@ def _opened_text(message: WebhookMessage) -> str:
 
 def _alerts(n: int) -> str:
     return f"{n} alert" if n == 1 else f"{n} alerts"
+
+
+# alertname and service are the card's past-incidents index (ix_incident_memory): PostgreSQL
+# refuses an index row over 2,704 bytes, which two long labels make (a 503 on every retry).
+_MAX_INDEXED_BYTES = 1_024
+
+
+def _indexed(text: str | None) -> str | None:
+    return None if text is None else storable_key(text, _MAX_INDEXED_BYTES)
 
 
 def _first_label(labels: dict[str, str], *names: str) -> str | None:

@@ -21,7 +21,7 @@ from bot.models import Job
 __all__ = [
     "JOB_ANNOUNCE", "JOB_APPROVAL_EXECUTE", "JOB_APPROVAL_EXPIRE", "JOB_APPROVAL_FOLLOW", "JOB_APPROVAL_POST",
     "JOB_APPROVAL_REDRAW",
-    "JOB_CARD", "JOB_HOME", "JOB_NOTIFY",
+    "JOB_CARD", "JOB_HEARTBEAT_PAGE", "JOB_HEARTBEAT_POST", "JOB_HOME", "JOB_NOTIFY",
     "JOB_OPEN",
     "JOB_PD_ESCALATE", "JOB_PD_EVENT", "JOB_PD_INVITE", "JOB_POSTMORTEM_ARCHIVE", "JOB_POSTMORTEM_POST",
     "JOB_RUNBOOK_POST", "JOB_RUNBOOK_REFRESH", "JOB_SILENCE_ENDED", "JOB_SILENCE_EXPIRE", "JOB_STEP_REPLY",
@@ -54,8 +54,10 @@ JOB_ROLE_INVITE = "roles.invite"           # someone given a role (`/incident as
 JOB_STATUS_UPDATE = "status_update.post"   # a status update in the incident's channel (or card thread)
 JOB_STATUS_UPDATE_ANNOUNCE = "status_update.announce"  # the same in the announcement's thread
 JOB_TIMELINE_CAPTURE = "timeline.capture"  # a pinned / :pushpin: message: its text and permalink on the timeline
+JOB_HEARTBEAT_PAGE = "heartbeat.pagerduty"  # the heartbeat stopped / came back: trigger / resolve the bot's own page
+JOB_HEARTBEAT_POST = "heartbeat.post"      # the same said in the announce channel
 
-LaneName = Literal["slack", "pagerduty"]
+LaneName = Literal["slack", "pagerduty", "heartbeat.pagerduty", "heartbeat.slack"]
 _LANES: dict[str, LaneName | None] = {
     JOB_OPEN: "slack", JOB_CARD: "slack", JOB_NOTIFY: "slack", JOB_RUNBOOK_POST: "slack",
     JOB_RUNBOOK_REFRESH: "slack", JOB_APPROVAL_POST: "slack", JOB_POSTMORTEM_POST: "slack",
@@ -88,12 +90,18 @@ _LANES: dict[str, LaneName | None] = {
     JOB_STATUS_UPDATE_ANNOUNCE: None,
     # Only reads Slack and writes the timeline: a message deleted meanwhile fails it, holding up nothing.
     JOB_TIMELINE_CAPTURE: None,
+    # About no incident: lanes of their own, bot-wide, so that "back" never overtakes "lost" (a
+    # resolve that PagerDuty receives before its trigger is dropped, and the page stays open).
+    JOB_HEARTBEAT_PAGE: "heartbeat.pagerduty", JOB_HEARTBEAT_POST: "heartbeat.slack",
 }
+_BOT_WIDE: frozenset[LaneName] = frozenset({"heartbeat.pagerduty", "heartbeat.slack"})
 
 
 def lane_of(kind: str, incident_id: int | None) -> str | None:
     """The lane a job of `kind` about `incident_id` runs in ("slack:12", "pagerduty:12")."""
     name = _LANES[kind]
+    if name in _BOT_WIDE:
+        return name
     return f"{name}:{incident_id}" if name and incident_id is not None else None
 
 

@@ -16,7 +16,7 @@ __all__ = [
     "MaintenanceWindow", "Postmortem", "Silence",
     "PagerDutyWebhookEvent", "Paging", "RunbookStep", "SlackDelivery", "TimelineEntry", "Timer", "TimerStatus",
     "AuditEntry", "UTCDateTime", "new_token", "utcnow",
-    "CapturedMessage",
+    "CapturedMessage", "Heartbeat",
 ]
 
 
@@ -80,6 +80,9 @@ class AlertGroup(SQLModel, table=True):
     group_key: str = Field(sa_type=Text)
     current_incident_id: int | None = Field(default=None)
     created_at: datetime = _ts(default_factory=utcnow)
+    # SHA-256 of the last notification applied and of the incident as that left it
+    # (bot.incidents.applied_digest): a repeat is answered from a read of this row.
+    applied_digest: str | None = Field(default=None, max_length=64)
 
 
 class Incident(SQLModel, table=True):
@@ -284,7 +287,8 @@ class Timer(SQLModel, table=True):
     __table_args__ = (Index("ix_timer_due", "status", "due_at"),)
 
     id: int | None = Field(default=None, primary_key=True)
-    incident_id: int = Field(foreign_key="incident.id", index=True)
+    # None: a timer about no incident (the heartbeat's `heartbeat.missing`, bot.heartbeat)
+    incident_id: int | None = Field(default=None, foreign_key="incident.id", index=True)
     kind: str = Field(max_length=32)
     due_at: datetime = _ts()
     payload: dict[str, Any] = _json(dict)
@@ -456,3 +460,21 @@ class CapturedMessage(SQLModel, table=True):
     marked_by: str = Field(max_length=64)  # who reacted or pinned (a Slack user id)
     marked_at: datetime = _ts()
     entry_id: int | None = Field(default=None, foreign_key="timeline_entry.id")
+
+
+# -- the Watchdog heartbeat --------------------------------------------------------------------
+
+class Heartbeat(SQLModel, table=True):
+    """Alertmanager's always-firing heartbeat alert, as the bot last saw it (bot.heartbeat): one
+    row (id 1), locked by whoever changes it. `timer_id` is the pending `heartbeat.missing` timer;
+    `lost_at` is set while the bot says alerts are not reaching it (paged with `routing_key`)."""
+
+    __tablename__ = "heartbeat"
+
+    id: int = Field(default=1, primary_key=True, sa_column_kwargs={"autoincrement": False})
+    last_seen_at: datetime | None = _ts(default=None)
+    # `heartbeat.enabled: true`: since when one is expected, though none has ever arrived
+    watching_since: datetime | None = _ts(default=None)
+    lost_at: datetime | None = _ts(default=None)
+    routing_key: str | None = Field(default=None, max_length=64)
+    timer_id: int | None = None

@@ -7,6 +7,8 @@ the people in the incident's channel, plus whoever acknowledged it or holds one 
 thread of the announce channel, which everyone may read) is steered only by its responders: the
 configured ones and whoever PagerDuty had on call (`Incident.responders`), the holders of its
 roles and whoever acknowledged it. Approvals (remediations) extend this with their own acts.
+Declaring an incident (`decide_declare`) concerns no incident yet: any full member of the workspace
+the bot is installed in may, not a guest nor someone of another workspace (Slack Connect).
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ from typing import Literal
 
 from bot.models import ApprovalRequest, Incident
 
-__all__ = ["Act", "Decision", "Policy", "Requester", "may_approve"]
+__all__ = ["Act", "Decision", "Declarer", "Policy", "Requester", "may_approve"]
 
 
 class Act(str, Enum):
@@ -36,6 +38,7 @@ class Act(str, Enum):
     SEE_PRIVATE = "see what it is about"  # a private incident's title (bot.declare): its people only
     ASSIGN_ROLE = "assign its roles"  # `/incident assign` (commands.roles)
     POST_UPDATE = "post its status updates"  # `/incident update` (commands.roles)
+    DECLARE = "declare an incident"  # `/incident new`, the Declare incident shortcut (commands.declare)
 
 
 @dataclass(frozen=True)
@@ -47,11 +50,26 @@ class Requester:
 
 
 @dataclass(frozen=True)
+class Declarer:
+    """Who asks to declare an incident: the workspaces the request and Slack (users.info) say they
+    belong to, whether Slack says they are a guest (None: it could not say, `lookup_error` says why),
+    and the workspace the bot is installed in."""
+
+    user: str
+    teams: frozenset[str]
+    installed_team: str
+    guest: bool | None
+    lookup_error: str | None = None
+
+
+@dataclass(frozen=True)
 class Decision:
     allowed: bool
     reason: Literal["", "not_in_channel", "membership_unknown", "not_a_responder",
                     # approvals (may_approve)
-                    "own_request", "no_experts", "not_an_expert", "not_an_approver"] = ""
+                    "own_request", "no_experts", "not_an_expert", "not_an_approver",
+                    # declaring (Policy.decide_declare)
+                    "user_unknown", "guest", "other_workspace"] = ""
 
 
 class Policy:
@@ -66,6 +84,15 @@ class Policy:
         if requester.in_channel is None:
             return Decision(False, "membership_unknown")  # fail closed: an unknown is not a yes
         return Decision(False, "not_in_channel")
+
+    def decide_declare(self, declarer: Declarer) -> Decision:
+        """Act.DECLARE. Guests are refused: a guest sees only the channels they were let into, and a
+        declaration pages people and opens channels for the whole workspace."""
+        if declarer.guest is None or not declarer.installed_team:
+            return Decision(False, "user_unknown")  # fail closed
+        if not declarer.teams or declarer.teams != {declarer.installed_team}:
+            return Decision(False, "other_workspace")
+        return Decision(False, "guest") if declarer.guest else Decision(True)
 
     @staticmethod
     def deciding_channel(incident: Incident) -> str | None:

@@ -1,8 +1,9 @@
 """Post-mortems of incidents: each generation stored, the move to `postmortem`, the archive.
 
 * `write` is `/incident postmortem`, in the caller's transaction with the incident's row locked:
-  a resolved incident moves to `postmortem` (`enter`), then the document is built from what is
-  stored (bot.postmortem) and kept as the next version, and its upload is queued
+  a resolved incident moves to `postmortem` (`enter`), then the document is rendered from what is
+  stored (`load_facts`, by the caller's `Render`: commands.postmortem_doc) and kept as the next
+  version, and its upload is queued
   (`postmortem.post`, in the incident's Slack lane). An incident already in `postmortem` gets
   a new version naming what changed; any other state gets nothing (None).
 * `enter` is the move itself, from `/incident postmortem` or `/incident state postmortem`: the
@@ -33,7 +34,7 @@ from bot.models import (
     Silence,
     TimelineEntry,
 )
-from bot.postmortem import Facts, Previous, build
+from bot.postmortem import Facts, Previous, Render
 
 __all__ = ["Written", "archive_due", "archived", "enter", "latest", "load_facts", "posted", "versions", "write"]
 
@@ -43,7 +44,7 @@ S = IncidentStatus
 @dataclass(frozen=True)
 class Written:
     row: Postmortem  # the version just stored
-    changed: tuple[str, ...]  # sections changed since the previous version (bot.postmortem.SECTIONS)
+    changed: tuple[str, ...]  # sections changed since the previous version (commands.postmortem_doc.SECTIONS)
     previous: int | None  # the previous version's number
     moved: bool  # the incident moved resolved → postmortem just now
     archive_at: datetime | None  # when its channel is archived (None: never, or it has none)
@@ -105,9 +106,9 @@ def archive_due(session: Session, incident: Incident, config: OncallConfig) -> d
 
 
 def write(session: Session, incident: Incident, user: str, language: str, now: datetime,
-          config: OncallConfig) -> Written | None:
-    """The next version of the incident's post-mortem, stored and queued for posting; None
-    unless the incident is resolved or already in postmortem."""
+          config: OncallConfig, render: Render) -> Written | None:
+    """The next version of the incident's post-mortem, rendered by `render`, stored and queued for
+    posting; None unless the incident is resolved or already in postmortem."""
     state = IncidentStatus(incident.status)
     if state not in (S.RESOLVED, S.POSTMORTEM):
         return None
@@ -119,8 +120,8 @@ def write(session: Session, incident: Incident, user: str, language: str, now: d
     before = latest(session, incident.id)
     previous = Previous(before.version, before.generated_at, before.markdown) if before is not None else None
     version = before.version + 1 if before is not None else 1
-    document = build(load_facts(session, incident), version=version, generated_at=now, generated_by=user,
-                     language=language, previous=previous)
+    document = render(load_facts(session, incident), version=version, generated_at=now, generated_by=user,
+                      language=language, previous=previous)
     row = Postmortem(incident_id=incident.id, version=version, markdown=document.markdown, language=language,
                      generated_at=now, generated_by=user)
     session.add(row)

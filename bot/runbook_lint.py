@@ -136,18 +136,28 @@ def _read(path: Path, shipped: bool) -> tuple[list[RunbookSource], list[LintProb
         text = path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:
         return [], [LintProblem(name, 1, f"cannot read the file: {exc}")]
-    loader = _Loader(text)
-    loader.duplicates = []
     data: list[Any] = []
+    duplicates: list[tuple[int, Any]] = []
+    loader: _Loader | None = None
     try:
+        loader = _Loader(text)  # reads the whole text at once: a control character is refused here
+        loader.duplicates = duplicates
         while loader.check_data():
             data.append(loader.get_data())
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         return [], [LintProblem(name, mark.line + 1 if mark else 1, f"invalid YAML: {exc.problem or exc.context}")]
+    except yaml.reader.ReaderError as exc:  # a NUL or another control character: not a MarkedYAMLError
+        line = text.count("\n", 0, exc.position) + 1
+        return [], [LintProblem(name, line, f"invalid YAML: character {exc.character!r} is not allowed in YAML")]
+    except RecursionError:  # PyYAML composes nested collections recursively
+        return [], [LintProblem(name, 1, "invalid YAML: nested too deeply")]
+    except ValueError as exc:  # an integer of over 4,300 digits (Python's int() limit)
+        return [], [LintProblem(name, 1, f"invalid YAML: {str(exc)[:200]}")]
     finally:
-        loader.dispose()
-    problems = [LintProblem(name, line, f"duplicate key {key!r}") for line, key in loader.duplicates]
+        if loader is not None:
+            loader.dispose()
+    problems = [LintProblem(name, line, f"duplicate key {key!r}") for line, key in duplicates]
     docs = []
     for item in data:
         if isinstance(item, _Seq):

@@ -47,7 +47,7 @@ def mark(session: Session, incident: Incident, channel: str, ts: str, *, via: st
 class Fetched:
     """The marked message as Slack has it."""
 
-    author: str  # a Slack user id (or the bot's id for a bot's message)
+    author: str  # who wrote it: a Slack user id (a bot's id for a bot's message; "" when Slack names nobody)
     text: str  # plain text (mentions and links already made readable)
     permalink: str | None
     thread_ts: str | None

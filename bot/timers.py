@@ -19,7 +19,7 @@ from prometheus_client import Counter, Histogram
 from sqlalchemy import func, select
 from sqlmodel import Session, col
 
-from bot import escalation, metrics
+from bot import escalation, heartbeat, metrics
 from bot.config import OncallConfig
 from bot.db import Database
 from bot.models import Timer, TimerStatus, utcnow
@@ -74,7 +74,8 @@ class TimerRunner(WorkerLoop):
         now = self.clock()
         try:
             with session.begin_nested():  # one failing effect must not undo the batch
-                escalation.fire(session, timer, self.config, now)
+                fire = heartbeat.fire if timer.kind == heartbeat.MISSING else escalation.fire
+                fire(session, timer, self.config, now)
         except Exception as exc:
             log.exception("timer %s (%s) failed", timer.id, timer.kind, extra={"timer": timer.id})
             timer.attempts += 1

@@ -19,10 +19,10 @@ from sqlalchemy.exc import SQLAlchemyError
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 
-from bot import metrics
+from bot import heartbeat, metrics
 from bot.config import Settings
 from bot.db import Database
-from bot.incidents import IngestResult, ingest
+from bot.incidents import IngestResult, receive
 from bot.models import utcnow
 from commands.http_body import BodyError, BodyTooLarge, read_body
 from integrations.alertmanager import WebhookMessage
@@ -54,16 +54,25 @@ class WebhookEndpoint:
             log.warning("webhook rejected (%s): %s", rej.status, rej.error,
                         extra={"status": rej.status, "error": rej.error})
             return JSONResponse({"error": rej.error, **rej.extra}, status_code=rej.status)
+        beat, rest = heartbeat.split(self.settings.config.heartbeat, message)
         try:
-            result = await asyncio.to_thread(self._persist, message)
+            result = await asyncio.to_thread(self._persist, rest, beat)
         except SQLAlchemyError as exc:
             metrics.WEBHOOKS.labels(outcome="error_503").inc()
             log.error("webhook not persisted; Alertmanager will retry", extra={"error": repr(exc)})
             return JSONResponse({"error": "could not store the notification; retry later"}, status_code=503)
-        self.on_commit()
+        if beat:
+            self.on_commit()  # after a loss, the heartbeat queued "alerts reach the bot again"
+        if result is None:
+            metrics.WEBHOOKS.labels(outcome="heartbeat").inc()
+            log.info("heartbeat received", extra={"group_key": message.group_key, "recorded": beat})
+            return JSONResponse({"incident_id": None, "outcome": "heartbeat"})
+        if not result.repeat:  # a repeat committed nothing: no work to wake the worker for
+            self.on_commit()
         metrics.WEBHOOKS.labels(outcome=result.outcome).inc()
         log.info("webhook applied", extra={"incident": result.incident_id, "outcome": result.outcome,
-                                           "group_key": message.group_key, "alerts": len(message.alerts)})
+                                           "repeat": result.repeat, "group_key": message.group_key,
+                                           "alerts": len(message.alerts)})
         return JSONResponse({"incident_id": result.incident_id, "outcome": result.outcome})
 
     def _authenticate(self, request: Request) -> None:
@@ -92,9 +101,12 @@ class WebhookEndpoint:
         return _Reject(413, f"body is {size} bytes or more; the limit is {limit} "
                             "(lower max_alerts in Alertmanager's webhook_config)")
 
-    def _persist(self, message: WebhookMessage) -> IngestResult:
-        with self.db.session() as session:
-            return ingest(session, self.settings.config, message, now=self.clock())
+    def _persist(self, message: WebhookMessage | None, beat: bool) -> IngestResult | None:
+        """Apply the notification; None when it was only the heartbeat (bot.heartbeat)."""
+        if beat:  # no incident: recorded on its own, before the rest of its group (if any)
+            with self.db.session() as session:
+                heartbeat.record(session, self.settings.config.heartbeat, now=self.clock())
+        return None if message is None else receive(self.db, self.settings.config, message, now=self.clock())
 
 
 def _parse(body: bytes) -> WebhookMessage:

@@ -39,6 +39,7 @@ from commands.card_buttons import card_buttons
 from commands.declare import DeclareFlow
 from commands.feature import Feature, Loop
 from commands.health import SlackSetupCheck, health_routes
+from commands.heartbeat import HeartbeatJobs
 from commands.home import AppHome
 from commands.incident_command import IncidentCommand
 from commands.middleware import act_once, log_request
@@ -94,7 +95,7 @@ def build(settings: Settings, *, clock: Callable[[], datetime] = utcnow, migrate
     pagerduty = PagerDutyWebhook(settings, db, config, on_commit=kick, clock=clock)
     runbooks, actions = _runbooks(settings), action_clients(settings)
     approvals = Approvals(db, slack, config, runbooks, actions, clock=clock, on_commit=kick)
-    declare = DeclareFlow(db, config, slack, clock=clock, on_commit=kick)
+    declare = DeclareFlow(db, config, slack, clock=clock, on_commit=kick, policy=policy)
     oncall = OnCallCommand(db, config, slack, paging)
     features = (
         SlackSync(db, config, slack, paging, clock=clock).feature(),
@@ -103,7 +104,8 @@ def build(settings: Settings, *, clock: Callable[[], datetime] = utcnow, migrate
         RunbookFlow(db, slack, config, runbooks, actions, policy,
                     clock=clock, on_commit=kick, approvals=approvals).feature(),
         approvals.feature(),
-        Silences(db, slack, policy, actions.alertmanager, clock=clock, on_commit=kick).feature(),
+        Silences(db, slack, policy, actions.alertmanager, clock=clock, on_commit=kick,
+                 locale=config.runbooks.locale).feature(),
         declare.feature(),
         IncidentCommand(db, config, slack, policy, clock=clock, on_commit=kick, new=declare.from_command).feature(),
         PostmortemJobs(db, config, slack, clock=clock).feature(),
@@ -113,6 +115,7 @@ def build(settings: Settings, *, clock: Callable[[], datetime] = utcnow, migrate
         AppHome(db, config, slack, policy, oncall, clock=clock, on_commit=kick).feature(),
         mention_feature(),
         TimelineCapture(db, slack, config.channels.announce, clock=clock, on_commit=kick).feature(),
+        HeartbeatJobs(db, config, slack, events, clock=clock).feature(),
         Feature(routes=[Route("/alertmanager", alertmanager.handle, methods=["POST"]),
                         Route("/pagerduty", pagerduty.handle, methods=["POST"])],
                 loops=[Loop(timers.run, timers.stop)]),
@@ -213,5 +216,5 @@ def create_app(bot: Bot, *, run_worker: bool = True) -> Starlette:
 
     routes = [Route("/slack/events", slack_events.handle, methods=["POST"]),
               *(route for feature in bot.features for route in feature.routes),
-              *health_routes(bot.settings, bot.db, slack_check)]
+              *health_routes(bot.settings, bot.db, slack_check, clock=bot.clock)]
     return Starlette(routes=routes, lifespan=lifespan)

@@ -13,6 +13,7 @@ from typing import Any
 
 from bot.models import ApprovalRequest, ApprovalStatus
 from commands.blockkit import LIMITS, button, clip, context, escape, plain, section, trusted_mrkdwn
+from commands.i18n import Catalog
 from commands.ids import APPROVAL_APPROVE, APPROVAL_DENY, APPROVAL_DENY_REASON
 from commands.slack_time import slack_time
 
@@ -51,7 +52,7 @@ class ApprovalView:
 
 # Every text of an approval, in the languages the runbooks are written in; {placeholders} are
 # trusted mrkdwn composed by the caller (mentions, escaped values).
-_STRINGS: dict[str, dict[str, str]] = {
+_t = Catalog("approval_blocks", {
     "requested": {"en": ":lock: {requester} requested approval to run `{action}` · risk *{risk}*",
                   "ja": ":lock: {requester} が `{action}` の実行承認を依頼しました · リスク *{risk}*"},
     "parameters": {"en": "*Parameters:*", "ja": "*パラメータ:*"},
@@ -99,13 +100,7 @@ _STRINGS: dict[str, dict[str, str]] = {
     "nobody": {"en": "nobody: `remediations.approvers` and `remediations.experts` are empty in ONCALL_CONFIG",
                "ja": "なし: ONCALL_CONFIG の `remediations.approvers` と `remediations.experts` が空です"},
     "not_requester": {"en": " (not {requester}, who asked)", "ja": "(依頼者 {requester} 以外)"},
-}
-
-
-def _t(key: str, locale: str | None, **values: str) -> str:
-    language = (locale or "en").split("-")[0].lower()
-    text = _STRINGS[key].get(language, _STRINGS[key]["en"])
-    return text.format(**values) if values else text
+})
 
 
 _ENDED = {ApprovalStatus.DENIED: "denied", ApprovalStatus.EXPIRED: "expired", ApprovalStatus.EXECUTING: "running",

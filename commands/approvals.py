@@ -20,8 +20,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable
-from dataclasses import replace
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -57,15 +57,17 @@ from commands.approval_blocks import (
 )
 from commands.blockkit import LIMITS, clip, escape, section, trusted_mrkdwn
 from commands.feature import Action, Feature, Middleware
+from commands.i18n import Catalog
 from commands.ids import APPROVAL_APPROVE, APPROVAL_DENY, APPROVAL_DENY_REASON
 from commands.middleware import tell, who_asks
 from commands.silences import comment_reference, reconcile_silence, record_created
 from commands.slack_sync import message_tag, post_once, step_thread, waiting_for_setup
 from commands.slack_time import slack_time
+from commands.slash import asker_language
 from integrations.errors import IntegrationError
 from integrations.slack import SlackClient, SlackError
 
-__all__ = ["Approvals"]
+__all__ = ["Approvals", "Refusal", "tell_refusal"]
 
 log = logging.getLogger(__name__)
 
@@ -73,6 +75,120 @@ FOLLOW_POLL_SECONDS = 2.0     # how often a rollout is looked at (kubectl watche
 FOLLOW_CAP = 6               # a rollout is followed for at most this many progressDeadlineSeconds
 
 Loaded = tuple[ApprovalRequest, RunbookStep, Incident]
+
+# What a clicker is told (in their Slack locale), and the lines in the step's thread (in the
+# channel's, `runbooks.locale`). {placeholders} are trusted mrkdwn: mentions, escaped values.
+_t = Catalog("approvals", {
+    # refusals of a request (the clicker of a remediation step); bot.approvals' reasons by code
+    "not_loaded": {"en": "The runbook {runbook} or its action is no longer loaded; nothing was requested.",
+                   "ja": "ランブック {runbook} またはそのアクションはもう読み込まれていません。"
+                         "何も依頼しませんでした。"},
+    "invalid_params": {"en": "This step's parameters are no longer valid: {error}",
+                       "ja": "この手順のパラメータはもう有効ではありません: {error}"},
+    "request_switched_off": {"en": "Remediations are switched off (`remediations.enabled: false` in ONCALL_CONFIG); "
+                                   "nothing was requested.",
+                             "ja": "対処は無効になっています(ONCALL_CONFIG の `remediations.enabled: false`)。"
+                                   "何も依頼しませんでした。"},
+    "request_resolved": {"en": "This incident is resolved; its remediations can no longer be requested.",
+                         "ja": "このインシデントは解決済みのため、対処はもう依頼できません。"},
+    "pending": {"en": "{who} already requested this step; approve or deny that request in the step's thread.",
+                "ja": "{who} がこの手順をすでに依頼しています。手順のスレッドでその依頼を承認または却下してください。"},
+    "incident_budget": {"en": "This incident has used its budget of {limit} remediations "
+                              "(`remediations.budget_per_incident`); nothing was requested.",
+                        "ja": "このインシデントは対処の上限 {limit} 件に達しています"
+                              "(`remediations.budget_per_incident`)。何も依頼しませんでした。"},
+    "daily_budget": {"en": "The budget of {limit} remediations in 24 hours is used (`remediations.budget_per_day`); "
+                           "nothing was requested.",
+                     "ja": "24 時間の対処の上限 {limit} 件に達しています(`remediations.budget_per_day`)。"
+                           "何も依頼しませんでした。"},
+    # refusals of Approve / Deny
+    "switched_off": {"en": "Remediations are switched off (`remediations.enabled: false` in ONCALL_CONFIG); "
+                           "nothing runs.",
+                     "ja": "対処は無効になっています(ONCALL_CONFIG の `remediations.enabled: false`)。"
+                           "何も実行されません。"},
+    "resolved": {"en": "This incident is resolved; its remediations no longer run.",
+                 "ja": "このインシデントは解決済みのため、対処はもう実行されません。"},
+    "cannot_approve": {"en": "This request can no longer be approved.", "ja": "この依頼はもう承認できません。"},
+    "cannot_deny": {"en": "This request can no longer be denied.", "ja": "この依頼はもう却下できません。"},
+    "deny_not_allowed": {"en": "Only the requester and those who may approve it may deny it.",
+                         "ja": "却下できるのは、依頼者と承認できる人だけです。"},
+    "denied_without_dialog": {"en": "Denied (the dialog for a reason could not open).",
+                              "ja": "却下しました(理由を入力するダイアログを開けませんでした)。"},
+    "gone": {"en": "This approval request is no longer available.", "ja": "この承認依頼はもう利用できません。"},
+    "not_your_dialog": {"en": "This dialog was opened by someone else.",
+                        "ja": "このダイアログは別の人が開いたものです。"},
+    "has_expired": {"en": "This request has expired.", "ja": "この依頼は期限切れです。"},
+    "expired_at": {"en": "This request expired at {when}; request it again from the runbook if it is still needed.",
+                   "ja": "この依頼は {when} に期限切れになりました。"
+                         "まだ必要なら、ランブックからもう一度依頼してください。"},
+    "was_denied": {"en": "This request was denied by {who}.", "ja": "この依頼は {who} が却下しました。"},
+    "was_expired": {"en": "This request expired; request it again from the runbook if it is still needed.",
+                    "ja": "この依頼は期限切れです。まだ必要なら、ランブックからもう一度依頼してください。"},
+    "was_approved": {"en": "This request was already approved by {who} ({status}).",
+                     "ja": "この依頼は {who} がすでに承認しています({status})。"},
+    "approved": {"en": "approved", "ja": "承認済み"},
+    "executing": {"en": "executing", "ja": "実行中"},
+    "succeeded": {"en": "succeeded", "ja": "成功"},
+    "failed": {"en": "failed", "ja": "失敗"},
+    # the policy's reasons (bot.policy.may_approve)
+    "own_request": {"en": "You requested this; a second person must approve it.",
+                    "ja": "自分の依頼は承認できません。別の人の承認が必要です。"},
+    "own_request_low": {"en": "You requested this; a second person must approve it (`remediations.self_approve_low` "
+                              "lets requesters approve low-risk ones).",
+                        "ja": "自分の依頼は承認できません。別の人の承認が必要です(`remediations.self_approve_low` "
+                              "を有効にすると、低リスクの依頼は依頼者自身が承認できます)。"},
+    "no_experts": {"en": "This is a high-risk remediation and no experts are configured (`remediations.experts` in "
+                         "ONCALL_CONFIG), so nobody can approve it.",
+                   "ja": "高リスクの対処ですが、専門家が設定されていない(ONCALL_CONFIG の `remediations.experts`)"
+                         "ため、誰も承認できません。"},
+    "not_an_expert": {"en": "This is a high-risk remediation: only the configured experts may approve it.",
+                      "ja": "高リスクの対処です。承認できるのは設定された専門家だけです。"},
+    "membership_unknown": {"en": "Could not check that you are in {channel}; try again.",
+                           "ja": "{channel} のメンバーか確認できませんでした。もう一度お試しください。"},
+    "only_approvers": {"en": "Only {who} may approve this remediation (`remediations.approvers` in ONCALL_CONFIG).",
+                       "ja": "この対処を承認できるのは {who} だけです(ONCALL_CONFIG の `remediations.approvers`)。"},
+    "the_commander": {"en": "the commander", "ja": "コマンダー"},
+    "the_responders": {"en": "the responders and on-call", "ja": "対応者とオンコール"},
+    "the_channel": {"en": "the channel's members", "ja": "チャンネルのメンバー"},
+    "no_one_configured": {"en": "the experts (none configured)", "ja": "専門家(設定なし)"},
+    # the lines in the step's thread
+    "expired_line": {"en": ":hourglass: The request by {requester} to run `{action}` expired unapproved; request it "
+                           "again from the runbook if it is still needed.",
+                     "ja": ":hourglass: {requester} による `{action}` の実行依頼は、承認されないまま期限切れに"
+                           "なりました。まだ必要なら、ランブックからもう一度依頼してください。"},
+    "expired_text": {"en": "{action}: the request expired unapproved",
+                     "ja": "{action}: 依頼は承認されないまま期限切れになりました"},
+    "result_line": {"en": "{icon} `{action}` approved by {who} (requested by {requester}): {result}",
+                    "ja": "{icon} `{action}` を {who} が承認({requester} が依頼): {result}"},
+    "rollout_line": {"en": "{line} (`{action}` approved by {who})", "ja": "{line}(`{action}` を {who} が承認)"},
+    "rollout_text": {"en": "{action}: rollout {state}", "ja": "{action}: ロールアウト {state}"},
+    # a reason of bot.approvals this module has no words for yet: its own (English) message
+    "as_said": {"en": "{message}", "ja": "{message}"},
+})
+
+# bot.approvals.ApprovalRefused's reasons → the words for them here
+_REQUEST_REFUSALS = {"switched_off": "request_switched_off", "resolved": "request_resolved", "pending": "pending",
+                     "incident_budget": "incident_budget", "daily_budget": "daily_budget"}
+
+
+@dataclass(frozen=True)
+class Refusal:
+    """Why a click did nothing, worded only when told: in the clicker's language, which costs a
+    users.info call that a click that succeeds does not make. A value is trusted mrkdwn, or a
+    function of the language that gives it (words within the words)."""
+
+    key: str
+    values: Mapping[str, Any] = field(default_factory=dict)
+    catalog: Catalog = _t
+
+    def words(self, language: str | None) -> str:
+        values = {name: value(language) if callable(value) else value for name, value in self.values.items()}
+        return self.catalog(self.key, language, **values)
+
+
+async def tell_refusal(slack: SlackClient, respond: Any, user: str, refusal: Refusal, fallback: str) -> None:
+    """The refusal, privately, in the clicker's Slack locale (`fallback`: the configured one)."""
+    await tell(respond, user, refusal.words(await asker_language(slack, user, fallback)))
 
 
 class Approvals:
@@ -90,7 +206,7 @@ class Approvals:
                                       JOB_APPROVAL_EXPIRE: self.expire, JOB_APPROVAL_FOLLOW: self.follow,
                                       JOB_APPROVAL_REDRAW: self.redraw},
                                      self.announce)
-        load = (approval_of_button(self.db),)
+        load = (approval_of_button(self.db, self.slack, self.locale),)
         return Feature(handlers=handlers, actions=[Action(APPROVAL_APPROVE, self.on_approve, load),
                                                    Action(APPROVAL_DENY, self.on_deny, load)],
                        views={APPROVAL_DENY_REASON: self.on_deny_reason})
@@ -98,25 +214,27 @@ class Approvals:
     # -- the request (in the clicking transaction) ---------------------------------------------
 
     def request(self, session: Session, step: RunbookStep, incident: Incident, user: str,
-                now: datetime) -> str | None:
+                now: datetime) -> Refusal | None:
         """Store the request to run `step`; the refusal to tell the clicker, or None."""
         runbook = self.runbooks.get(step.runbook_id)
         spec = get_action(step.action or "")
         if runbook is None or spec is None or step.step_index >= len(runbook.steps):
-            return f"The runbook {escape(step.runbook_id)} or its action is no longer loaded; nothing was requested."
+            return Refusal("not_loaded", {"runbook": escape(step.runbook_id)})
         context = param_context(runbook, self.runbook_policy.namespaces, self.runbook_policy.urls,
                                 self.runbook_policy.nodes)
         try:
             validated = validate_params(spec.name, step.params, context)
         except ParamError as exc:
-            return f"This step's parameters are no longer valid: {escape(str(exc))}"
+            return Refusal("invalid_params", {"error": escape(str(exc))})
         params = validated.model_dump(mode="json")
         # the same function as the step's shown risk (bot.runbooks.prepare_steps), so they agree
         risk = risk_of(spec, validated, runbook.steps[step.step_index].risk, self.policy.risk)
         try:
             approvals.request(session, step, incident, user, now, self.policy, risk=risk, params=params)
         except approvals.ApprovalRefused as exc:
-            return str(exc)
+            if exc.reason not in _REQUEST_REFUSALS:
+                return Refusal("as_said", {"message": str(exc)})
+            return Refusal(_REQUEST_REFUSALS[exc.reason], {"who": f"<@{exc.who}>", "limit": exc.limit})
         return None
 
     # -- the approval message -----------------------------------------------------------------
@@ -152,9 +270,9 @@ class Approvals:
         now = self.clock()
         refused = _decided(row) or await self._expired(row, now)
         if refused is None and not self.policy.enabled:
-            refused = "Remediations are switched off (`remediations.enabled: false` in ONCALL_CONFIG); nothing runs."
+            refused = Refusal("switched_off")
         if refused is None and not approvals.is_open(incident):
-            refused = "This incident is resolved; its remediations no longer run."
+            refused = Refusal("resolved")
         if refused is None:
             decision = await self._may_approve(row, user, incident)
             refused = None if decision.allowed else self._why(decision, row, incident)
@@ -166,8 +284,8 @@ class Approvals:
                 self.kick()
                 return
             refused = (_decided(claim.current) if claim.current else None) or await self._expired(row, self.clock())
-            refused = refused or "This request can no longer be approved."
-        await tell(respond, user, refused)
+            refused = refused or Refusal("cannot_approve")
+        await tell_refusal(self.slack, respond, user, refused, self.locale)
 
     async def on_deny(self, ack: Any, body: dict[str, Any], context: dict[str, Any], respond: Any) -> None:
         """Deny asks why in a modal (optional); if the modal cannot open, the click still denies."""
@@ -176,7 +294,7 @@ class Approvals:
         now = self.clock()
         refused = _decided(row) or await self._expired(row, now)
         if refused is None and user != row.requested_by and not (await self._may_approve(row, user, incident)).allowed:
-            refused = "Only the requester and those who may approve it may deny it."
+            refused = Refusal("deny_not_allowed")
         if refused is None:
             try:
                 await self.slack.open_view(str(body.get("trigger_id", "")), deny_modal(row, user, self.locale))
@@ -185,8 +303,8 @@ class Approvals:
                 log.warning("could not open the deny dialog: %s", exc, extra={"approval": row.id})
             refused = await self._deny(user, row, incident, None)
             if refused is None:
-                refused = "Denied (the dialog for a reason could not open)."
-        await tell(respond, user, refused)
+                refused = Refusal("denied_without_dialog")
+        await tell_refusal(self.slack, respond, user, refused, self.locale)
 
     async def on_deny_reason(self, ack: Any, body: dict[str, Any], view: dict[str, Any]) -> None:
         """The deny modal submitted: checked again (decided or expired meanwhile: said in the
@@ -194,38 +312,40 @@ class Approvals:
         token, opened_for, reason = deny_reason(view)
         user = body.get("user", {}).get("id", "")
         found = await asyncio.to_thread(_request_and_incident, self.db, token)
-        refused = "This approval request is no longer available." if found is None else \
-            "This dialog was opened by someone else." if user != opened_for else \
-            _decided(found[0]) or ("This request has expired." if found[0].expires_at <= self.clock() else None)
+        refused = Refusal("gone") if found is None else Refusal("not_your_dialog") if user != opened_for else \
+            _decided(found[0]) or (Refusal("has_expired") if found[0].expires_at <= self.clock() else None)
         if refused is not None or found is None:
-            await ack(response_action="errors", errors={"reason": refused or ""})
+            # within the 3 s Slack waits for a view_submission's answer: users.info takes at most 1 s
+            language = await asker_language(self.slack, user, self.locale)
+            await ack(response_action="errors", errors={"reason": refused.words(language) if refused else ""})
             return
         await ack()
         row, incident = found
         refused = await self._deny(user, row, incident, reason)
         if refused and row.message_channel:
             try:
-                await self.slack.post_ephemeral(row.message_channel, user, refused)
+                language = await asker_language(self.slack, user, self.locale)
+                await self.slack.post_ephemeral(row.message_channel, user, refused.words(language))
             except SlackError as exc:
                 log.warning("could not tell %s why the deny failed: %s", user, exc, extra={"approval": row.id})
 
-    async def _deny(self, user: str, row: ApprovalRequest, incident: Incident, reason: str | None) -> str | None:
+    async def _deny(self, user: str, row: ApprovalRequest, incident: Incident,
+                    reason: str | None) -> Refusal | None:
         """Deny once (compare-and-set) and redraw; the refusal when someone decided first."""
         claim = await asyncio.to_thread(self._decide, approvals.deny, row.id, user, self.clock(), reason)
         if claim.won and claim.current is not None:
             log.info("approval denied", extra={"incident": incident.id, "approval": row.id, "user": user})
             self.kick()  # its message is redrawn by the approval.redraw job the decision queued
             return None
-        return (_decided(claim.current) if claim.current else None) or "This request can no longer be denied."
+        return (_decided(claim.current) if claim.current else None) or Refusal("cannot_deny")
 
-    async def _expired(self, row: ApprovalRequest, now: datetime) -> str | None:
+    async def _expired(self, row: ApprovalRequest, now: datetime) -> Refusal | None:
         """The refusal for a request past its time, marking it expired (and its message) first."""
         if row.status != ApprovalStatus.PENDING or row.expires_at > now:
             return None
         await asyncio.to_thread(self._decide, approvals.expire, row.id, now)
         self.kick()  # the expiry queued its message's redraw
-        return (f"This request expired at {slack_time(row.expires_at, now)}; request it again from the runbook "
-                "if it is still needed.")
+        return Refusal("expired_at", {"when": slack_time(row.expires_at, now)})
 
     async def expire(self, job: Job) -> None:
         """At the request's expiry: pending → expired, the message redrawn, a line in the thread."""
@@ -239,33 +359,26 @@ class Approvals:
             return  # decided before its time, or expired by a click that redrew it
         # ours (this attempt or an earlier one that failed before finishing); the expiry queued the redraw
         channel, thread = step_thread(step, incident)
-        text = (f":hourglass: The request by <@{row.requested_by}> to run `{escape(row.action)}` expired "
-                f"unapproved; request it again from the runbook if it is still needed.")
-        await post_once(self.slack, channel, clip(f"{row.action}: the request expired unapproved", LIMITS["text"]),
+        text = _t("expired_line", self.locale, requester=f"<@{row.requested_by}>", action=escape(row.action))
+        await post_once(self.slack, channel, clip(_t("expired_text", self.locale, action=row.action), LIMITS["text"]),
                         blocks=[section(trusted_mrkdwn(text, LIMITS["section"]))], thread_ts=thread,
                         retry=job.attempts > 1, tag=message_tag(incident, "approval_expired", approval=row.id))
 
-    def _why(self, decision: Decision, row: ApprovalRequest, incident: Incident) -> str:
+    def _why(self, decision: Decision, row: ApprovalRequest, incident: Incident) -> Refusal:
         if decision.reason == "own_request":
-            extra = " (`remediations.self_approve_low` lets requesters approve low-risk ones)" \
-                if row.risk == "low" else ""
-            return f"You requested this; a second person must approve it{extra}."
-        if decision.reason == "no_experts":
-            return ("This is a high-risk remediation and no experts are configured (`remediations.experts` in "
-                    "ONCALL_CONFIG), so nobody can approve it.")
-        if decision.reason == "not_an_expert":
-            return "This is a high-risk remediation: only the configured experts may approve it."
+            return Refusal("own_request_low" if row.risk == "low" else "own_request")
+        if decision.reason in ("no_experts", "not_an_expert"):
+            return Refusal(decision.reason)
         if decision.reason == "membership_unknown":
-            return f"Could not check that you are in <#{incident.channel_id}>; try again."
-        return (f"Only {self._approvers_words()} may approve this remediation "
-                "(`remediations.approvers` in ONCALL_CONFIG).")
+            return Refusal("membership_unknown", {"channel": f"<#{incident.channel_id}>"})
+        return Refusal("only_approvers", {"who": self._approvers_words})
 
-    def _approvers_words(self) -> str:
-        words = {"commander": "the commander", "responders": "the responders and on-call",
-                 "channel": "the channel's members"}
+    def _approvers_words(self, language: str) -> str:
+        words = {"commander": _t("the_commander", language), "responders": _t("the_responders", language),
+                 "channel": _t("the_channel", language)}
         who = [words.get(kind, mention(kind)) for kind in self.policy.approvers]
         who += [mention(expert) for expert in self.policy.experts]
-        return ", ".join(who) or "the experts (none configured)"
+        return ", ".join(who) or _t("no_one_configured", language)
 
     async def may_approve(self, row: ApprovalRequest, user: str, incident: Incident) -> Decision:
         """Whether `user` may approve `row` by the policy: asked at a click, and by a command
@@ -326,8 +439,9 @@ class Approvals:
             return
         channel, thread = step_thread(step, incident)
         ok = row.status == ApprovalStatus.SUCCEEDED
-        head = (f"{':white_check_mark:' if ok else ':x:'} `{escape(row.action)}` approved by <@{row.decided_by}>"
-                f" (requested by <@{row.requested_by}>): {escape(clip(row.result or '', 2000))}")
+        head = _t("result_line", self.locale, icon=":white_check_mark:" if ok else ":x:", action=escape(row.action),
+                  who=f"<@{row.decided_by}>", requester=f"<@{row.requested_by}>",
+                  result=escape(clip(row.result or "", 2000)))
         await post_once(self.slack, channel, escape(clip(f"{row.action}: {row.result or ''}", LIMITS["text"] - 200)),
                         blocks=[section(trusted_mrkdwn(head, LIMITS["section"]))], thread_ts=thread,
                         retry=job.attempts > 1, tag=message_tag(incident, "approval_result", approval=row.id))
@@ -374,9 +488,10 @@ class Approvals:
             return
         channel, thread = step_thread(step, incident)
         line = rollout_line(row, self.locale) or ""
-        await post_once(self.slack, channel, clip(f"{row.action}: rollout {row.rollout}", LIMITS["text"]),
-                        blocks=[section(trusted_mrkdwn(f"{line} (`{escape(row.action)}` approved by "
-                                                       f"<@{row.decided_by}>)", LIMITS["section"]))],
+        text = _t("rollout_line", self.locale, line=line, action=escape(row.action), who=f"<@{row.decided_by}>")
+        await post_once(self.slack, channel,
+                        clip(_t("rollout_text", self.locale, action=row.action, state=row.rollout), LIMITS["text"]),
+                        blocks=[section(trusted_mrkdwn(text, LIMITS["section"]))],
                         thread_ts=thread, retry=job.attempts > 1,
                         tag=message_tag(incident, "rollout", approval=row.id))
 
@@ -541,25 +656,27 @@ class Approvals:
             return row
 
 
-def _decided(row: ApprovalRequest) -> str | None:
+def _decided(row: ApprovalRequest) -> Refusal | None:
     """Why a request that is no longer pending cannot be approved or denied."""
     status = ApprovalStatus(row.status)
     if status == ApprovalStatus.PENDING:
         return None
     if status == ApprovalStatus.DENIED:
-        return f"This request was denied by <@{row.decided_by}>."
+        return Refusal("was_denied", {"who": f"<@{row.decided_by}>"})
     if status == ApprovalStatus.EXPIRED:
-        return "This request expired; request it again from the runbook if it is still needed."
-    return f"This request was already approved by <@{row.decided_by}> ({status.value})."
+        return Refusal("was_expired")
+    return Refusal("was_approved", {"who": f"<@{row.decided_by}>",
+                                    "status": lambda language: _t(status.value, language)})
 
 
 def _ms(start: datetime | None, end: datetime) -> int | None:
     return int((end - start).total_seconds() * 1000) if start else None
 
 
-def approval_of_button(db: Database) -> Middleware:
+def approval_of_button(db: Database, slack: SlackClient, locale: str) -> Middleware:
     """The request an Approve/Deny button points at, and its incident: found by the token in the
-    button's value, and only on the request's own message."""
+    button's value, and only on the request's own message (else the clicker is told, in their
+    language; `locale`: the configured one)."""
     async def load(body: dict[str, Any], context: dict[str, Any], respond: Any,
                    next: Callable[[], Awaitable[BoltResponse]]) -> BoltResponse | None:
         token = str((body.get("actions") or [{}])[0].get("value", ""))
@@ -567,12 +684,19 @@ def approval_of_button(db: Database) -> Middleware:
         container = body.get("container") or {}
         if found is None or (container.get("channel_id"), container.get("message_ts")) != (
                 found[0].message_channel, found[0].message_ts):
-            await tell(respond, body.get("user", {}).get("id", ""), "This approval request is no longer available.")
+            # the ack now, the refusal in the background: the clicker's language may take users.info a second
+            task = asyncio.create_task(tell_refusal(slack, respond, body.get("user", {}).get("id", ""),
+                                                    Refusal("gone"), locale))
+            _telling.add(task)
+            task.add_done_callback(_telling.discard)
             return BoltResponse(status=200, body="")
         context["approval"], context["incident"] = found
         return await next()
 
     return load
+
+
+_telling: set[asyncio.Task[None]] = set()  # refusals told after the ack (a reference keeps each task alive)
 
 
 def _request_and_incident(db: Database, token: str) -> tuple[ApprovalRequest, Incident] | None:

@@ -17,6 +17,7 @@ from bot.card_view import CardView
 from bot.models import ApprovalRequest, IncidentStatus
 from commands.approval_blocks import step_note
 from commands.blockkit import LIMITS, button, clip, context, escape, trusted_mrkdwn
+from commands.i18n import Catalog, language_of
 from commands.ids import CARD_STATES_BLOCK, card_state_action
 from commands.slack_time import duration, slack_time
 
@@ -27,14 +28,14 @@ TARGET = 100  # characters of the object an action names (a deployment, a pod, m
 # The parameter naming what an action acts on, the first one it has.
 _TARGET_KEYS = ("deployment", "pod", "node", "name", "matchers", "url", "query", "namespace")
 
-_STRINGS: dict[str, dict[str, str]] = {
+_t = Catalog("card_memory", {
     "past_title": {"en": ":bulb: *Seen before* (the same alert on the same service, last resolved first):",
                    "ja": ":bulb: *過去の同様のインシデント*(同じサービスの同じアラート、解決が新しい順):"},
     "past_line": {"en": "{when} {where}: resolved in {lasted}", "ja": "{when} {where}: {lasted} で解決"},
     "last_time": {"en": "last time: {what}", "ja": "前回: {what}"},
     "step": {"en": "runbook step `{step}` ({label})", "ja": "Runbook の手順 `{step}`({label})"},
     "remediations_title": {"en": ":wrench: *Remediations* (newest first):", "ja": ":wrench: *対処*(新しい順):"},
-}
+})
 # The state buttons' words; the `/incident state` word is the value itself.
 _STATE_LABELS: dict[str, dict[IncidentStatus, str]] = {
     "en": {IncidentStatus.TRIAGED: "Triaged", IncidentStatus.INVESTIGATING: "Investigating",
@@ -45,15 +46,6 @@ _STATE_LABELS: dict[str, dict[IncidentStatus, str]] = {
            IncidentStatus.MITIGATING: "緩和中"},
 }
 
-
-def _language(locale: str | None) -> str:
-    language = (locale or "en").split("-")[0].lower()
-    return language if language in ("en", "ja") else "en"
-
-
-def _t(key: str, locale: str | None, **values: str) -> str:
-    texts = _STRINGS[key]
-    return texts.get(_language(locale), texts["en"]).format(**values)
 
 
 def _fit(text: str, limit: int = LINE) -> str:
@@ -77,7 +69,7 @@ def _code(value: Any) -> str:
 def action_text(action: str | None, params: dict[str, Any], locale: str | None) -> str:
     """`Roll back deployment `api``: the action's label in the card's language and what it acts on."""
     spec = get_action(action or "")
-    label = spec.label.get(_language(locale), spec.label["en"]) if spec else _code(action or "?")
+    label = spec.label.get(language_of(locale), spec.label["en"]) if spec else _code(action or "?")
     target = next((params[key] for key in _TARGET_KEYS if params.get(key) not in (None, "", [], {})), None)
     return f"{label} {_code(target)}" if target is not None else label
 
@@ -94,12 +86,12 @@ def past_incident_blocks(view: CardView) -> list[dict[str, Any]]:
 def _past_line(past: PastIncident, view: CardView) -> str:
     where = f"#{past.id}" + (f" <#{past.channel_id}>" if past.channel_id else "")
     line = _t("past_line", view.locale, when=slack_time(past.opened_at, view.now), where=where,
-              lasted=duration(past.resolved_at - past.opened_at))
+              lasted=duration(past.resolved_at - past.opened_at, view.locale))
     if past.kind == "remediation":
         what = action_text(past.action, past.params, view.locale)
     elif past.kind == "step":
         spec = get_action(past.action or "")
-        label = spec.label.get(_language(view.locale), spec.label["en"]) if spec else escape(past.action or "?")
+        label = spec.label.get(language_of(view.locale), spec.label["en"]) if spec else escape(past.action or "?")
         what = _t("step", view.locale, step=escape(clip((past.step_id or "?").replace("`", "'"), TARGET)),
                   label=label)
     else:
@@ -138,8 +130,8 @@ def state_button_blocks(view: CardView, value: str) -> list[dict[str, Any]]:
     if not offered:
         return []
     shown = IncidentStatus(incident.status).value
-    labels = _STATE_LABELS[_language(view.locale)]
-    elements = [button(f"→ {labels.get(state, state.value)}" + ("" if _language(view.locale) == "en"
+    labels = _STATE_LABELS[language_of(view.locale)]
+    elements = [button(f"→ {labels.get(state, state.value)}" + ("" if language_of(view.locale) == "en"
                                                                 else f" ({state.value})"),
                        card_state_action(shown, state.value), value) for state in offered]
     return [{"type": "actions", "block_id": CARD_STATES_BLOCK, "elements": elements}]

@@ -25,6 +25,7 @@ from commands.blockkit import (
     trusted_mrkdwn,
 )
 from commands.card_memory import past_incident_blocks, remediation_blocks, state_button_blocks
+from commands.i18n import Catalog
 from commands.ids import (
     CARD_ACK,
     CARD_ACTIONS_BLOCK,
@@ -47,8 +48,76 @@ MAX_ALERTS_SHOWN = 20
 DASHBOARD_KEYS = ("dashboard", "dashboard_url", "grafana_url", "grafana")
 DESCRIPTION_KEYS = ("description", "message")
 SLACK_USER = re.compile(r"^[UW][A-Z0-9]{2,}$")
-ACTOR_NAMES = {"alertmanager": "Alertmanager", "oncall-bot": "the bot", "pagerduty": "PagerDuty"}
+ACTOR_NAMES = {"alertmanager": "Alertmanager", "pagerduty": "PagerDuty"}
 TIMELINE_TEXT = 400  # per entry, escaped: five entries, their times and actors fit one context element
+
+# The card's and the announcement's words, in the configured language (`runbooks.locale`: CardView.locale).
+_t = Catalog("cards", {
+    "title_line": {"en": "{icon} *{severity}* · *{status}* · incident #{id}",
+                   "ja": "{icon} *{severity}* · *{status}* · インシデント #{id}"},
+    "service": {"en": "Service", "ja": "サービス"},
+    "namespace": {"en": "Namespace", "ja": "Namespace"},
+    "started": {"en": "Started", "ja": "開始"},
+    "alerts": {"en": "Alerts", "ja": "アラート"},
+    "alert_counts": {"en": "{firing} firing · {resolved} resolved", "ja": "発火中 {firing} · 解決済み {resolved}"},
+    "commander": {"en": "Commander", "ja": "指揮者"},
+    "unassigned": {"en": "unassigned", "ja": "未割り当て"},
+    "acknowledged": {"en": "Acknowledged", "ja": "確認済み"},
+    "resolved": {"en": "Resolved", "ja": "解決"},
+    "resolved_value": {"en": "{at} after {lasted}\nby {who}", "ja": "{at}({lasted} 後)\n{who} が解決"},
+    "more_alerts": {"en": "…and {count} more alert(s) not shown", "ja": "…ほか {count} 件のアラートは表示していません"},
+    "source": {"en": "source", "ja": "ソース"},
+    "link_runbook": {"en": "Runbook", "ja": "ランブック"},
+    "link_dashboard": {"en": "Dashboard", "ja": "ダッシュボード"},
+    "link_source": {"en": "Source", "ja": "ソース"},
+    "timeline": {"en": ":clock3: *Timeline*", "ja": ":clock3: *タイムライン*"},
+    "status_entry": {"en": "status ", "ja": "状態 "},
+    "announce": {"en": "{icon} *{severity}* incident #{id} opened{where}: {title}",
+                 "ja": "{icon} *{severity}* インシデント #{id} を開始しました{where}: {title}"},
+    "announce_where": {"en": " in <#{channel}>", "ja": "(<#{channel}>)"},
+    "someone": {"en": "someone unknown", "ja": "不明な人"},
+    "the_bot": {"en": "the bot", "ja": "ボット"},
+    # silences
+    "silenced": {"en": ":no_bell: *Silenced* `{matchers}` until {until} · approved by {who}",
+                 "ja": ":no_bell: *サイレンス中* `{matchers}` {until} まで · 承認: {who}"},
+    "being_expired": {"en": ":hourglass_flowing_sand: being expired, asked by {who}",
+                      "ja": ":hourglass_flowing_sand: 終了処理中({who} が依頼)"},
+    "expire_title": {"en": "Expire the silence?", "ja": "サイレンスを終了しますか?"},
+    "expire_text": {"en": "Alerts matching {matchers} notify again.",
+                    "ja": "{matchers} に一致するアラートが再び通知されます。"},
+    "expire": {"en": "Expire", "ja": "終了"},
+    "cancel": {"en": "Cancel", "ja": "キャンセル"},
+    "more_silences": {"en": "…and {count} more silence(s) not shown",
+                      "ja": "…ほか {count} 件のサイレンスは表示していません"},
+    "silence_for": {"en": "Silence {choice}", "ja": "{choice} サイレンス"},
+    # paging
+    "not_configured": {"en": ":warning: Nobody will be paged: PagerDuty is not configured (set PAGERDUTY_ROUTING_KEY, "
+                             "or a pagerduty route matching this incident's labels)",
+                       "ja": ":warning: 誰も呼び出されません: PagerDuty が設定されていません(PAGERDUTY_ROUTING_KEY か、"
+                             "このインシデントのラベルに一致する pagerduty ルートを設定してください)"},
+    "acked_in_pagerduty": {"en": ":white_check_mark: Acknowledged in PagerDuty by {who}",
+                           "ja": ":white_check_mark: PagerDuty で {who} が確認しました"},
+    "window": {"en": ":construction: Maintenance window *{name}* until {until}: nobody is paged",
+               "ja": ":construction: メンテナンス時間帯 *{name}*({until} まで): 誰も呼び出されません"},
+    "pages_at": {"en": ":alarm_clock: Pages on-call at {at} unless acknowledged",
+                 "ja": ":alarm_clock: 確認されなければ {at} にオンコールを呼び出します"},
+    "page_pending": {"en": ":hourglass_flowing_sand: page pending", "ja": ":hourglass_flowing_sand: 呼び出し待ち"},
+    "page_failed": {"en": ":x: page failed", "ja": ":x: 呼び出し失敗"},
+    "page_delivered": {"en": ":pager: page delivered", "ja": ":pager: 呼び出し送信済み"},
+    "delivered_at": {"en": " at {at}", "ja": "({at})"},
+    "retrying": {"en": " (retrying: {reason})", "ja": "(再試行中: {reason})"},
+    "failed_reason": {"en": " ({reason})", "ja": "({reason})"},
+    "delivery": {"en": "{state}{when} · PagerDuty level {level}{error}",
+                 "ja": "{state}{when} · PagerDuty レベル {level}{error}"},
+    # buttons
+    "ack": {"en": "Ack", "ja": "確認 (Ack)"},
+    "escalate_now": {"en": "Escalate now", "ja": "今すぐエスカレーション"},
+    "page_now": {"en": "Page now", "ja": "今すぐ呼び出す"},
+    "resolve": {"en": "Resolve", "ja": "解決"},
+    "resolve_title": {"en": "Resolve the incident?", "ja": "インシデントを解決しますか?"},
+    "resolve_text": {"en": "Timers stop and PagerDuty is resolved too.",
+                     "ja": "タイマーが止まり、PagerDuty も解決されます。"},
+})
 
 
 def fallback_text(incident: Incident) -> str:
@@ -67,7 +136,8 @@ def incident_card(view: CardView) -> tuple[str, list[dict[str, Any]]]:
     icon = SEVERITY_ICON.get(inc.severity, ":rotating_light:")
     blocks: list[dict[str, Any]] = [
         header(f"{inc.severity} · {inc.title}"),
-        section(trusted_mrkdwn(f"{icon} *{inc.severity}* · *{_status(inc).upper()}* · incident #{inc.id}"),
+        section(trusted_mrkdwn(_t("title_line", view.locale, icon=icon, severity=inc.severity,
+                                  status=_status(inc).upper(), id=inc.id)),
                 fields=_fields(view)),
     ]
     blocks += role_blocks(view)  # who holds each role, the last status update
@@ -84,7 +154,7 @@ def incident_card(view: CardView) -> tuple[str, list[dict[str, Any]]]:
     blocks += _silence_blocks(view)
     blocks += remediation_blocks(view)
     if view.timeline:
-        blocks.append(context(trusted_mrkdwn(_timeline_text(view.timeline, view.now))))
+        blocks.append(context(trusted_mrkdwn(_timeline_text(view.timeline, view.now, view.locale))))
     blocks += past_incident_blocks(view)
     if inc.is_open:
         blocks.append({"type": "actions", "block_id": CARD_ACTIONS_BLOCK, "elements": _buttons(view)})
@@ -92,30 +162,32 @@ def incident_card(view: CardView) -> tuple[str, list[dict[str, Any]]]:
     return fallback_text(inc), blocks[: LIMITS["blocks"]]
 
 
-def announcement(incident: Incident, channel_id: str | None) -> tuple[str, list[dict[str, Any]]]:
-    where = f" in <#{channel_id}>" if channel_id else ""
+def announcement(incident: Incident, channel_id: str | None,
+                 locale: str | None = None) -> tuple[str, list[dict[str, Any]]]:
+    where = _t("announce_where", locale, channel=channel_id) if channel_id else ""
     icon = SEVERITY_ICON.get(incident.severity, ":rotating_light:")
-    line = f"{icon} *{incident.severity}* incident #{incident.id} opened{where}: {escape(incident.title)}"
+    line = _t("announce", locale, icon=icon, severity=incident.severity, id=incident.id, where=where,
+              title=escape(incident.title))
     return fallback_text(incident), [section(trusted_mrkdwn(line))]
 
 
 def _fields(view: CardView) -> list[dict[str, Any]]:
-    inc = view.incident
+    inc, locale = view.incident, view.locale
     firing = sum(1 for a in view.alerts if a.status == "firing")
     pairs = [
-        ("Service", escape(inc.service or "—")),
-        ("Namespace", escape(inc.namespace or "—")),
-        ("Started", slack_time(view.started_at, view.now)),
-        ("Alerts", f"{firing} firing · {len(view.alerts) - firing} resolved"),
-        ("Commander", actor_text(inc.commander) if inc.commander else "unassigned"),
+        ("service", escape(inc.service or "—")),
+        ("namespace", escape(inc.namespace or "—")),
+        ("started", slack_time(view.started_at, view.now)),
+        ("alerts", _t("alert_counts", locale, firing=firing, resolved=len(view.alerts) - firing)),
+        ("commander", actor_text(inc.commander, locale) if inc.commander else _t("unassigned", locale)),
     ]
     if inc.acknowledged_by:
-        pairs.append(("Acknowledged", actor_text(inc.acknowledged_by)))
+        pairs.append(("acknowledged", actor_text(inc.acknowledged_by, locale)))
     if inc.resolved_at:
-        lasted = duration(inc.resolved_at - view.started_at)
-        pairs.append(("Resolved", f"{slack_time(inc.resolved_at, view.now)} after {lasted}\n"
-                                  f"by {actor_text(inc.resolved_by)}"))
-    return [trusted_mrkdwn(clip(f"*{name}*\n{value}", LIMITS["field"])) for name, value in pairs]
+        pairs.append(("resolved", _t("resolved_value", locale, at=slack_time(inc.resolved_at, view.now),
+                                     lasted=duration(inc.resolved_at - view.started_at, locale),
+                                     who=actor_text(inc.resolved_by, locale))))
+    return [trusted_mrkdwn(clip(f"*{_t(name, locale)}*\n{value}", LIMITS["field"])) for name, value in pairs]
 
 
 def _alert_blocks(view: CardView) -> list[dict[str, Any]]:
@@ -123,19 +195,19 @@ def _alert_blocks(view: CardView) -> list[dict[str, Any]]:
     blocks: list[dict[str, Any]] = [divider()]
     common = _description(view.incident.annotations)
     for alert in ordered[:MAX_ALERTS_SHOWN]:
-        blocks.append(section(_alert_text(alert, common)))
+        blocks.append(section(_alert_text(alert, common, view.locale)))
     hidden = len(ordered) - MAX_ALERTS_SHOWN + view.incident.truncated_alerts
     if hidden > 0:
-        blocks.append(context(trusted_mrkdwn(f"…and {hidden} more alert(s) not shown")))
+        blocks.append(context(trusted_mrkdwn(_t("more_alerts", view.locale, count=hidden))))
     return blocks
 
 
-def _alert_text(alert: Alert, common_description: str | None) -> dict[str, Any]:
+def _alert_text(alert: Alert, common_description: str | None, locale: str) -> dict[str, Any]:
     icon = ":fire:" if alert.status == "firing" else ":white_check_mark:"
     summary = alert.annotations.get("summary", "")
     labels = " ".join(f"`{escape(k)}={escape(clip(v, 200))}`" for k, v in sorted(alert.labels.items())
                       if k != "alertname")
-    source = link(alert.generator_url, "source")
+    source = link(alert.generator_url, _t("source", locale))
     head = f"{icon} *{escape(clip(alert.alertname, 200))}*" + (f" — {escape(clip(summary, 500))}" if summary else "")
     description = _description(alert.annotations)
     detail = ""
@@ -161,35 +233,37 @@ def _safe_clip(text: str, limit: int) -> str:
 
 
 def _links(view: CardView) -> list[str]:
-    inc = view.incident
+    inc, locale = view.incident, view.locale
     notes = inc.annotations
     found = [
-        link(notes.get("runbook_url"), "Runbook"),
-        next((link(notes.get(k), "Dashboard") for k in DASHBOARD_KEYS if notes.get(k)), None),
-        link(next((a.generator_url for a in view.alerts if a.generator_url), None), "Source"),
+        link(notes.get("runbook_url"), _t("link_runbook", locale)),
+        next((link(notes.get(k), _t("link_dashboard", locale)) for k in DASHBOARD_KEYS if notes.get(k)), None),
+        link(next((a.generator_url for a in view.alerts if a.generator_url), None), _t("link_source", locale)),
         link(inc.external_url, "Alertmanager"),
     ]
     return [item for item in found if item]
 
 
-def _timeline_text(entries: list[TimelineEntry], now: datetime | None) -> str:
+def _timeline_text(entries: list[TimelineEntry], now: datetime | None, locale: str) -> str:
     """The last five entries, oldest first, one a line: "14:32 <@U1>: ran k8s.logs …"."""
     recent = sorted(entries, key=lambda e: (e.at, e.id or 0))[-5:]
-    lines = [f"{slack_time(e.at, now)} {actor_text(e.actor)}: {_entry_text(e)}"
+    lines = [f"{slack_time(e.at, now)} {actor_text(e.actor, locale)}: {_entry_text(e, locale)}"
              for e in recent]
-    return ":clock3: *Timeline*\n" + "\n".join(lines)
+    return _t("timeline", locale) + "\n" + "\n".join(lines)
 
 
-def _entry_text(entry: TimelineEntry) -> str:
-    prefix = "status " if entry.kind == "status" else ""  # its text is only "detected → triaged"
+def _entry_text(entry: TimelineEntry, locale: str) -> str:
+    prefix = _t("status_entry", locale) if entry.kind == "status" else ""  # its text is only "detected → triaged"
     message = link((entry.data or {}).get("permalink"), "↗")  # a captured message (bot.timeline_capture)
     return prefix + mrkdwn(entry.text, TIMELINE_TEXT)["text"] + (f" {message}" if message else "")
 
 
-def actor_text(actor: str | None) -> str:
+def actor_text(actor: str | None, locale: str | None = None) -> str:
     """Who did something, as trusted mrkdwn: a Slack user mentioned, anyone else by name (escaped)."""
     if not actor:
-        return "someone unknown"
+        return _t("someone", locale)
+    if actor == "oncall-bot":
+        return _t("the_bot", locale)
     if SLACK_USER.match(actor):
         return f"<@{actor}>"
     source, _, name = actor.partition(":")
@@ -208,74 +282,72 @@ def _silence_blocks(view: CardView) -> list[dict[str, Any]]:
     """One section per silence that has neither ended nor been expired (bot.silences.shown, as of
     the card's `now`): its matchers, its end, who approved it, and an Expire button carrying only
     the silence's opaque token; once someone asked, who did instead of the button."""
-    blocks = []
+    blocks, locale = [], view.locale
     for index, silence in enumerate(view.silences[:MAX_SILENCES_SHOWN]):
-        text = _silence_text(silence, view.now)
+        text = _silence_text(silence, view.now, locale)
         if silence.expire_requested_at is not None:
-            blocks.append(section(trusted_mrkdwn(f"{text}\n:hourglass_flowing_sand: being expired, asked by "
-                                                 f"{actor_text(silence.expire_requested_by)}"),
-                                  block_id=silence_block(index)))
+            asked = _t("being_expired", locale, who=actor_text(silence.expire_requested_by, locale))
+            blocks.append(section(trusted_mrkdwn(f"{text}\n{asked}"), block_id=silence_block(index)))
             continue
-        confirm = {"title": {"type": "plain_text", "text": "Expire the silence?"},
-                   "text": {"type": "plain_text",
-                            "text": clip(f"Alerts matching {silence.matchers} notify again.", 300)},
-                   "confirm": {"type": "plain_text", "text": "Expire"},
-                   "deny": {"type": "plain_text", "text": "Cancel"}}
-        expire = button("Expire", silence_expire_action(index), silence.token, confirm=confirm)
+        confirm = {"title": _plain(_t("expire_title", locale)),
+                   "text": _plain(clip(_t("expire_text", locale, matchers=silence.matchers), 300)),
+                   "confirm": _plain(_t("expire", locale)), "deny": _plain(_t("cancel", locale))}
+        expire = button(_t("expire", locale), silence_expire_action(index), silence.token, confirm=confirm)
         blocks.append(section(trusted_mrkdwn(text), accessory=expire, block_id=silence_block(index)))
     hidden = len(view.silences) - MAX_SILENCES_SHOWN
     if hidden > 0:
-        blocks.append(context(trusted_mrkdwn(f"…and {hidden} more silence(s) not shown")))
+        blocks.append(context(trusted_mrkdwn(_t("more_silences", locale, count=hidden))))
     return blocks
 
 
-def _silence_text(silence: Silence, now: datetime | None) -> str:
+def _silence_text(silence: Silence, now: datetime | None, locale: str) -> str:
     matchers = escape(clip(silence.matchers, SILENCE_MATCHERS_SHOWN))  # label values: untrusted
-    return (f":no_bell: *Silenced* `{matchers}` until {slack_time(silence.ends_at, now)} · approved by "
-            f"{actor_text(silence.created_by)}")
+    return _t("silenced", locale, matchers=matchers, until=slack_time(silence.ends_at, now),
+              who=actor_text(silence.created_by, locale))
 
 
 # -- paging: what it did, and the buttons -------------------------------------------------------
 
-NOT_CONFIGURED = (":warning: Nobody will be paged: PagerDuty is not configured (set PAGERDUTY_ROUTING_KEY, "
-                  "or a pagerduty route matching this incident's labels)")
-_DELIVERY = {"pending": ":hourglass_flowing_sand: page pending", "failed": ":x: page failed",
-             "delivered": ":pager: page delivered"}
+NOT_CONFIGURED = _t("not_configured", "en")
+_DELIVERY = {"pending": "page_pending", "failed": "page_failed", "delivered": "page_delivered"}
 
 
 def _paging_notes(view: CardView) -> list[str]:
-    incident, paging, window = view.incident, view.paging, view.window
+    incident, paging, window, locale = view.incident, view.paging, view.window, view.locale
     if paging is None:
         return []
     if incident.is_open and paging.level == 0 and view.pagerduty_unconfigured:
-        return [NOT_CONFIGURED]  # from the start, not only once the page comes due and fails
+        return [_t("not_configured", locale)]  # from the start, not only once the page comes due and fails
     notes: list[str] = []
     if paging.acked_in_pagerduty_by:
-        acker = escape(clip(paging.acked_in_pagerduty_by, 100))
-        notes.append(f":white_check_mark: Acknowledged in PagerDuty by {acker}")
+        notes.append(_t("acked_in_pagerduty", locale, who=escape(clip(paging.acked_in_pagerduty_by, 100))))
     if incident.is_open and window and paging.level == 0:
-        notes.append(f":construction: Maintenance window *{escape(window[0])}* until "
-                     f"{slack_time(window[1], view.now)}: nobody is paged")
+        notes.append(_t("window", locale, name=escape(window[0]), until=slack_time(window[1], view.now)))
     elif incident.is_open and paging.held:
         notes.append(f":construction: {escape(paging.held)}")
     if paging.level > 0:
         notes.append(_delivery_note(view))
     elif incident.is_open and view.page_at and not incident.acknowledged_at and not window:
-        notes.append(f":alarm_clock: Pages on-call at {slack_time(view.page_at, view.now)} unless acknowledged")
+        notes.append(_t("pages_at", locale, at=slack_time(view.page_at, view.now)))
     return notes
 
 
 def _delivery_note(view: CardView) -> str:
-    paging = view.paging
+    paging, locale = view.paging, view.locale
     assert paging is not None
-    state = _DELIVERY.get(paging.delivery, escape(paging.delivery))
-    when = (f" at {slack_time(paging.delivered_at, view.now)}"
+    state = _t(_DELIVERY[paging.delivery], locale) if paging.delivery in _DELIVERY else escape(paging.delivery)
+    when = (_t("delivered_at", locale, at=slack_time(paging.delivered_at, view.now))
             if paging.delivery == "delivered" and paging.delivered_at else "")
     error = ""
     if paging.last_error and paging.delivery in ("pending", "failed"):
         reason = escape(clip(paging.last_error, 150))
-        error = f" (retrying: {reason})" if paging.delivery == "pending" else f" ({reason})"
-    return f"{state}{when} · PagerDuty level {paging.level}{error}"
+        error = _t("retrying" if paging.delivery == "pending" else "failed_reason", locale, reason=reason)
+    return _t("delivery", locale, state=state, when=when, level=paging.level, error=error)
+
+
+def _plain(text: str) -> dict[str, str]:
+    """A confirm dialog's text (plain_text, no emoji flag: as Slack's own examples)."""
+    return {"type": "plain_text", "text": text}
 
 
 def card_button_value(incident: Incident, level: int) -> str:
@@ -290,25 +362,23 @@ def read_card_button_value(value: str) -> tuple[str, int] | None:
 
 
 def _buttons(view: CardView) -> list[dict[str, Any]]:
-    incident, paging = view.incident, view.paging
+    incident, paging, locale = view.incident, view.paging, view.locale
     level = paging.level if paging is not None else 0
     value = card_button_value(incident, level)
-    paged = level > 0
-    buttons = [] if incident.acknowledged_at else [button("Ack", CARD_ACK, value, style="primary")]
-    buttons.append(button("Escalate now" if paged else "Page now", CARD_ESCALATE, value))
-    buttons.append(button("Resolve", CARD_RESOLVE, value, style="danger", confirm={
-        "title": {"type": "plain_text", "text": "Resolve the incident?"},
-        "text": {"type": "plain_text", "text": "Timers stop and PagerDuty is resolved too."},
-        "confirm": {"type": "plain_text", "text": "Resolve"}, "deny": {"type": "plain_text", "text": "Cancel"}}))
-    buttons.append(_silence_menu(value))
+    buttons = [] if incident.acknowledged_at else [button(_t("ack", locale), CARD_ACK, value, style="primary")]
+    buttons.append(button(_t("escalate_now" if level > 0 else "page_now", locale), CARD_ESCALATE, value))
+    buttons.append(button(_t("resolve", locale), CARD_RESOLVE, value, style="danger", confirm={
+        "title": _plain(_t("resolve_title", locale)), "text": _plain(_t("resolve_text", locale)),
+        "confirm": _plain(_t("resolve", locale)), "deny": _plain(_t("cancel", locale))}))
+    buttons.append(_silence_menu(value, locale))
     return buttons
 
 
 SILENCE_CHOICES = ("1h", "4h", "24h")  # the card's silence menu: what commands.silence_command accepts from it
 
 
-def _silence_menu(value: str) -> dict[str, Any]:
+def _silence_menu(value: str, locale: str) -> dict[str, Any]:
     """Silence 1h / 4h / 24h: the incident's alerts, as `/silence 1h` (commands.silence_command)."""
     return {"type": "overflow", "action_id": CARD_SILENCE,
-            "options": [{"text": plain(f"Silence {choice}", LIMITS["button_text"]),
+            "options": [{"text": plain(_t("silence_for", locale, choice=choice), LIMITS["button_text"]),
                          "value": card_silence_option(choice, value)} for choice in SILENCE_CHOICES]}

@@ -14,16 +14,17 @@ from bot.config import SEVERITIES
 from bot.declare import DESCRIPTION_LIMIT, SERVICE_LIMIT, TITLE_LIMIT
 from bot.models import Incident
 from commands.blockkit import clip, escape, plain, section, trusted_mrkdwn
+from commands.i18n import Catalog
 from commands.ids import DECLARE_VIEW
 
 __all__ = ["Prefill", "Submitted", "declare_modal", "declared_view", "failed_errors", "form_answer",
-           "message_prefill", "private_announcement", "read_submission"]
+           "message_prefill", "private_announcement", "read_submission", "refusal", "refused_view"]
 
 # The modal's inputs: each block and its element share the name (Slack keys the state by both).
 TITLE, SEVERITY, SERVICE, DESCRIPTION, PRIVATE = "title", "severity", "service", "description", "private"
 DEFAULT_SEVERITY = "P3"
 
-_STRINGS: dict[str, dict[str, str]] = {
+_t = Catalog("declare", {
     "modal_title": {"en": "Declare an incident", "ja": "インシデントを宣言"},
     "submit": {"en": "Declare", "ja": "宣言する"},
     "cancel": {"en": "Cancel", "ja": "キャンセル"},
@@ -80,12 +81,20 @@ _STRINGS: dict[str, dict[str, str]] = {
                              "(`/oncall`) for details.",
                        "ja": ":lock: 非公開の *{severity}* インシデント(#{id})が発生しました。詳細はオンコール担当者"
                              "(`/oncall`)に確認してください。"},
-}
-
-
-def _t(key: str, language: str, **values: Any) -> str:
-    texts = _STRINGS[key]
-    return texts.get(language, texts["en"]).format(**values)
+    # who may not declare (bot.policy: Act.DECLARE), at the command, the shortcut and the submission
+    "refused_title": {"en": "Not declared", "ja": "宣言できません"},
+    "refused_guest": {"en": ":no_entry: Guests of this workspace cannot declare incidents. Ask a member of it, or "
+                            "the on-call (`/oncall`), to declare it.",
+                      "ja": ":no_entry: ゲストはインシデントを宣言できません。ワークスペースのメンバーか"
+                            "オンコール担当者(`/oncall`)に宣言を依頼してください。"},
+    "refused_other_workspace": {"en": ":no_entry: Only members of this workspace can declare its incidents. Ask one "
+                                      "of them, or the on-call (`/oncall`), to declare it.",
+                                "ja": ":no_entry: このワークスペースのメンバーだけがインシデントを宣言できます。"
+                                      "メンバーかオンコール担当者(`/oncall`)に宣言を依頼してください。"},
+    "refused_unknown": {"en": "Could not check that you may declare an incident (Slack: {error}); try again.",
+                        "ja": "インシデントを宣言できるか確認できませんでした(Slack: {error})。"
+                              "もう一度お試しください。"},
+})
 
 
 @dataclass(frozen=True)
@@ -229,6 +238,21 @@ def declared_view(incident_id: int, language: str, *, own_channel: bool) -> dict
 def failed_errors(language: str) -> dict[str, str]:
     """The modal's answer when the declaration could not be stored: said next to the title."""
     return {TITLE: _t("failed", language)}
+
+
+def refusal(reason: str, language: str, *, error: str | None = None) -> str:
+    """Why the asker may not declare (bot.policy's reason), and what to do instead."""
+    if reason == "guest":
+        return _t("refused_guest", language)
+    if reason == "other_workspace":
+        return _t("refused_other_workspace", language)
+    return _t("refused_unknown", language, error=escape(error or "unknown_error"))
+
+
+def refused_view(text: str, language: str) -> dict[str, Any]:
+    """What the modal becomes when its submitter may not declare (`response_action: update`)."""
+    return {"type": "modal", "callback_id": DECLARE_VIEW, "title": plain(_t("refused_title", language), 24),
+            "close": plain(_t("close", language), 24), "blocks": [section(trusted_mrkdwn(text))]}
 
 
 def private_announcement(incident: Incident, language: str) -> tuple[str, list[dict[str, Any]]]:

@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
+from collections.abc import Callable
+from datetime import datetime
 from typing import Any
 
 from prometheus_client import CONTENT_TYPE_LATEST, Gauge, generate_latest
@@ -14,10 +16,10 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from bot import metrics
-from bot.config import Settings
+from bot import heartbeat, metrics
+from bot.config import HeartbeatPolicy, Settings
 from bot.db import Database
-from bot.models import Job, JobStatus
+from bot.models import Job, JobStatus, utcnow
 from commands.slack_sync import SETUP_WAIT
 from integrations.slack import REQUIRED_SCOPES, SlackClient, SlackError
 
@@ -27,9 +29,14 @@ log = logging.getLogger(__name__)
 
 PENDING_JOBS = Gauge("oncall_jobs_pending", "Outbox jobs waiting to run", registry=metrics.REGISTRY)
 FAILED_JOBS = Gauge("oncall_jobs_failed", "Outbox jobs that failed permanently", registry=metrics.REGISTRY)
+HEARTBEAT_AGE = Gauge("oncall_heartbeat_age_seconds", "Seconds since the heartbeat alert (heartbeat.alertname) last "
+                      "arrived; NaN before the first", registry=metrics.REGISTRY)
+HEARTBEAT_LOST = Gauge("oncall_heartbeat_lost", "1 while the bot says alerts are not reaching it (the heartbeat "
+                       "stopped), else 0", registry=metrics.REGISTRY)
 
 
-def health_routes(settings: Settings, db: Database, slack_check: SlackSetupCheck) -> list[Route]:
+def health_routes(settings: Settings, db: Database, slack_check: SlackSetupCheck, *,
+                  clock: Callable[[], datetime] = utcnow) -> list[Route]:
     async def healthz(_: Request) -> Response:
         return JSONResponse({"status": "alive"})
 
@@ -40,21 +47,27 @@ def health_routes(settings: Settings, db: Database, slack_check: SlackSetupCheck
         problems = await _readiness_problems(settings, db)
         slack_problems, slack_warnings = await slack_check.problems()
         warnings = slack_warnings
-        if not problems:  # the database answers: are jobs failed or waiting?
+        beat: dict[str, Any] | None = None
+        if not problems:  # the database answers: are jobs failed or waiting? Does the heartbeat arrive?
             try:
                 warnings = warnings + await asyncio.to_thread(_job_warnings, db)
+                beat, beat_warnings = await asyncio.to_thread(_heartbeat, db, settings.config.heartbeat, clock)
+                warnings += beat_warnings  # never a problem: the bot can still do its work
             except Exception as exc:  # a missing table, a dropped connection: not ready, never a 500
                 problems.append(_logged("database cannot be read: check that the bot's migrations ran "
                                         "(the log has the details)", "database", exc))
         problems += slack_problems
         status = "not ready" if problems else "degraded" if warnings else "ready"
-        return JSONResponse({"status": status, "problems": problems, "warnings": warnings},
+        return JSONResponse({"status": status, "problems": problems, "warnings": warnings, "heartbeat": beat},
                             status_code=503 if problems else 200)
 
     async def metrics_endpoint(_: Request) -> Response:
         pending, failed = await asyncio.to_thread(_job_counts, db)
         PENDING_JOBS.set(pending)
         FAILED_JOBS.set(failed)
+        beat, _warnings = await asyncio.to_thread(_heartbeat, db, settings.config.heartbeat, clock)
+        HEARTBEAT_AGE.set(float("nan") if beat["age_seconds"] is None else beat["age_seconds"])
+        HEARTBEAT_LOST.set(1 if beat["status"] == "lost" else 0)
         return Response(generate_latest(metrics.REGISTRY), media_type=CONTENT_TYPE_LATEST)
 
     return [Route("/healthz", healthz, methods=["GET"]), Route("/readyz", readyz, methods=["GET"]),
@@ -186,3 +199,19 @@ def _job_counts(db: Database) -> tuple[int, int]:
             ).group_by(Job.status)
         ).all())
     return rows.get("pending", 0) + rows.get("running", 0), rows.get("failed", 0)
+
+
+def _heartbeat(db: Database, policy: HeartbeatPolicy,
+               clock: Callable[[], datetime]) -> tuple[dict[str, Any], list[str]]:
+    """The heartbeat's state for /readyz and /metrics, and a warning while it is lost."""
+    with db.read() as session:
+        found = heartbeat.state(session, policy)
+    now = clock()
+    age = found.age_seconds(now)
+    shown = {"status": found.status, "alertname": found.alertname, "age_seconds": None if age is None else round(age),
+             "last_seen_at": found.last_seen_at.isoformat() if found.last_seen_at else None}
+    if found.status != "lost":
+        return shown, []
+    since = f"since {found.last_seen_at:%Y-%m-%d %H:%M} UTC" if found.last_seen_at else "has ever arrived"
+    return shown, [f"alerts are not reaching the bot: no {found.alertname} heartbeat {since}; check Alertmanager "
+                   "and its route to the bot (heartbeat in ONCALL_CONFIG)"]

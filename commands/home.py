@@ -32,6 +32,7 @@ from bot.policy import Policy
 from commands.blockkit import LIMITS, clip, context, divider, escape, header, section, trusted_mrkdwn
 from commands.cards import SEVERITY_ICON, actor_text
 from commands.feature import Feature
+from commands.i18n import Catalog
 from commands.slack_time import duration, slack_time
 from commands.slash import OnCallCommand, asker_language, within_or_none
 from commands.visibility import hidden_from
@@ -44,7 +45,7 @@ log = logging.getLogger(__name__)
 HOME_BLOCKS = 100  # a Home tab's limit (a message's is 50)
 HOME_SHOWN = 40  # incidents listed; `/incident list` has them all
 
-_STRINGS: dict[str, dict[str, str]] = {
+_t = Catalog("home", {
     "open": {"en": "Open incidents ({count})", "ja": "対応中のインシデント({count} 件)"},
     "none": {"en": "No open incidents.", "ja": "対応中のインシデントはありません。"},
     "line": {"en": "{icon} *{severity}* {where} {title}\n{state} · open for {age} · commander {commander}",
@@ -56,12 +57,7 @@ _STRINGS: dict[str, dict[str, str]] = {
     "oncall": {"en": "On call", "ja": "オンコール"},
     "updated": {"en": "As of {at}; open this tab again to refresh it.",
                 "ja": "{at} 時点の内容です。タブを開き直すと更新されます。"},
-}
-
-
-def _t(key: str, language: str, **values: Any) -> str:
-    texts = _STRINGS[key]
-    return texts.get(language, texts["en"]).format(**values)
+})
 
 
 @dataclass(frozen=True)
@@ -139,8 +135,8 @@ def home_view(incidents: list[HomeIncident], total: int, oncall: list[str], now:
         blocks.append(section(trusted_mrkdwn(_t(
             "line", language, icon=SEVERITY_ICON.get(inc.severity, ":rotating_light:"), severity=escape(inc.severity),
             where=item.where, title=escape(clip(inc.title, 150)), state=IncidentStatus(inc.status).value,
-            age=duration(now - item.started_at),
-            commander=actor_text(inc.commander) if inc.commander else _t("unassigned", language)))))
+            age=duration(now - item.started_at, language),
+            commander=actor_text(inc.commander, language) if inc.commander else _t("unassigned", language)))))
     if total > len(incidents):
         blocks.append(context(trusted_mrkdwn(_t("more", language, more=total - len(incidents)))))
     blocks += [divider(), header(_t("oncall", language))]

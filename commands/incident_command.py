@@ -33,6 +33,7 @@ from bot.policy import Act, Decision, Policy, Requester
 from commands.blockkit import LIMITS, clip, escape, mrkdwn, section, trusted_mrkdwn
 from commands.cards import actor_text
 from commands.feature import Feature
+from commands.i18n import Catalog
 from commands.ids import COMMAND_INCIDENT
 from commands.middleware import who_asks
 from commands.postmortem import postmortem_change
@@ -56,7 +57,10 @@ T = TypeVar("T")
 SEVERITY_ICON = {"P1": ":red_circle:", "P2": ":large_orange_circle:", "P3": ":large_yellow_circle:",
                  "P4": ":large_blue_circle:"}
 
-_STRINGS: dict[str, dict[str, str]] = {
+_t = Catalog("incident_command", {
+    "status_entry": {"en": "status ", "ja": "状態 "},
+    "status_title": {"en": "{icon} *{severity} · {title}* · incident #{id}",
+                     "ja": "{icon} *{severity} · {title}* · インシデント #{id}"},
     "help": {
         "en": "*`/incident`* (only you see the answers)\n"
               "In an incident's channel:\n"
@@ -202,7 +206,7 @@ _STRINGS: dict[str, dict[str, str]] = {
     "list_more": {"en": "…and {more} more.", "ja": "…ほか {more} 件。"},
     "list_line": {"en": "{icon} *{severity}* {where} {title} · {state} · {age} · commander {commander}",
                   "ja": "{icon} *{severity}* {where} {title} · {state} · {age} · 指揮者 {commander}"},
-}
+})
 
 # What each change is, in the refusal ("Only members of #inc can <act>").
 _ACTS: dict[Act, dict[str, str]] = {
@@ -216,11 +220,6 @@ _ACTS: dict[Act, dict[str, str]] = {
     Act.ASSIGN_ROLE: {"en": "assign its roles", "ja": "役割を割り当てる"},
     Act.POST_UPDATE: {"en": "post its status updates", "ja": "状況報告を投稿する"},
 }
-
-
-def _t(key: str, language: str, **values: Any) -> str:
-    texts = _STRINGS[key]
-    return texts.get(language, texts["en"]).format(**values)
 
 
 _SLACK_ENTITY = re.compile(r"<([@#!]?)([^<>|]*)(?:\|([^<>]*))?>")
@@ -356,8 +355,8 @@ class IncidentCommand:
                 "list_line", ask.language, icon=SEVERITY_ICON.get(inc.severity, ":rotating_light:"),
                 severity=inc.severity, where=where, state=_state(inc),
                 title=_t("list_private", ask.language) if inc.id in hidden else escape(clip(inc.title, 150)),
-                age=duration(now - item.started_at),
-                commander=actor_text(inc.commander) if inc.commander else _t("unassigned", ask.language)))
+                age=duration(now - item.started_at, ask.language),
+                commander=actor_text(inc.commander, ask.language) if inc.commander else _t("unassigned", ask.language)))
         if len(found) > len(shown):
             lines.append(_t("list_more", ask.language, more=len(found) - len(shown)))
         return _blocks_answer(lines)
@@ -389,17 +388,19 @@ class IncidentCommand:
             return Answer(_t("gone", language))
         inc = view.incident
         icon = SEVERITY_ICON.get(inc.severity, ":rotating_light:")
-        lines = [f"{icon} *{inc.severity} · {escape(clip(inc.title, 200))}* · incident #{inc.id}"]
+        lines = [_t("status_title", language, icon=icon, severity=inc.severity, id=inc.id,
+                    title=escape(clip(inc.title, 200)))]
         if inc.resolved_at is not None:
             lines.append(_t("status_resolved", language, state=_state(inc),
-                            age=duration(inc.resolved_at - view.started_at), at=slack_time(inc.resolved_at, now),
-                            who=actor_text(inc.resolved_by)))
+                            age=duration(inc.resolved_at - view.started_at, language),
+                            at=slack_time(inc.resolved_at, now),
+                            who=actor_text(inc.resolved_by, language)))
         else:
-            lines.append(_t("status_state", language, state=_state(inc), age=duration(now - view.started_at),
+            lines.append(_t("status_state", language, state=_state(inc), age=duration(now - view.started_at, language),
                             since=slack_time(view.started_at, now)))
         lines.append(_t("status_people", language,
-                        commander=actor_text(inc.commander) if inc.commander else _t("unassigned", language),
-                        acked=actor_text(inc.acknowledged_by) if inc.acknowledged_by else (
+                        commander=actor_text(inc.commander, language) if inc.commander else _t("unassigned", language),
+                        acked=actor_text(inc.acknowledged_by, language) if inc.acknowledged_by else (
                             escape(clip(view.paging.acked_in_pagerduty_by, 100)) + " (PagerDuty)"
                             if view.paging and view.paging.acked_in_pagerduty_by else _t("not_acked", language))))
         if view.paging is not None and view.paging.level >= 1:
@@ -429,8 +430,8 @@ class IncidentCommand:
         now = self.clock()
         lines = [_t("timeline_title", language, id=incident.id, page=found.page, pages=found.pages, first=found.first,
                     last=found.first + len(found.entries) - 1, total=found.total)]
-        lines += [f"{slack_time(e.at, now)} {actor_text(e.actor)}: "
-                  + ("status " if e.kind == "status" else "") + mrkdwn(e.text, ENTRY_TEXT)["text"]
+        lines += [f"{slack_time(e.at, now)} {actor_text(e.actor, language)}: "
+                  + (_t("status_entry", language) if e.kind == "status" else "") + mrkdwn(e.text, ENTRY_TEXT)["text"]
                   for e in found.entries]
         if found.page < found.pages:
             lines.append(_t("timeline_more", language, next=found.page + 1))
@@ -453,8 +454,8 @@ class IncidentCommand:
                 return Answer(text)
             if not inc.is_open:
                 return Answer(_t("already_resolved", language))
-            return Answer(_t("already_acked", language, who=actor_text(inc.acknowledged_by) if inc.acknowledged_by
-                             else "PagerDuty"))
+            who = actor_text(inc.acknowledged_by, language) if inc.acknowledged_by else "PagerDuty"
+            return Answer(_t("already_acked", language, who=who))
 
         return await self._changed(Act.ACK, ask, incident, ack)
 

@@ -120,14 +120,21 @@ def authorize(act: Act | Callable[[dict[str, Any]], Act], policy: Policy, slack:
     return check
 
 
+MEMBERSHIP_WITHIN = 1.5  # seconds a membership check may take: it runs before the ack (Slack's 3 s)
+
+
 async def who_asks(slack: SlackClient, user: str, channel: str | None) -> Requester:
-    """Who is asking, and whether Slack says they are in `channel` (None: it could not say)."""
+    """Who is asking, and whether Slack says they are in `channel` (None: it could not say, in
+    MEMBERSHIP_WITHIN seconds and SlackClient.in_channel's pages)."""
     if channel is None:
         return Requester(user, None, False)
     try:
-        return Requester(user, channel, user in await slack.channel_members(channel))
+        member = await asyncio.wait_for(slack.in_channel(channel, user), MEMBERSHIP_WITHIN)
     except SlackError as exc:
         return Requester(user, channel, None, exc.error)
+    except TimeoutError:
+        return Requester(user, channel, None, "timeout")
+    return Requester(user, channel, member, None if member is not None else "too_many_members")
 
 
 def refusal(decision: Decision, act: Act, requester: Requester) -> str:

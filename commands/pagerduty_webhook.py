@@ -54,7 +54,10 @@ class PagerDutyWebhook:
         try:
             event = WebhookEvent.model_validate_json(body)
         except ValidationError as exc:
-            return JSONResponse({"error": f"not a PagerDuty v3 webhook: {exc.errors()[0]['msg']}"}, status_code=400)
+            first = exc.errors()[0]
+            where = ".".join(str(part) for part in first["loc"])[:200]
+            return JSONResponse({"error": f"not a PagerDuty v3 webhook: {where + ': ' if where else ''}{first['msg']}"},
+                                status_code=400)
         if not event.is_incident_event or event.incident is None:
             return JSONResponse({"outcome": "ignored", "event_type": event.event_type})
         try:

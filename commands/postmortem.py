@@ -2,8 +2,9 @@
 channel archived.
 
 The subcommand is one entry of commands.incident_command (`postmortem_change`): the policy and
-the locked transaction are that module's, the change is bot.postmortem_ops.write, and the
-answer is worded here in the asker's language. The Slack side runs from the outbox:
+the locked transaction are that module's, the change is bot.postmortem_ops.write with the
+document rendered by commands.postmortem_doc, and the answer is worded here in the asker's
+language. The Slack side runs from the outbox:
 
 * `postmortem.post` uploads one stored version (files.getUploadURLExternal, the bytes,
   files.completeUploadExternal) in the incident's channel, with a comment in the configured
@@ -33,9 +34,10 @@ from bot.db import Database
 from bot.jobs import JOB_POSTMORTEM_ARCHIVE, JOB_POSTMORTEM_POST
 from bot.models import Incident, IncidentStatus, Job, Postmortem
 from bot.outbox import PermanentError, RetryLater
-from bot.postmortem import section_title
 from commands.feature import Feature
+from commands.i18n import Catalog
 from commands.notices import mention
+from commands.postmortem_doc import build, section_title
 from commands.slack_sync import message_tag, post_once, waiting_for_setup
 from commands.slack_time import slack_time
 from commands.slash import Answer
@@ -45,7 +47,7 @@ __all__ = ["PostmortemJobs", "file_name", "postmortem_change"]
 
 log = logging.getLogger(__name__)
 
-_STRINGS: dict[str, dict[str, str]] = {
+_t = Catalog("postmortem", {
     # answers to `/incident postmortem` (the asker's language)
     "not_resolved": {"en": "Incident #{id} is *{state}*: a post-mortem is written once it is resolved. Resolve it "
                            "first (`/incident resolve`), then run `/incident postmortem` again.",
@@ -74,12 +76,7 @@ _STRINGS: dict[str, dict[str, str]] = {
                         "this channel (`postmortem.archive_after_days`). It stays readable.",
                   "ja": ":file_cabinet: インシデント #{id} のポストモーテム作成から {days} 日が経ちました。"
                         "このチャンネルをアーカイブします(`postmortem.archive_after_days`)。閲覧は引き続き可能です。"},
-}
-
-
-def _t(key: str, language: str, **values: Any) -> str:
-    texts = _STRINGS[key]
-    return texts.get(language, texts["en"]).format(**values)
+})
 
 
 def _sections(keys: list[str] | tuple[str, ...], language: str) -> str:
@@ -91,7 +88,7 @@ def postmortem_change(config: OncallConfig, user: str, language: str
     """`/incident postmortem` as a change for commands.incident_command (run under the incident's
     lock, after the policy allowed it)."""
     def change(session: Session, incident: Incident, now: datetime) -> Answer:
-        written = postmortem_ops.write(session, incident, user, language, now, config)
+        written = postmortem_ops.write(session, incident, user, language, now, config, build)
         if written is None:
             return Answer(_t("not_resolved", language, id=incident.id, state=IncidentStatus(incident.status).value))
         lines = [_t("written", language, id=incident.id, version=written.row.version)]

@@ -16,6 +16,7 @@ from bot.card_view import CardView
 from bot.models import Incident
 from bot.roles import ROLES, UPDATE_FIELDS, UPDATE_LIMIT, Role, StatusUpdate, holder
 from commands.blockkit import LIMITS, clip, context, escape, mrkdwn, plain, section, trusted_mrkdwn
+from commands.i18n import Catalog
 from commands.ids import STATUS_UPDATE_VIEW
 from commands.notices import mention
 from commands.slack_time import ago, slack_time
@@ -28,7 +29,7 @@ ROLE_NAMES: dict[Role, dict[str, str]] = {
     "comms": {"en": "comms", "ja": "広報担当"},
 }
 
-_STRINGS: dict[str, dict[str, str]] = {
+_t = Catalog("role_blocks", {
     "nobody": {"en": "—", "ja": "—"},
     "last_update": {"en": ":memo: last update {ago}", "ja": ":memo: 最終の状況報告 {ago}"},
     "no_update": {"en": ":memo: no status update yet (`/incident update`)",
@@ -47,12 +48,7 @@ _STRINGS: dict[str, dict[str, str]] = {
                       "ja": ":mega: *状況報告* · インシデント #{id} · {severity} · {who}"},
     "message_where": {"en": "Worked in {channel}", "ja": "対応チャンネル: {channel}"},
     "message_text": {"en": "Status update for incident #{id}", "ja": "インシデント #{id} の状況報告"},
-}
-
-
-def _t(key: str, language: str, **values: Any) -> str:
-    texts = _STRINGS[key]
-    return texts.get(language, texts["en"]).format(**values)
+})
 
 
 def role_name(role: Role, language: str) -> str:

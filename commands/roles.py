@@ -34,6 +34,7 @@ from bot.policy import Act
 from bot.roles import ROLES, UPDATE_FIELDS, Role, StatusUpdate
 from commands.blockkit import clip, escape
 from commands.feature import Feature
+from commands.i18n import Catalog
 from commands.ids import STATUS_UPDATE_VIEW
 from commands.notices import mention, plain_text
 from commands.role_blocks import read_update, role_name, update_message, update_modal
@@ -48,7 +49,7 @@ log = logging.getLogger(__name__)
 # `<@U123>` or `<@U123|name>`: how Slack sends a mention in a command's text (should_escape).
 _ASSIGN = re.compile(r"(\S+)\s+<@([UW][A-Z0-9]{2,})(?:\|([^<>]*))?>")
 
-_STRINGS: dict[str, dict[str, str]] = {
+_t = Catalog("roles", {
     "usage": {"en": "Give the role and the person: `/incident assign commander @name` (roles: {roles}; one person, "
                     "mentioned as Slack completes it).",
               "ja": "役割と担当者を指定してください: `/incident assign commander @名前`(役割: {roles}。"
@@ -74,12 +75,7 @@ _STRINGS: dict[str, dict[str, str]] = {
     "invite_failed": {"en": ":warning: Could not invite {who} ({role}) to this channel: {error}. Invite them by hand.",
                       "ja": ":warning: {who}({role})をこのチャンネルに招待できませんでした: {error}。"
                             "手動で招待してください。"},
-}
-
-
-def _t(key: str, language: str, **values: Any) -> str:
-    texts = _STRINGS[key]
-    return texts.get(language, texts["en"]).format(**values)
+})
 
 
 class Asking(Protocol):

@@ -28,6 +28,7 @@ from commands.blockkit import (
     section,
     trusted_mrkdwn,
 )
+from commands.i18n import Catalog
 from commands.ids import runbook_step_action, runbook_step_block
 
 __all__ = ["markdown_to_mrkdwn", "no_runbook_blocks", "runbook_fallback_text", "runbook_message_parts",
@@ -36,7 +37,7 @@ __all__ = ["markdown_to_mrkdwn", "no_runbook_blocks", "runbook_fallback_text", "
 _CONTEXT_TEXT = 2000
 _PARAM_VALUE = 80
 
-_STRINGS: dict[str, dict[str, str]] = {
+_t = Catalog("runbook_blocks", {
     "run": {"en": "Run", "ja": "実行"},
     "request": {"en": "Request approval", "ja": "承認を依頼"},
     "diagnostic": {"en": "Diagnostic", "ja": "診断"},
@@ -62,12 +63,8 @@ _STRINGS: dict[str, dict[str, str]] = {
                          "to a directory in RUNBOOKS_PATH.",
                    "ja": "*{alert}* に一致するランブックはありません。`/runbook list` で一覧を確認するか、"
                          "RUNBOOKS_PATH のディレクトリに追加してください。"},
-}
+})
 _ICONS = {"diagnostic": ":mag:", "remediation": ":wrench:", "info": ":memo:"}
-
-
-def _t(key: str, locale: str | None) -> str:
-    return localized(_STRINGS[key], locale)
 
 
 # -- text -------------------------------------------------------------------------------------------

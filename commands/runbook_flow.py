@@ -32,11 +32,12 @@ from bot.policy import Act, Policy
 from bot.runbook_format import localized
 from bot.runbooks import RunbookSet, param_context
 from commands.approval_blocks import step_note
-from commands.approvals import Approvals
+from commands.approvals import Approvals, Refusal, tell_refusal
 from commands.blockkit import LIMITS, clip, escape, section, trusted_mrkdwn
 from commands.feature import Action, Feature
+from commands.i18n import Catalog
 from commands.ids import COMMAND_RUNBOOK, RUNBOOK_STEP
-from commands.middleware import authorize, incident_of_step_button, tell
+from commands.middleware import authorize, incident_of_step_button
 from commands.runbook_blocks import no_runbook_blocks, runbook_fallback_text, runbook_message_parts
 from commands.slack_sync import incident_thread, message_tag, post_once, waiting_for_setup
 from commands.slack_sync import step_thread as _thread_of
@@ -51,6 +52,34 @@ _CODE_ROOM = LIMITS["section"] - 8  # the ``` fences and newlines
 _REASON = 500  # a failed step's reason on the runbook message; the whole output is in its thread
 
 Plan = tuple[Incident, steps.RunbookPlan, dict[int, RunbookStep], dict[int, ApprovalRequest]]
+
+# What a clicker or a /runbook asker is told (in their Slack locale), and the lines in the channel
+# (in `runbooks.locale`, as the runbook). {placeholders} are trusted mrkdwn: mentions, escaped values.
+_t = Catalog("runbook_flow", {
+    "disabled": {"en": "This step is disabled: {reason}", "ja": "この手順は無効です: {reason}"},
+    "nothing_to_run": {"en": "This step has nothing to run.", "ja": "この手順には実行するものがありません。"},
+    "usage": {"en": "`/runbook list` lists the runbooks; `/runbook show ID` shows one.",
+              "ja": "`/runbook list` でランブックの一覧を、`/runbook show ID` で 1 件を表示します。"},
+    "listed": {"en": "*{count} runbooks* (RUNBOOKS_PATH and the shipped ones):",
+               "ja": "*ランブック {count} 件*(RUNBOOKS_PATH と同梱のもの):"},
+    "no_such_runbook": {"en": "No runbook `{runbook}`; `/runbook list` shows them.",
+                        "ja": "ランブック `{runbook}` はありません。`/runbook list` で一覧を確認できます。"},
+    # in the channel
+    "no_runbook": {"en": "No runbook matches {alert}", "ja": "{alert} に一致するランブックはありません"},
+    "approval_requested": {"en": ":lock: {who} requested approval to run `{action}` ({params}). Nothing runs until "
+                                 "an authorised responder approves it.",
+                           "ja": ":lock: {who} が `{action}`({params})の実行承認を依頼しました。"
+                                 "権限のある対応者が承認するまで何も実行されません。"},
+    # a step's status line on the runbook message
+    "ran": {"en": ":white_check_mark: ran by {who}{at}{times}", "ja": ":white_check_mark: {who} が実行{at}{times}"},
+    "ran_failed": {"en": ":warning: failed{at}: {reason} · run by {who}{times}",
+                   "ja": ":warning: 失敗{at}: {reason} · 実行 {who}{times}"},
+    "ran_unknown": {"en": ":grey_question: ran by {who}{at}{times}; its result was not recorded",
+                    "ja": ":grey_question: {who} が実行{at}{times}。結果は記録されていません"},
+    "at": {"en": " at {when}", "ja": "({when})"},
+    "times": {"en": " ({runs} runs)", "ja": "(計 {runs} 回)"},
+    "no_reason": {"en": "no reason was recorded", "ja": "理由は記録されていません"},
+})
 
 
 def _language(locale: str | None) -> str:
@@ -85,7 +114,8 @@ class RunbookFlow:
             raise RetryLater("the incident card is not posted yet", 5.0)
         channel, thread = where  # no channel of its own: under the card
         if plan.runbook is None:
-            await post_once(self.slack, channel, f"No runbook matches {escape(clip(incident.alertname, 200))}",
+            text = _t("no_runbook", self.policy.locale, alert=escape(clip(incident.alertname, 200)))
+            await post_once(self.slack, channel, text,
                             blocks=no_runbook_blocks(incident.alertname, locale=self.policy.locale),
                             thread_ts=thread, retry=job.attempts > 1, tag=message_tag(incident, "runbook", part=0))
             return
@@ -120,7 +150,7 @@ class RunbookFlow:
                   asked: dict[int, ApprovalRequest]) -> list[tuple[list[dict[str, Any]], list[int]]]:
         assert plan.runbook is not None
         now = self.clock()
-        notes = {i: _ran_note(row, now) for i, row in rows.items() if row.runs}
+        notes = {i: _ran_note(row, now, self.policy.locale) for i, row in rows.items() if row.runs}
         notes.update({i: step_note(request, now, self.policy.locale) for i, request in asked.items()})
         return runbook_message_parts(plan.runbook, plan.steps, locale=self.policy.locale,
                                      button_id=lambda i: rows[i].token, notes=notes,
@@ -150,25 +180,23 @@ class RunbookFlow:
         """The middleware found the step (context["step"]) and let the clicker through."""
         await ack()  # within Slack's 3 s; everything below may take longer
         user, step = body["user"]["id"], context["step"]
-        refusal = self._refusal(step)
-        if refusal:
-            await tell(respond, user, refusal)
-            return
-        refused = await asyncio.to_thread(self._record_click, step.id, user, body.get("user", {}).get("locale"))
-        if refused:
-            await tell(respond, user, refused)
+        refused = self._refusal(step)
+        if refused is None:
+            refused = await asyncio.to_thread(self._record_click, step.id, user, body.get("user", {}).get("locale"))
+        if refused is not None:
+            await tell_refusal(self.slack, respond, user, refused, self.policy.locale)
             return
         self.kick()
 
     @staticmethod
-    def _refusal(step: RunbookStep) -> str | None:
+    def _refusal(step: RunbookStep) -> Refusal | None:
         if step.disabled_reason:
-            return f"This step is disabled: {escape(step.disabled_reason)}"
+            return Refusal("disabled", {"reason": escape(step.disabled_reason)}, _t)
         if step.kind not in ("diagnostic", "remediation"):
-            return "This step has nothing to run."
+            return Refusal("nothing_to_run", catalog=_t)
         return None
 
-    def _record_click(self, step_id: int | None, user: str, locale: str | None) -> str | None:
+    def _record_click(self, step_id: int | None, user: str, locale: str | None) -> Refusal | None:
         """Queue the diagnostic, or request approval of the remediation; a refusal to tell."""
         with self.db.session() as session:
             step = session.get(RunbookStep, step_id)
@@ -249,8 +277,8 @@ class RunbookFlow:
         step, incident = await asyncio.to_thread(self._load, job.payload.get("step"))
         channel, thread = _thread_of(step, incident)
         if job.payload.get("event") == "approval_requested":  # queued by a version before the approval flow
-            text = (f":lock: <@{job.payload['user']}> requested approval to run `{step.action}` "
-                    f"({escape(_params_text(step.params))}). Nothing runs until an authorised responder approves it.")
+            text = _t("approval_requested", self.policy.locale, who=f"<@{job.payload['user']}>", action=step.action,
+                      params=escape(_params_text(step.params)))
         else:
             text = escape(str(job.payload.get("text", "")))
         await post_once(self.slack, channel, clip(text, LIMITS["text"]), thread_ts=thread,
@@ -267,18 +295,17 @@ class RunbookFlow:
             language = _language(await self._locale(str(command.get("user_id", "")), within=1.0))  # ack < 3 s
             await ack(text=self._list(language), response_type="ephemeral")
         else:
-            await ack(text="`/runbook list` lists the runbooks; `/runbook show ID` shows one.",
-                      response_type="ephemeral")
+            language = _language(await self._locale(str(command.get("user_id", "")), within=1.0))  # ack < 3 s
+            await ack(text=_t("usage", language), response_type="ephemeral")
 
     def _list(self, language: str) -> str:
         lines = [f"• `{rb.id}`: {escape(localized(rb.title, language))}" for rb in self.runbooks]
-        return clip(f"*{len(lines)} runbooks* (RUNBOOKS_PATH and the shipped ones):\n" + "\n".join(lines),
-                    LIMITS["text"])
+        return clip(_t("listed", language, count=len(lines)) + "\n" + "\n".join(lines), LIMITS["text"])
 
     def _show(self, runbook_id: str, language: str) -> str:
         runbook = self.runbooks.get(runbook_id)
         if runbook is None:
-            return f"No runbook `{escape(runbook_id[:100])}`; `/runbook list` shows them."
+            return _t("no_such_runbook", language, runbook=escape(runbook_id[:100]))
         lines = [f"*{escape(localized(runbook.title, language))}* (`{runbook.id}`, "
                  f"{self.runbooks.origin(runbook.id)})"]
         lines += [f"{n}. {escape(localized(step.title, language))}"
@@ -286,18 +313,16 @@ class RunbookFlow:
         return clip("\n".join(lines), LIMITS["text"])
 
 
-def _ran_note(row: RunbookStep, now: datetime) -> str:
-    """The step's last run as trusted mrkdwn: ok, failed and why, or (runs recorded before
-    results were kept) that its result is not known."""
-    when = f" at {slack_time(row.last_run_at, now)}" if row.last_run_at else ""
-    times = f" ({row.runs} runs)" if row.runs > 1 else ""
+def _ran_note(row: RunbookStep, now: datetime, locale: str | None = None) -> str:
+    """The step's last run as trusted mrkdwn, in the runbook's language: ok, failed and why, or
+    (runs recorded before results were kept) that its result is not known."""
+    at = _t("at", locale, when=slack_time(row.last_run_at, now)) if row.last_run_at else ""
+    times = _t("times", locale, runs=row.runs) if row.runs > 1 else ""
     who = f"<@{row.last_run_by}>"
     if row.last_ok is False:
-        reason = (row.last_outcome or "no reason was recorded").removeprefix("failed: ")
-        return f":warning: failed{when}: {escape(clip(reason, _REASON))} · run by {who}{times}"
-    if row.last_ok is None:
-        return f":grey_question: ran by {who}{when}{times}; its result was not recorded"
-    return f":white_check_mark: ran by {who}{when}{times}"
+        reason = (row.last_outcome or _t("no_reason", locale)).removeprefix("failed: ")
+        return _t("ran_failed", locale, at=at, reason=escape(clip(reason, _REASON)), who=who, times=times)
+    return _t("ran_unknown" if row.last_ok is None else "ran", locale, who=who, at=at, times=times)
 
 
 def _params_text(params: dict[str, Any]) -> str:

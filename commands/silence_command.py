@@ -43,6 +43,7 @@ from commands.approvals import Approvals
 from commands.blockkit import clip, escape
 from commands.cards import SILENCE_CHOICES, actor_text
 from commands.feature import Action, Feature
+from commands.i18n import Catalog
 from commands.ids import CARD_SILENCE, COMMAND_SILENCE, read_card_silence_option
 from commands.incident_command import slack_to_plain
 from commands.middleware import authorize, incident_of_card_button, tell, who_asks
@@ -65,7 +66,7 @@ SHORTEST, LONGEST = timedelta(minutes=1), timedelta(hours=24)
 _COMMENT = {"command": "silenced with /silence in Slack", "card": "silenced from the incident card in Slack"}
 _MATCHERS_SHOWN = 500
 
-_STRINGS: dict[str, dict[str, str]] = {
+_t = Catalog("silence_command", {
     "help": {
         "en": "*`/silence <duration> [label=value ...]`* in an incident's channel (only you see the answer): "
               "silence the incident's alerts in Alertmanager for 1m to 24h (`30m`, `2h`, `1h30m`).\n"
@@ -145,12 +146,7 @@ _STRINGS: dict[str, dict[str, str]] = {
     "covered": {"en": "`{matchers}` is already silenced until {until} (approved by {who}); nothing was added.",
                 "ja": "`{matchers}` は {until} までサイレンス済みです({who} が承認)。追加はしませんでした。"},
     "card_thread": {"en": "the card's thread", "ja": "カードのスレッド"},
-}
-
-
-def _t(key: str, language: str, **values: Any) -> str:
-    texts = _STRINGS[key]
-    return texts.get(language, texts["en"]).format(**values)
+})
 
 
 @dataclass(frozen=True)
@@ -278,11 +274,11 @@ class SilenceCommand:
         if outcome.kind == "gone":
             return _t("gone", language)
         if outcome.kind == "pending":
-            return _t("pending", language, who=actor_text(outcome.who), matchers=shown, where=where,
+            return _t("pending", language, who=actor_text(outcome.who, language), matchers=shown, where=where,
                       when=slack_time(outcome.at or now, now))
         if outcome.kind == "covered":
             return _t("covered", language, matchers=shown, until=slack_time(outcome.at or now, now),
-                      who=actor_text(outcome.who))
+                      who=actor_text(outcome.who, language))
         if outcome.kind == "running":
             return _t("running", language, matchers=shown, duration=duration_text(length),
                       until=slack_time(now + length, now))

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
@@ -38,9 +38,11 @@ from bot.param_syntax import parse_silence_matchers
 from bot.policy import Act, Policy
 from commands.cards import actor_text
 from commands.feature import Action, Feature, Middleware
+from commands.i18n import Catalog
 from commands.ids import SILENCE_EXPIRE
 from commands.middleware import authorize, tell
 from commands.slack_time import slack_time
+from commands.slash import asker_language
 from integrations.errors import IntegrationError
 from integrations.slack import SlackClient, SlackError
 
@@ -51,17 +53,38 @@ __all__ = ["Silences", "comment_reference", "reconcile_silence", "record_created
 
 log = logging.getLogger(__name__)
 
-NO_ALERTMANAGER = "Alertmanager is not configured: set ALERTMANAGER_URL and restart the bot"
+NO_ALERTMANAGER = "Alertmanager is not configured: set ALERTMANAGER_URL and restart the bot"  # the record's words
+
+# What an Expire clicker is told, in their Slack locale; {placeholders} are trusted mrkdwn.
+_t = Catalog("silences", {
+    "already_expired": {"en": "This silence was already expired by {who} {when}.",
+                        "ja": "このサイレンスは {who} が {when} にすでに終了しました。"},
+    "being_expired": {"en": "{who} already asked to expire this silence; it is being expired.",
+                      "ja": "{who} がすでにこのサイレンスの終了を依頼しました。終了処理中です。"},
+    "already_ended": {"en": "This silence already ended {when}.",
+                      "ja": "このサイレンスは {when} にすでに終わっています。"},
+    "no_alertmanager": {"en": "Alertmanager is not configured (set ALERTMANAGER_URL and restart the bot): the "
+                              "silence was not expired.",
+                        "ja": "Alertmanager が設定されていません(ALERTMANAGER_URL を設定してボットを再起動して"
+                              "ください)。サイレンスは終了していません。"},
+    "not_on_a_card": {"en": "This silence is no longer on an incident's card.",
+                      "ja": "このサイレンスはもうインシデントのカードにありません。"},
+    "not_this_card": {"en": "This button is not on this incident's card; use the card itself.",
+                      "ja": "このボタンはこのインシデントのカードのものではありません。"
+                            "カードのボタンを使ってください。"},
+})
 
 
 class Silences:
     def __init__(self, db: Database, slack: SlackClient, policy: Policy, alertmanager: AlertmanagerClient | None, *,
-                 clock: Callable[[], datetime], on_commit: Callable[[], None]) -> None:
+                 clock: Callable[[], datetime], on_commit: Callable[[], None], locale: str = "en") -> None:
         self.db, self.slack, self.policy, self.alertmanager = db, slack, policy, alertmanager
         self.clock, self.kick = clock, on_commit
+        self.locale = locale  # the configured language (runbooks.locale): when Slack cannot say the clicker's
 
     def feature(self) -> Feature:
-        load = (silence_of_card_button(self.db), authorize(Act.EXPIRE_SILENCE, self.policy, self.slack))
+        load = (silence_of_card_button(self.db, self.slack, self.locale),
+                authorize(Act.EXPIRE_SILENCE, self.policy, self.slack))
         return Feature(handlers={JOB_SILENCE_EXPIRE: self.expire, JOB_SILENCE_ENDED: self.ended},
                        actions=[Action(SILENCE_EXPIRE, self.on_expire, load)])
 
@@ -70,6 +93,9 @@ class Silences:
     async def on_expire(self, ack: Any, body: dict[str, Any], context: dict[str, Any], respond: Any) -> None:
         await ack()
         user, silence = body["user"]["id"], context["silence"]
+        if self.alertmanager is None:  # said now, rather than by a job that can only fail
+            await _tell(self.slack, respond, user, "no_alertmanager", self.locale)
+            return
         now = self.clock()
         claim = await asyncio.to_thread(self._decide, silences.request_expire, silence.id, user, now)
         if claim.won:
@@ -77,7 +103,8 @@ class Silences:
                                                         "user": user})
             self.kick()
             return
-        await tell(respond, user, _why_not(claim.current or silence, now))
+        language = await asker_language(self.slack, user, self.locale)
+        await tell(respond, user, _why_not(claim.current or silence, now, language))
 
     # -- the jobs -------------------------------------------------------------------------------
 
@@ -138,19 +165,21 @@ class _Refused(Exception):
     """Expiring cannot work until a person changes something (the message says what)."""
 
 
-def _why_not(row: Silence, now: datetime) -> str:
-    """Why an Expire click did nothing, for the clicker alone."""
+def _why_not(row: Silence, now: datetime, language: str) -> str:
+    """Why an Expire click did nothing, for the clicker alone, in their language."""
     if row.expired_at is not None:
-        return f"This silence was already expired by {actor_text(row.expired_by)} {slack_time(row.expired_at, now)}."
+        return _t("already_expired", language, who=actor_text(row.expired_by, language),
+                  when=slack_time(row.expired_at, now))
     if row.expire_requested_at is not None:
-        return f"{actor_text(row.expire_requested_by)} already asked to expire this silence; it is being expired."
-    return f"This silence already ended {slack_time(row.ends_at, now)}."
+        return _t("being_expired", language, who=actor_text(row.expire_requested_by, language))
+    return _t("already_ended", language, when=slack_time(row.ends_at, now))
 
 
-def silence_of_card_button(db: Database) -> Middleware:
+def silence_of_card_button(db: Database, slack: SlackClient, locale: str = "en") -> Middleware:
     """The silence an Expire button points at, and its incident: found by the token in the button's
     value, and only when the click came from that incident's card (its channel and ts), so a value
-    copied onto another message, or made up, expires nothing."""
+    copied onto another message, or made up, expires nothing. The clicker is told why in their
+    language (`locale`: the configured one)."""
     async def load(body: dict[str, Any], context: dict[str, Any], respond: Any,
                    next: Callable[[], Awaitable[BoltResponse]]) -> BoltResponse | None:
         token = str((body.get("actions") or [{}])[0].get("value", ""))
@@ -158,18 +187,32 @@ def silence_of_card_button(db: Database) -> Middleware:
         container = body.get("container") or {}
         user = body.get("user", {}).get("id", "")
         if found is None:
-            await tell(respond, user, "This silence is no longer on an incident's card.")
-            return BoltResponse(status=200, body="")
+            return _told_later(_tell(slack, respond, user, "not_on_a_card", locale))
         if (container.get("channel_id"), container.get("message_ts")) != (found[1].card_channel_id,
                                                                            found[1].card_ts):
             log.warning("silence button clicked on a message that is not the incident's card",
                         extra={"incident": found[1].id, "message_ts": container.get("message_ts")})
-            await tell(respond, user, "This button is not on this incident's card; use the card itself.")
-            return BoltResponse(status=200, body="")
+            return _told_later(_tell(slack, respond, user, "not_this_card", locale))
         context["silence"], context["incident"] = found
         return await next()
 
     return load
+
+
+_telling: set[asyncio.Task[None]] = set()  # refusals told after the ack (a reference keeps each task alive)
+
+
+def _told_later(telling: Coroutine[Any, Any, None]) -> BoltResponse:
+    """The ack now (a middleware that does not call next() returns it itself), the refusal in the
+    background: finding the clicker's language may take users.info a second."""
+    task = asyncio.create_task(telling)
+    _telling.add(task)
+    task.add_done_callback(_telling.discard)
+    return BoltResponse(status=200, body="")
+
+
+async def _tell(slack: SlackClient, respond: Any, user: str, key: str, fallback: str) -> None:
+    await tell(respond, user, _t(key, await asker_language(slack, user, fallback)))
 
 
 def _silence_and_incident(db: Database, token: str) -> tuple[Silence, Incident] | None:

@@ -5,7 +5,8 @@ refused before Bolt sees it unless its body is at most SLACK_MAX_BODY_BYTES and 
 Slack: `X-Slack-Signature` is `v0=` + hex HMAC-SHA256 of `v0:{timestamp}:{body}` under
 SLACK_SIGNING_SECRET, and `X-Slack-Request-Timestamp` is within 5 minutes of the wall clock
 (Slack's timestamps are real time, whatever clock the rest of the bot runs on).
-400 for a malformed timestamp, 401 unsigned, stale or badly signed, 413 too big; never a 500.
+400 for a malformed timestamp, 401 unsigned, stale or badly signed, 413 too big, 400 for a signed
+body that is not the shape Slack gives its requests (commands.slack_envelope); never a 500.
 """
 
 from __future__ import annotations
@@ -21,9 +22,10 @@ from slack_bolt.async_app import AsyncApp
 from starlette.datastructures import Headers
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
-from starlette.types import Message, Receive
+from starlette.types import Message, Receive, Scope
 
 from commands.http_body import BodyError, read_body
+from commands.slack_envelope import EnvelopeError, checked_body
 
 __all__ = ["MAX_SKEW_SECONDS", "SLACK_MAX_BODY_BYTES", "SlackEvents"]
 
@@ -51,12 +53,19 @@ class SlackEvents:
             timestamp, signature = self._signed_headers(request.headers)
             body = await read_body(request, SLACK_MAX_BODY_BYTES)
             self._verify(timestamp, body, signature)
+            replaced = checked_body(body, _content_type(request.headers))
         except (_Refused, BodyError) as exc:
             log.warning("Slack request refused (%s): %s", exc.status, exc.error,
                         extra={"status": exc.status, "error": exc.error})
             return JSONResponse({"error": exc.error}, status_code=exc.status)
+        except EnvelopeError as exc:
+            log.warning("Slack request refused (400): %s", exc.error, extra={"status": 400, "error": exc.error})
+            return JSONResponse({"error": exc.error}, status_code=400)
+        scope = request.scope
+        if replaced is not None:  # Bolt checks the signature again: sign what it is given
+            body, scope = replaced, self._signed_scope(scope, timestamp, replaced)
         # Bolt's adapter calls `await request.body()`: give it a request that replays what was read.
-        return await self.handler.handle(Request(request.scope, receive=_replay(body)))
+        return await self.handler.handle(Request(scope, receive=_replay(body)))
 
     def _signed_headers(self, headers: Headers) -> tuple[bytes, bytes]:
         """Checked before the body is read: an unsigned or stale request costs no read."""
@@ -81,6 +90,18 @@ class SlackEvents:
         if not hmac.compare_digest(expected, signature):
             raise _Refused(401, "wrong X-Slack-Signature: check SLACK_SIGNING_SECRET against the Slack app's "
                                 "Basic Information page")
+
+
+    def _signed_scope(self, scope: Scope, timestamp: bytes, body: bytes) -> Scope:
+        digest = hmac.new(self.secret, b"v0:" + timestamp + b":" + body, hashlib.sha256).hexdigest()
+        replaced = {b"x-slack-signature": b"v0=" + digest.encode(), b"content-length": str(len(body)).encode()}
+        headers = [(k, v) for k, v in scope["headers"] if k.lower() not in replaced] + list(replaced.items())
+        return {**scope, "headers": headers}
+
+
+def _content_type(headers: Headers) -> str | None:
+    value = headers.get("content-type")
+    return value.split(";")[0] if value else None  # as Bolt's extract_content_type reads it
 
 
 def _replay(body: bytes) -> Receive:

@@ -28,7 +28,7 @@ from bot.paging import PagingService
 from commands.cards import announcement, incident_card
 from commands.declare_blocks import private_announcement
 from commands.feature import Feature
-from commands.notices import mention, notice_text, plain_text
+from commands.notices import invite_problems_text, mention, notice_text, oncall_invited_text, plain_text
 from integrations.slack import Channel, SlackClient, SlackError
 
 __all__ = ["MESSAGE_EVENT", "SETUP_RETRY", "SETUP_WAIT", "SlackSync", "channel_name", "incident_thread", "message_tag",
@@ -160,7 +160,7 @@ class SlackSync:
         incident = await self._load(job.incident_id)
         announce = self.config.channels.announce
         text, blocks = private_announcement(incident, self.config.runbooks.locale) if incident.private \
-            else announcement(incident, incident.channel_id)
+            else announcement(incident, incident.channel_id, self.config.runbooks.locale)
         try:
             if incident.announce_ts is not None:  # the old card became the announcement
                 await self.slack.update_message(announce, incident.announce_ts, text, blocks=blocks)
@@ -253,8 +253,7 @@ class SlackSync:
             refused = await self.slack.invite(channel, invite)
             problems += [f"{mention(user)} ({plain_text(error, 100)})" for user, error in refused]
         if problems:
-            await post_once(self.slack, channel,
-                            "Could not invite: " + ", ".join(problems) + ". Check the responders in ONCALL_CONFIG.",
+            await post_once(self.slack, channel, invite_problems_text(problems, self.config.runbooks.locale),
                             retry=retry, tag=message_tag(incident, "invite_problems"))
 
     async def _resolve_people(self, people: list[str]) -> tuple[list[str], list[str]]:
@@ -313,7 +312,7 @@ class SlackSync:
             raise RetryLater("the incident is not in Slack yet", backoff(job.attempts))
         channel, thread_ts = where
         try:
-            text = notice_text(job.payload)
+            text = notice_text(job.payload, self.config.runbooks.locale)
         except ValueError as exc:
             raise PermanentError(str(exc)) from exc
         await post_once(self.slack, channel, text, thread_ts=thread_ts,
@@ -336,28 +335,25 @@ class SlackSync:
                             tag=message_tag(incident, "notice", job=job.id))
 
     async def _invite(self, incident: Incident, payload: dict[str, Any]) -> str:
-        name = plain_text(payload.get("level_name", "on-call"), 100)
+        level, locale = str(payload.get("level_name", "on-call")), self.config.runbooks.locale
         on_call = await self.paging.on_call(payload)
         if on_call.missing:
-            return f":pager: {name}: {on_call.missing}, so the bot cannot tell who is on call."
+            return oncall_invited_text(level, locale, missing=on_call.missing)
         found: list[str] = []
-        unknown = [f"{plain_text(who, 100)} (not on call in PagerDuty: invite them by hand)"
-                   for who in on_call.not_on_call]
+        no_slack_user: list[tuple[str, str | None]] = []
         for who, email in on_call.people:
             slack_id = await self.slack.user_id_by_email(email) if email else None
             if slack_id:
                 found.append(slack_id)
             else:
-                unknown.append(f"{plain_text(who, 100)} (no Slack user for {plain_text(email or 'no e-mail', 200)})")
+                no_slack_user.append((who, email))
         found = list(dict.fromkeys(found))
         if found:
             await asyncio.to_thread(self._add_responders, incident.id, found)
-        if found and incident.channel_id:
-            refused = await self.slack.invite(incident.channel_id, found)
-            unknown += [f"{mention(user)} ({plain_text(error, 100)})" for user, error in refused]
-        people = ", ".join(mention(u) for u in found) or "nobody found on call"
-        verb = " invited" if found and incident.channel_id else ""
-        return f":pager: {name}: {people}{verb}." + (f" Could not invite: {', '.join(unknown)}." if unknown else "")
+        refused = await self.slack.invite(incident.channel_id, found) if found and incident.channel_id else []
+        return oncall_invited_text(level, locale, found=found, invited=bool(incident.channel_id),
+                                   not_on_call=list(on_call.not_on_call), no_slack_user=no_slack_user,
+                                   refused=list(refused))
 
 
 def incident_thread(incident: Incident) -> tuple[str, str | None] | None:

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta
 
+from commands.i18n import language_of
+
 __all__ = ["ago", "duration", "slack_time"]
 
 
@@ -26,13 +28,21 @@ def ago(at: datetime, now: datetime | None = None) -> str:
     return f"<!date^{int(at.timestamp())}^{{ago}}|{fallback}>"
 
 
-def duration(span: timedelta) -> str:
-    """`1 h 12 min`, `3 d 4 h`, `45 min`, `under a minute`: to the minute, two units at most."""
+_UNITS = {"en": ("{d} d", "{h} h", "{m} min", "under a minute", " "),
+          "ja": ("{d}日", "{h}時間", "{m}分", "1分未満", "")}
+
+
+def duration(span: timedelta, locale: str | None = None) -> str:
+    """`1 h 12 min`, `3 d 4 h`, `45 min`, `under a minute` (ja: `1時間12分`): to the minute, two
+    units at most."""
+    day, hour, minute, none, space = _UNITS["ja" if language_of(locale) == "ja" else "en"]
     minutes = max(0, int(span.total_seconds() // 60))
     days, rest = divmod(minutes, 24 * 60)
     hours, minutes = divmod(rest, 60)
     if days:
-        return f"{days} d {hours} h" if hours else f"{days} d"
-    if hours:
-        return f"{hours} h {minutes} min" if minutes else f"{hours} h"
-    return f"{minutes} min" if minutes else "under a minute"
+        parts = [day.format(d=days)] + ([hour.format(h=hours)] if hours else [])
+    elif hours:
+        parts = [hour.format(h=hours)] + ([minute.format(m=minutes)] if minutes else [])
+    else:
+        parts = [minute.format(m=minutes)] if minutes else [none]
+    return space.join(parts)

@@ -24,6 +24,7 @@ from bot.incident_ops import service_labels
 from bot.paging import LOOKAHEAD, LevelRota, PagingService, Shift
 from commands.blockkit import LIMITS, clip, escape
 from commands.feature import Feature
+from commands.i18n import Catalog, language_of
 from commands.ids import COMMAND_ONCALL
 from commands.notices import mention
 from commands.slack_time import duration, slack_time
@@ -38,7 +39,6 @@ log = logging.getLogger(__name__)
 ANSWER_WITHIN = 2.0  # seconds of work before the acknowledgement goes out empty (Slack's limit: 3)
 LOCALE_WITHIN = 1.0  # seconds users.info may take; then the configured language
 LOOKUP_WITHIN = 1.5  # seconds a Slack lookup that only decorates an answer may take
-LANGUAGES = ("en", "ja")
 
 MENTION_HELP = ("I open a channel and a live card for each Alertmanager alert group, post its runbook, and "
                 "page through PagerDuty. Try `/incident help`, `/oncall` or `/runbook list`.")
@@ -94,9 +94,8 @@ async def asker_language(slack: SlackClient, user: str, fallback: str, *, within
     try:
         locale = await asyncio.wait_for(slack.user_locale(user), within)
     except (SlackError, TimeoutError):
-        return fallback  # the answer matters more than its language
-    language = (locale or "").replace("_", "-").split("-")[0].lower()
-    return language if language in LANGUAGES else "en"
+        return language_of(fallback)  # the answer matters more than its language
+    return language_of(locale or fallback)
 
 
 async def within_or_none(call: Awaitable[Any], within: float = LOOKUP_WITHIN) -> Any:
@@ -118,7 +117,7 @@ async def _mention_help(event: dict[str, Any], say: Any) -> None:
 
 # -- /oncall ---------------------------------------------------------------------------------------
 
-_STRINGS: dict[str, dict[str, str]] = {
+_t = Catalog("slash", {
     "help": {"en": "`/oncall` shows who is on call now, per escalation level; `/oncall SERVICE` for one "
                    "service (routed as its incidents are). Only you see the answer.",
              "ja": "`/oncall` で現在のオンコール担当者をエスカレーションレベルごとに表示します。"
@@ -168,12 +167,7 @@ _STRINGS: dict[str, dict[str, str]] = {
     "next_unknown": {"en": "next: nobody scheduled in the next {days} days", "ja": "次: 今後 {days} 日間は予定なし"},
     "from_config": {"en": "• *{name}* ({level}): not known without PagerDuty · next: not known from config",
                     "ja": "• *{name}*({level}): PagerDuty なしでは不明 · 次: 設定からは不明"},
-}
-
-
-def _t(key: str, language: str, **values: Any) -> str:
-    texts = _STRINGS[key]
-    return texts.get(language, texts["en"]).format(**values)
+})
 
 
 class OnCallCommand:
@@ -291,7 +285,7 @@ class OnCallCommand:
             steps = []
             for n, level in enumerate(escalation_levels(rule)):
                 at = page + level.after_minutes
-                when = _t("at_once", language) if at == 0 else _t("at", language, minutes=_minutes(at))
+                when = _t("at_once", language) if at == 0 else _t("at", language, minutes=_minutes(at, language))
                 condition = "" if n == 0 else f" ({_t(level.condition(rule), language)})"
                 steps.append(f"{escape(level.name)} {when}{condition}")
             hours = f" ({_t('business_hours', language)})" if rule.business_hours_only else ""
@@ -307,8 +301,8 @@ def escalation_levels(rule: SeverityEscalation) -> list[EscalationLevel]:
         else []
 
 
-def _minutes(minutes: int) -> str:
-    return duration(timedelta(minutes=minutes))
+def _minutes(minutes: int, language: str) -> str:
+    return duration(timedelta(minutes=minutes), language)
 
 
 def _responder(who: str) -> str:

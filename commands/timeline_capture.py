@@ -91,7 +91,9 @@ class TimelineCapture:
         if message is None:
             raise PermanentError(f"the message {row.ts} of {row.channel} is no longer in Slack (deleted?)")
         permalink = await self.slack.permalink(row.channel, row.ts)
-        fetched = timeline_capture.Fetched(author=message.user or row.marked_by, text=slack_to_plain(message.text),
+        # The author is whoever wrote it, as Slack says: never the one who marked it (`marked_by`
+        # is kept beside it); a message Slack names no author for is credited to nobody.
+        fetched = timeline_capture.Fetched(author=message.user, text=slack_to_plain(message.text),
                                            permalink=permalink, thread_ts=message.thread_ts)
         entry = await asyncio.to_thread(self._write, row.id or 0, fetched)
         if entry:

@@ -30,6 +30,7 @@ from pydantic import (
     BeforeValidator,
     ConfigDict,
     Field,
+    StringConstraints,
     ValidationError,
     field_validator,
     model_validator,
@@ -39,7 +40,7 @@ from integrations.errors import IntegrationError
 
 __all__ = ["AlertmanagerClient", "AlertmanagerError", "CUT_MARKER", "MAX_ALERTS", "MAX_ANNOTATION_CHARS",
            "MAX_COUNT", "MAX_ENTRIES", "MAX_KEY_CHARS", "MAX_LABEL_CHARS", "SilenceInfo", "SilenceMatcherInfo",
-           "WebhookAlert", "WebhookMessage", "ZERO_TIME", "from_environment"]
+           "WebhookAlert", "WebhookMessage", "ZERO_TIME", "from_environment", "storable_key"]
 
 # Alertmanager marks a still-firing alert with Go's zero time.
 ZERO_TIME = datetime(1, 1, 1, tzinfo=UTC)
@@ -67,7 +68,7 @@ def storable(text: str, limit: int) -> str:
     return text[:limit] + CUT_MARKER.format(len(text) - limit)
 
 
-def _storable_key(text: str, max_bytes: int) -> str:
+def storable_key(text: str, max_bytes: int) -> str:
     """A key that stays unique and stable: unchanged if it fits, else a prefix and its SHA-256."""
     text = storable(text, len(text))
     encoded = text.encode("utf-8")
@@ -104,6 +105,15 @@ def _utc(moment: datetime) -> datetime:
         return ZERO_TIME if moment.year == 1 else _LAST_TIME
 
 
+def _refused_replaced(value: Any) -> Any:
+    # Before pydantic's own checks: its min_length cannot read a lone surrogate and would refuse
+    # the whole notification ("unable to parse raw data as a unicode string").
+    return _REFUSED.sub("\ufffd", value) if isinstance(value, str) else value
+
+
+_Key = Annotated[str, StringConstraints(min_length=1), BeforeValidator(_refused_replaced)]  # receiver, groupKey, ...
+
+
 LabelText = Annotated[str, AfterValidator(lambda v: storable(v, MAX_LABEL_CHARS))]
 Labels = Annotated[dict[str, str], AfterValidator(lambda v: _storable_map(v, MAX_LABEL_CHARS))]
 Annotations = Annotated[dict[str, str], AfterValidator(lambda v: _storable_map(v, MAX_ANNOTATION_CHARS))]
@@ -123,8 +133,7 @@ class WebhookAlert(_Model):
     starts_at: UTCTime = Field(alias="startsAt")
     ends_at: UTCTime | None = Field(default=None, alias="endsAt")
     generator_url: LabelText = Field(default="", alias="generatorURL")
-    fingerprint: Annotated[str, AfterValidator(lambda v: _storable_key(v, _MAX_FINGERPRINT_BYTES))] = \
-        Field(min_length=1)
+    fingerprint: Annotated[_Key, AfterValidator(lambda v: storable_key(v, _MAX_FINGERPRINT_BYTES))]
 
     @field_validator("labels")
     @classmethod
@@ -147,12 +156,11 @@ class WebhookAlert(_Model):
 
 class WebhookMessage(_Model):
     version: Literal["4"]
-    group_key: Annotated[str, AfterValidator(lambda v: _storable_key(v, _MAX_GROUP_KEY_BYTES))] = \
-        Field(alias="groupKey", min_length=1)
+    group_key: Annotated[_Key, AfterValidator(lambda v: storable_key(v, _MAX_GROUP_KEY_BYTES))] = \
+        Field(alias="groupKey")
     truncated_alerts: Count = Field(default=0, alias="truncatedAlerts")
     status: Literal["firing", "resolved"]
-    receiver: Annotated[str, AfterValidator(lambda v: _storable_key(v, _MAX_RECEIVER_BYTES))] = \
-        Field(min_length=1)
+    receiver: Annotated[_Key, AfterValidator(lambda v: storable_key(v, _MAX_RECEIVER_BYTES))]
     group_labels: Labels = Field(default_factory=dict, alias="groupLabels")
     common_labels: Labels = Field(default_factory=dict, alias="commonLabels")
     common_annotations: Annotations = Field(default_factory=dict, alias="commonAnnotations")

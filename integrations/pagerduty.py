@@ -31,13 +31,13 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from email.utils import parsedate_to_datetime
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 from urllib.parse import quote
 
 import httpx2
 import pagerduty
 import pydantic
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, model_validator
+from pydantic import AfterValidator, AwareDatetime, BaseModel, ConfigDict, Field, model_validator
 
 from integrations.errors import IntegrationError
 
@@ -522,6 +522,25 @@ def verify_webhook_signature(secret: str, body: bytes, header: str | None) -> bo
     return matched
 
 
+def _without_nul(value: Any) -> Any:
+    if isinstance(value, str):
+        return value.replace("\x00", "\ufffd")
+    if isinstance(value, dict):
+        return {_without_nul(k): _without_nul(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_without_nul(v) for v in value]
+    return value
+
+
+def _storable_time(moment: datetime) -> datetime:
+    """`moment`, unless it has no UTC equivalent (year 1 east of UTC, 9999 west of it): the nearest one."""
+    try:
+        moment.astimezone(UTC)
+    except OverflowError:
+        return datetime.min.replace(tzinfo=UTC) if moment.year == 1 else datetime.max.replace(tzinfo=UTC)
+    return moment
+
+
 class WebhookReference(BaseModel):
     model_config = ConfigDict(frozen=True, extra="ignore", populate_by_name=True)
 
@@ -537,7 +556,7 @@ class WebhookIncident(BaseModel):
 
     model_config = ConfigDict(frozen=True, extra="ignore", populate_by_name=True)
 
-    id: str
+    id: str = Field(max_length=64)  # PagerDuty's ids are a few characters; the bot keeps one in 64
     type: str = "incident"
     self_: str | None = Field(default=None, alias="self")
     html_url: str | None = None
@@ -566,7 +585,7 @@ class WebhookEvent(BaseModel):
     id: str
     event_type: str
     resource_type: str
-    occurred_at: AwareDatetime  # compared with the incident's times: an offset is required
+    occurred_at: Annotated[AwareDatetime, AfterValidator(_storable_time)]  # compared with ours: an offset is required
     agent: WebhookReference | None = None
     client: dict[str, Any] | None = None
     data: dict[str, Any] = Field(default_factory=dict)
@@ -575,6 +594,7 @@ class WebhookEvent(BaseModel):
     @model_validator(mode="before")
     @classmethod
     def _unwrap(cls, value: Any) -> Any:
+        value = _without_nul(value)  # names and ids are stored, and PostgreSQL refuses NUL in text
         if isinstance(value, dict) and isinstance(value.get("event"), dict) and "event_type" not in value:
             value = value["event"]
         if isinstance(value, dict):

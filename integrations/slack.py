@@ -17,8 +17,8 @@ from slack_sdk.web.async_client import AsyncWebClient
 
 from integrations.errors import IntegrationError
 
-__all__ = ["REQUIRED_SCOPES", "Channel", "ChannelInfo", "ChannelMessage", "Identity", "SlackClient", "SlackError",
-           "make_web_client"]
+__all__ = ["MEMBER_PAGES", "REQUIRED_SCOPES", "Channel", "ChannelInfo", "ChannelMessage", "Identity", "SlackClient",
+           "SlackError", "SlackUser", "make_web_client"]
 
 log = logging.getLogger(__name__)
 
@@ -38,6 +38,9 @@ REQUIRED_SCOPES = frozenset({
 })
 _INVITE_CHUNK = 100  # conversations.invite takes at most 100 users per call
 _HISTORY_PAGES = 5  # pages of 200 searched for a message of our own: the newest 1,000
+# conversations.members gives at most 1,000 a page; a membership check reads at most this many
+# pages (5,000 members) before it says it cannot tell: a few round trips, within an ack's 3 s.
+MEMBER_PAGES = 5
 
 
 class SlackError(IntegrationError):
@@ -76,11 +79,22 @@ class SlackError(IntegrationError):
 
 @dataclass(frozen=True)
 class Identity:
-    """Who the token is (auth.test): the bot's user id and the scopes it was granted."""
+    """Who the token is (auth.test): the bot's user id, its workspace and the scopes it was granted."""
 
     user_id: str
     team: str
     scopes: frozenset[str]
+    team_id: str = ""  # the workspace the app is installed in (auth.test's team_id)
+
+
+@dataclass(frozen=True)
+class SlackUser:
+    """A person as users.info describes them: their own workspace and whether they are a guest."""
+
+    id: str
+    team_id: str
+    guest: bool  # a multi-channel (is_restricted) or single-channel (is_ultra_restricted) guest
+    locale: str | None
 
 
 @dataclass(frozen=True)
@@ -153,6 +167,7 @@ class SlackClient:
         scopes = response.headers.get("x-oauth-scopes") or response.headers.get("X-OAuth-Scopes") or ""
         data = dict(response.data)
         return Identity(user_id=str(data.get("user_id", "")), team=str(data.get("team", "")),
+                        team_id=str(data.get("team_id", "")),
                         scopes=frozenset(s.strip() for s in str(scopes).split(",") if s.strip()))
 
     async def channel_info(self, channel: str) -> ChannelInfo:
@@ -292,9 +307,27 @@ class SlackClient:
         data = await self._call("usergroups.users.list", usergroup=usergroup)
         return list(data.get("users", []))
 
-    async def channel_members(self, channel: str) -> list[str]:
-        data = await self._call("conversations.members", channel=channel, limit=1000)
-        return list(data.get("members", []))
+    async def in_channel(self, channel: str, user: str, *, pages: int = MEMBER_PAGES) -> bool | None:
+        """Whether `user` is a member of `channel`: conversations.members read a page of 1,000 at a
+        time until `user` is among them or Slack has no more (False); None when `pages` pages did
+        not say (a channel of more members than that). Slack has no cheaper way to ask about one
+        member; callers bound the time too."""
+        cursor = ""
+        for _ in range(pages):
+            data = await self._call("conversations.members", channel=channel, limit=1000, cursor=cursor or None)
+            if user in data.get("members", []):
+                return True
+            cursor = (data.get("response_metadata") or {}).get("next_cursor") or ""
+            if not cursor:
+                return False
+        return None
+
+    async def user_account(self, user: str) -> SlackUser:
+        """users.info: the person's workspace, whether they are a guest, their locale."""
+        found = (await self._call("users.info", user=user, include_locale=True))["user"]
+        return SlackUser(id=str(found.get("id") or user), team_id=str(found.get("team_id") or ""),
+                         guest=bool(found.get("is_restricted") or found.get("is_ultra_restricted")),
+                         locale=found.get("locale") or None)
 
     async def user_locale(self, user: str) -> str:
         data = await self._call("users.info", user=user, include_locale=True)

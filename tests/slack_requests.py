@@ -65,13 +65,15 @@ def post_to_slack_events(base_url: str, body: bytes, **sign: Any) -> httpx.Respo
     return httpx.post(f"{base_url}/slack/events", content=body, headers=signed_headers(body, **sign), timeout=10)
 
 
-def view_submission(view: dict[str, Any], values: dict[str, dict[str, Any]], *, user: str = "U0ALICE") -> bytes:
-    """A modal submitted: the view as the fake opened it (views.open), with the inputs' state."""
+def view_submission(view: dict[str, Any], values: dict[str, dict[str, Any]], *, user: str = "U0ALICE",
+                    user_team: str = "T0001") -> bytes:
+    """A modal submitted: the view as the fake opened it (views.open), with the inputs' state.
+    `user_team`: the submitter's own workspace (another one's for a Slack Connect user)."""
     submitted = {**view, "team_id": "T0001", "app_id": "A0001", "bot_id": "B0001", "root_view_id": view["id"],
                  "previous_view_id": None, "state": {"values": values}}
     payload = {
         "type": "view_submission", "team": {"id": "T0001", "domain": "acme"},
-        "user": {"id": user, "username": user.lower(), "name": user.lower(), "team_id": "T0001"},
+        "user": {"id": user, "username": user.lower(), "name": user.lower(), "team_id": user_team},
         "api_app_id": "A0001", "token": "legacy", "trigger_id": trigger_id(), "view": submitted,
         "response_urls": [], "is_enterprise_install": False, "enterprise": None,
     }
@@ -79,12 +81,12 @@ def view_submission(view: dict[str, Any], values: dict[str, dict[str, Any]], *, 
 
 
 def message_action(callback_id: str, message: dict[str, Any], *, user: str = "U0ALICE", channel: str = "C0GENERAL",
-                   response_url: str = "http://127.0.0.1:9/actions/T0001/1/x") -> bytes:
+                   response_url: str = "http://127.0.0.1:9/actions/T0001/1/x", user_team: str = "T0001") -> bytes:
     """A message shortcut chosen on `message` (its `ts`, `text`, `user`), as Slack sends it."""
     payload = {
         "type": "message_action", "token": "legacy", "action_ts": f"{time.time():.6f}",
         "team": {"id": "T0001", "domain": "acme"},
-        "user": {"id": user, "username": user.lower(), "name": user.lower(), "team_id": "T0001"},
+        "user": {"id": user, "username": user.lower(), "name": user.lower(), "team_id": user_team},
         "channel": {"id": channel, "name": "general"}, "is_enterprise_install": False, "enterprise": None,
         "callback_id": callback_id, "trigger_id": trigger_id(), "response_url": response_url,
         "message_ts": message["ts"], "message": {"type": "message", **message},

@@ -68,9 +68,9 @@ def start(database_url: str, slack: FakeSlack, kubernetes: FakeKubernetes, tmp_p
     (runbooks / "expert-only.yaml").write_text(EXPERT_RUNBOOK)
     started: list[RunningBot] = []
 
-    def run(**remediations: Any) -> RunningBot:
+    def run(locale: str = "en", **remediations: Any) -> RunningBot:
         settings = runbook_settings(database_url, slack, kubernetes.kubeconfig(tmp_path / "kubeconfig"),
-                                    remediations=remediations)
+                                    remediations=remediations, runbooks={"namespaces": ["prod"], "locale": locale})
         bot = start_bot(settings.model_copy(update={"runbooks_path": str(runbooks)}), clock=clock)
         started.append(bot)
         return bot
@@ -201,6 +201,62 @@ def test_someone_outside_the_channel_is_refused_privately(
     assert "Only the commander, the responders and on-call may approve" in text
     assert "`remediations.approvers`" in text
     assert real(kubernetes) == [] and rows(bot)[0].status == "pending"
+
+
+def test_refusals_speak_the_clickers_language(start: Starter, slack: FakeSlack, kubernetes: FakeKubernetes) -> None:
+    """issue 12 §9: what a clicker is told is in their Slack locale, whatever the channel's."""
+    slack.users["U0ALICE"].locale = slack.users["U0DAVE"].locale = "ja-JP"
+    bot = start()  # an English channel
+    incident, _ = open_incident(bot, slack)
+    step, message = request(bot, slack, incident)
+    decide(bot, slack, incident, message, "U0ALICE")  # their own medium-risk request
+    [own] = wait_for(lambda: answers(slack), what="the refusal")
+    assert own == "自分の依頼は承認できません。別の人の承認が必要です。"
+    decide(bot, slack, incident, message, "U0DAVE")  # not in the channel
+    [outsider] = wait_for(lambda: answers(slack)[1:], what="the outsider's refusal")
+    assert outsider == ("この対処を承認できるのは コマンダー, 対応者とオンコール だけです"
+                        "(ONCALL_CONFIG の `remediations.approvers`)。")
+    assert rows(bot)[0].status == "pending" and real(kubernetes) == []
+    decide(bot, slack, incident, message, "U0BOB")
+    wait_for(lambda: rows(bot)[0].status == "succeeded", what="the approved run")
+    decide(bot, slack, incident, message, "U0ALICE")  # a late click
+    [late] = wait_for(lambda: answers(slack)[2:], what="the late click's answer")
+    assert late == "この依頼は <@U0BOB> がすでに承認しています(成功)。"
+    # The thread stays in the channel's language.
+    [result] = wait_for(lambda: [m for m in thread(slack, incident.channel_id, step.message_ts)
+                                 if m.ts != message.ts and "approved by <@U0BOB>" in json.dumps(m.blocks)],
+                        what="the result in the thread")
+    assert "(requested by <@U0ALICE>)" in json.dumps(result.blocks)
+
+
+def test_in_a_japanese_channel_the_thread_lines_are_japanese_and_a_clicker_hears_their_own(
+        start: Starter, slack: FakeSlack, kubernetes: FakeKubernetes, clock: FakeClock) -> None:
+    bot = start(locale="ja", expiry_minutes=15)  # runbooks.locale: ja
+    incident, _ = open_incident(bot, slack)
+    step, message = request(bot, slack, incident)
+    clock.advance(minutes=16)  # nobody approves
+    [line] = wait_for(lambda: [m for m in thread(slack, incident.channel_id, step.message_ts)
+                               if m.ts != message.ts and "期限切れ" in m.text], what="the expiry line in the thread")
+    assert line.text == "k8s.delete_pod: 依頼は承認されないまま期限切れになりました"
+    assert line.blocks[0]["text"]["text"] == (":hourglass: <@U0ALICE> による `k8s.delete_pod` の実行依頼は、"
+                                              "承認されないまま期限切れになりました。まだ必要なら、ランブックから"
+                                              "もう一度依頼してください。")
+    decide(bot, slack, incident, message, "U0BOB")  # en-US, late
+    [text] = wait_for(lambda: answers(slack), what="the refusal")
+    assert text == "This request expired; request it again from the runbook if it is still needed."
+
+
+def test_in_a_japanese_channel_the_result_line_is_japanese(
+        start: Starter, slack: FakeSlack, kubernetes: FakeKubernetes) -> None:
+    bot = start(locale="ja")
+    incident, _ = open_incident(bot, slack)
+    step, message = request(bot, slack, incident)
+    decide(bot, slack, incident, message, "U0BOB")
+    [result] = wait_for(lambda: [m for m in thread(slack, incident.channel_id, step.message_ts)
+                                 if "を <@U0BOB> が承認" in json.dumps(m.blocks, ensure_ascii=False)],
+                        what="the result line")
+    assert result.blocks[0]["text"]["text"].startswith(
+        ":white_check_mark: `k8s.delete_pod` を <@U0BOB> が承認(<@U0ALICE> が依頼): ")
 
 
 def test_joining_the_channel_does_not_make_an_approver_unless_the_policy_says_so(

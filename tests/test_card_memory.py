@@ -35,6 +35,7 @@ from tests.fakes.pagerduty import FakePagerDuty
 from tests.fakes.slack import FakeSlack
 from tests.slack_requests import block_actions, post_to_slack_events
 from tests.test_approvals import decide, request
+from tests.test_declare import fields, incidents, open_modal, ready, submit
 from tests.test_incident_command import ask, incident, open_in_channel, pagerduty, pd_bot, timeline
 from tests.test_runbook_flow import LABELS, by_id, click, kubernetes, posted_steps, runbook_settings
 
@@ -182,6 +183,39 @@ def test_the_card_names_the_last_resolved_incidents_like_it_and_what_ended_them(
     assert context_text(slack, current, ":bulb:") == memory
 
 
+def declare(bot: RunningBot, slack: FakeSlack, title: str) -> Incident:
+    """`/incident new`, the form submitted: a P2 on the service `api`, once its card is posted."""
+    _, view = open_modal(bot, slack, channel="C0INCIDENTS")
+    assert submit(bot, view, fields(title, "P2", service="api")).json()["response_action"] == "update"
+    return ready(bot, incidents(bot)[-1].id)
+
+
+def test_declared_incidents_are_no_memory_and_have_none(memory_bot: RunningBot, slack: FakeSlack,
+                                                        clock: FakeClock) -> None:
+    """Declared incidents share one alertname (`incidents.declared_alertname`): matching on it would
+    make every declared incident on a service "remember" the others, however unrelated."""
+    bot = memory_bot
+    first = declare(bot, slack, "Checkout is slow")
+    quiet(bot, clock)
+    clock.advance(minutes=20)
+    assert "resolved" in ask(bot, slack, "resolve", channel=first.channel_id or "").lower()
+    assert incident(bot, first.id).resolved_at is not None
+    # An Alertmanager alert that happens to bear the declared alertname, resolved: a memory for its kind.
+    alerted = group(alert("ManualIncident", labels=LABELS), group_key='{}:{alertname="ManualIncident",k="1"}')
+    earlier = open_with_card(bot, alerted)
+    resolve_after(bot, clock, alerted, 7)
+
+    second = declare(bot, slack, "Login page blank")  # the same alertname and service as both
+    quiet(bot, clock)
+    assert context_text(slack, second, ":bulb:") is None
+
+    again = group(alert("ManualIncident", labels=LABELS), group_key='{}:{alertname="ManualIncident",k="2"}')
+    current = open_with_card(bot, again)
+    memory = wait_for(lambda: context_text(slack, current, ":bulb:"), what="the past incidents on the card")
+    assert f" #{earlier.id} " in memory  # its own kind, from Alertmanager
+    assert f" #{first.id} " not in memory and f" #{second.id} " not in memory  # never a declared one
+
+
 # -- the state buttons --------------------------------------------------------------------------------
 
 def test_the_likely_next_states_are_transitions_and_at_most_three() -> None:
@@ -295,6 +329,25 @@ def test_oncall_says_who_is_on_call_now_and_next_in_one_request(
     assert answer[2] == (f"• *L2 primary on-call* (PagerDuty level 1): Dan until "
                          f"{slack_time(handover + timedelta(days=1), later)} · next: <@U0ALICE> from "
                          f"{slack_time(handover + timedelta(days=1), later)}")
+
+
+def test_oncall_for_a_service_routes_by_its_alerts_not_by_what_a_declaration_typed(
+        pd_bot: RunningBot, slack: FakeSlack) -> None:
+    """pd_bot routes `team: payments` to PPAY. A declared incident carries only what its form said
+    (the service, a severity): the newest incident of `api` being a declared one must not route
+    `/oncall api` elsewhere; a service only declarations named routes as just its name."""
+    open_with_card(pd_bot, group(alert("PodRestartLoop", labels=LABELS), group_key='{}:{alertname="PodRestartLoop"}'))
+    for service in ("api", "search"):
+        _, view = open_modal(pd_bot, slack, channel="C0INCIDENTS")
+        assert submit(pd_bot, view, fields(f"{service} is slow", "P4", service=service)).json()["response_action"] \
+            == "update"
+    assert [(i.source, i.service) for i in incidents(pd_bot)] == [("alertmanager", "api"), ("slack", "api"),
+                                                                 ("slack", "search")]
+    api = ask(pd_bot, slack, "api", channel="C0INCIDENTS", command="/oncall").splitlines()
+    assert api[:2] == ["*Who is on call now for `api`*", "PagerDuty escalation policy `PPAY`:"]
+    assert "*Responders* (invited to each matching incident's channel): <@U0ALICE>, <!subteam^S0SRE>" in api
+    search = ask(pd_bot, slack, "search", channel="C0INCIDENTS", command="/oncall").splitlines()
+    assert search[1] == "PagerDuty escalation policy `PEP1`:"  # `{service: search}` matches no route
 
 
 def test_oncall_in_japanese_from_pagerduty(pd_bot: RunningBot, slack: FakeSlack, pagerduty: FakePagerDuty,

@@ -235,6 +235,86 @@ def test_a_japanese_user_gets_the_modal_errors_and_confirmation_in_japanese(
     assert "を宣言しました。あなたが指揮者です。" in json.dumps(done["view"], ensure_ascii=False)
 
 
+# -- who may declare: a full member of this workspace (bot.policy, Act.DECLARE) -----------------------
+
+GUEST_REFUSAL = (":no_entry: Guests of this workspace cannot declare incidents. Ask a member of it, or the on-call "
+                 "(`/oncall`), to declare it.")
+OUTSIDER_REFUSAL = (":no_entry: Only members of this workspace can declare its incidents. Ask one of them, or the "
+                    "on-call (`/oncall`), to declare it.")
+
+
+def shortcut_answer(bot: RunningBot, slack: FakeSlack, user: str, *, user_team: str = "T0001") -> dict[str, Any]:
+    """The Declare incident shortcut chosen by `user` on a message of #general: its private answer."""
+    posted = slack.post_as("C0GENERAL", "U0BOB", "checkout returns 500")
+    url = slack.response_url()
+    path = url.split(str(slack.port), 1)[1]
+    reply = post_to_slack_events(bot.url, message_action(DECLARE_SHORTCUT, {"ts": posted.ts, "text": posted.text,
+                                                                             "user": posted.user},
+                                                         user=user, response_url=url, user_team=user_team))
+    assert reply.status_code == 200
+    answer: dict[str, Any] = wait_for(lambda: next((m for p, m in list(slack.responses) if p == path), None),
+                                      what="the shortcut's private answer")
+    assert answer["response_type"] == "ephemeral"
+    return answer
+
+
+def refused_text(reply: httpx.Response) -> str:
+    """The modal a refused submission turned into: its text (it says why, and nothing is declared)."""
+    body = reply.json()
+    assert body["response_action"] == "update" and body["view"]["title"]["text"] == "Not declared", body
+    [block] = body["view"]["blocks"]
+    text: str = block["text"]["text"]
+    return text
+
+
+@pytest.mark.parametrize("guest", ["multi", "single"])  # users.info: is_restricted / is_ultra_restricted
+def test_a_guest_can_neither_open_the_form_nor_submit_it(bot: RunningBot, slack: FakeSlack, guest: str) -> None:
+    slack.add_user("U0GUEST", "guest@partner.example", "guest", guest=guest)
+    slack.add_user("U0GAST", "gast@partner.example", "gast", locale="ja-JP", guest=guest)
+    slack.channels["C0GENERAL"].members.update({"U0GUEST", "U0GAST"})
+    before = set(slack.views)
+    assert ask(bot, slack, f"new {TITLE}", channel="C0GENERAL", user="U0GUEST") == GUEST_REFUSAL
+    assert ask(bot, slack, "new", channel="C0GENERAL", user="U0GAST").startswith(
+        ":no_entry: ゲストはインシデントを宣言できません。")
+    assert shortcut_answer(bot, slack, "U0GUEST")["text"] == GUEST_REFUSAL
+    assert set(slack.views) == before  # no form opened for them
+
+    slack.add_user("U0DAN", "dan@example.com", "dan")
+    _, view = open_modal(bot, slack, user="U0DAN")  # a member opens the form, then is made a guest
+    slack.users["U0DAN"].guest = guest
+    assert refused_text(submit(bot, view, fields(TITLE, "P1"), user="U0DAN")) == GUEST_REFUSAL
+    assert incidents(bot) == []
+    assert not slack.calls_to("conversations.create") and not slack.tagged("announcement")
+
+    _, view = open_modal(bot, slack)  # a member may
+    assert submit(bot, view, fields(TITLE, "P1")).json()["response_action"] == "update"
+    assert [i.commander for i in incidents(bot)] == ["U0ALICE"]
+
+
+def test_people_of_another_workspace_cannot_declare(bot: RunningBot, slack: FakeSlack) -> None:
+    slack.add_user("U0EXT", "ext@partner.example", "ext", team_id="T0PARTNER")  # a Slack Connect user
+    slack.channels["C0GENERAL"].members.add("U0EXT")
+    before = set(slack.views)
+    assert ask(bot, slack, "new", channel="C0GENERAL", user="U0EXT") == OUTSIDER_REFUSAL  # users.info says so
+    assert shortcut_answer(bot, slack, "U0EXT", user_team="T0PARTNER")["text"] == OUTSIDER_REFUSAL
+    assert set(slack.views) == before
+
+    _, view = open_modal(bot, slack)  # the payload names another workspace for its user: refused too
+    reply = post_to_slack_events(bot.url, view_submission(view, fields(TITLE), user_team="T0PARTNER"))
+    assert reply.status_code == 200 and refused_text(reply) == OUTSIDER_REFUSAL
+    assert incidents(bot) == []
+
+
+def test_when_slack_cannot_say_who_declares_nothing_is_declared(bot: RunningBot, slack: FakeSlack) -> None:
+    _, view = open_modal(bot, slack)
+    slack.fail_next("users.info", "internal_error")
+    assert refused_text(submit(bot, view, fields(TITLE))) == \
+        "Could not check that you may declare an incident (Slack: internal_error); try again."
+    assert incidents(bot) == []  # fail closed
+    assert submit(bot, view, fields(TITLE)).json()["response_action"] == "update"  # Slack answers again
+    assert len(incidents(bot)) == 1
+
+
 # -- private incidents -------------------------------------------------------------------------------
 
 def test_a_private_declaration_gets_a_private_channel_a_bare_announcement_and_a_hidden_title(

@@ -122,7 +122,7 @@ def test_the_home_tab_is_in_the_viewers_language(bot: RunningBot, slack: FakeSla
     open_home(bot, "U0KENJI")
     lines = texts(published(slack, "U0KENJI"))
     assert lines[0] == "対応中のインシデント(1 件)"
-    assert "detected · 発生から 5 min · 指揮者 未割り当て" in lines[1]
+    assert "detected · 発生から 5分 · 指揮者 未割り当て" in lines[1]
     assert lines[2] == "オンコール"
     assert "*エスカレーションの時刻表*" in "\n".join(lines) and "*対応者*" in "\n".join(lines)
     assert lines[-1].endswith("時点の内容です。タブを開き直すと更新されます。")

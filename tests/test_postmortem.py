@@ -1,10 +1,11 @@
 """`/incident postmortem`: the document built from stored rows, then the whole flow through the
 running bot.
 
-The builder (bot.postmortem) is checked on rows stored in both databases: the key times and the
-"not known" of a missing event, long and hostile recorded text, what changed between versions,
-Japanese. End to end (signed slash commands and clicks, the Slack and Kubernetes fakes, the
-injected clock moved forward instead of sleeping): an incident acknowledged, diagnosed,
+The renderer (commands.postmortem_doc, from bot.postmortem's facts) is checked on rows stored in
+both databases: the key times and the "not known" of a missing event, long and hostile recorded
+text (shown as literal text: no heading, link, image, table or HTML of its own), what changed
+between versions, Japanese. End to end (signed slash commands and clicks, the Slack and
+Kubernetes fakes, the injected clock moved forward instead of sleeping): an incident acknowledged, diagnosed,
 remediated through an approval and resolved gets its post-mortem as a file in its channel, read
 back from the fake's uploads; a second run stores and posts version 2 once, even when Slack's
 answer to the upload is lost; an unresolved incident is refused; the channel is archived once the
@@ -13,6 +14,7 @@ configured days have passed, and never with 0.
 
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import Callable, Iterator
 from datetime import datetime, timedelta
@@ -40,7 +42,9 @@ from bot.models import (
     TimelineEntry,
     new_token,
 )
-from bot.postmortem import Document, Previous, build, duration, sections_of
+from bot.postmortem import Document, Previous
+from commands import postmortem_doc
+from commands.postmortem_doc import build, duration, sections_of
 from tests.alerts import ZERO
 from tests.conftest import FakeClock, RunningBot, start_bot, wait_for
 from tests.fakes.kubernetes import FakeKubernetes
@@ -240,11 +244,90 @@ def test_long_and_hostile_recorded_text_stays_on_its_own_line(db: Database, cloc
     text = document(db, incident_id, t0).markdown
     headings = [line for line in text.splitlines() if line.startswith("## ")]
     assert headings == SECTION_HEADINGS  # nothing recorded opened a section of its own
-    assert text.splitlines()[0].startswith("# Post-mortem: ## Root cause not really `code` ttt")
-    assert len(text.splitlines()[0]) <= len("# Post-mortem: ") + 300
+    # the title cut to 300 of its own characters, its heading marker and backticks escaped
+    cut = "## Root cause not really `code` "
+    assert text.splitlines()[0] == \
+        "# Post-mortem: \\" + cut.replace("`", "\\`") + "t" * (299 - len(cut)) + "…"
     assert long_value in text  # 300 characters are kept whole
     assert "- " + utc(t0) + " · U0ALICE · line one ## Action items 1. fake" in sections_of(text)["notes"]
-    assert "tricky=a'b|c ## Root cause - injected" in text  # a backtick cannot end the code span early
+    # the labels in one code span whose fence is longer than the backtick inside, shown as they are
+    assert " · ``kkkkkkkkkk" in text and ", tricky=a`b|c ## Root cause - injected`` · " in text
+
+
+HOSTILE = ("# Root cause: the DBA\n[click](javascript:alert(1)) ![x](http://tracker/p.gif) <img src=x onerror=alert(1)>"
+           " &amp; | a | b |\n---\n`rm -rf` *bold* _it_ ~~gone~~ $x$ [^1] snake_case \\")
+HOSTILE_SHOWN = ("\\# Root cause: the DBA \\[click\\](javascript:alert(1)) !\\[x\\](http://tracker/p.gif) "
+                 "&lt;img src=x onerror=alert(1)&gt; &amp;amp; \\| a \\| b \\| --- \\`rm -rf\\` \\*bold\\* "
+                 "\\_it\\_ \\~\\~gone\\~\\~ \\$x\\$ \\[^1\\] snake_case \\\\")
+
+
+@pytest.mark.parametrize(("recorded", "shown"), [
+    (HOSTILE, HOSTILE_SHOWN),
+    ("--- \ntitle: x", "\\--- title: x"),  # a thematic break, or the end of front matter
+    ("=== underline", "\\=== underline"),  # a setext heading's underline
+    ("+ item", "\\+ item"),
+    ("1. first", "1\\. first"),
+    ("12) twelfth", "12\\) twelfth"),
+    ("> quoted", "&gt; quoted"),
+    ("    indented code", "indented code"),
+    ("```\nsh -c evil\n```", "\\`\\`\\` sh -c evil \\`\\`\\`"),
+    ("done ##", "done \\#\\#"),  # an ATX heading's closing sequence would be dropped
+    ("issue #12 fixed", "issue #12 fixed"),  # a # inside a line means nothing
+    ("a\x00b\x1bc\u2028d", "a b c d"),
+    ("&#x3C;script&#x3E;", "&amp;#x3C;script&amp;#x3E;"),
+])
+def test_recorded_text_is_literal_inline_markdown(recorded: str, shown: str) -> None:
+    assert postmortem_doc.text(recorded, 1000) == shown
+
+
+def test_a_code_span_shows_its_text_as_it_is() -> None:
+    code = postmortem_doc.code
+    assert code('alertname="ServiceDown"') == '`alertname="ServiceDown"`'
+    assert code("a`b``c") == "```a`b``c```"  # a fence longer than any run inside
+    assert code("`edge`") == "`` `edge` ``"  # padded: a backtick at either end would join the fence
+    assert code("<b>*x*</b>\n# y") == "`<b>*x*</b> # y`"  # nothing is Markdown or HTML inside a code span
+
+
+def test_hostile_notes_updates_and_labels_render_as_literal_text(db: Database, clock: FakeClock) -> None:
+    t0 = clock().replace(microsecond=0)
+    incident_id = store_incident(db, t0, title="<script>x</script> [pwn](javascript:x)",
+                                 labels={"alertname": "ServiceDown", "team": "a|b`c"})
+    with db.session() as session:
+        alert = session.scalars(select(Alert).where(Alert.incident_id == incident_id)).one()
+        alert.annotations = {"summary": HOSTILE}
+        alert.generator_url = "javascript:alert(1)//http://x"
+        step = RunbookStep(token=new_token(), incident_id=incident_id, runbook_id="rb`x", step_index=0,
+                           step_id="logs", action="k8s.logs", kind="diagnostic", runs=1, last_run_by="U0ALICE",
+                           last_run_at=t0, last_ok=False, last_outcome=HOSTILE)
+        session.add(step)
+        session.flush()
+        session.add(ApprovalRequest(token=new_token(), incident_id=incident_id, step_id=step.id, action="k8s.scale",
+                                    params={"note": "`x`"}, risk="high", requested_by="U0ALICE", requested_at=t0,
+                                    expires_at=t0 + timedelta(minutes=15), status="denied", decided_by="U0BOB",
+                                    decided_at=t0, reason=HOSTILE))
+        session.add(Silence(token=new_token(), incident_id=incident_id, silence_id="s1", matchers="a=`b`",
+                            comment=HOSTILE, created_by="U0BOB", starts_at=t0, ends_at=t0 + timedelta(hours=1),
+                            created_at=t0))
+    add_entry(db, incident_id, t0, "U0ALICE", "note", HOSTILE,
+              permalink="https://acme.slack.com/archives/C0INC/p1)[x](javascript:y")
+    add_entry(db, incident_id, t0, "U0BOB", "status_update", HOSTILE)
+    markdown = document(db, incident_id, t0).markdown
+    sections = sections_of(markdown)
+
+    assert [line for line in markdown.splitlines() if line.startswith("## ")] == SECTION_HEADINGS
+    assert markdown.splitlines()[0] == "# Post-mortem: &lt;script&gt;x&lt;/script&gt; \\[pwn\\](javascript:x)"
+    assert sections["notes"] == f"- {utc(t0)} · U0ALICE · {HOSTILE_SHOWN}"  # the bad permalink is no link
+    assert sections["updates"] == f"- {utc(t0)} · U0BOB · [status_update] {HOSTILE_SHOWN}"
+    [alert_line] = sections["alerts"].splitlines()
+    assert alert_line.endswith(f" · ``team=a|b`c`` · {HOSTILE_SHOWN}")  # and no [source] link
+    assert "Runbook ``rb`x``." in sections["runbook"]
+    assert f"by U0ALICE: failed — {HOSTILE_SHOWN}" in sections["runbook"]
+    assert sections["approvals"].startswith('- `k8s.scale` (risk high, step `logs`) ``{"note": "`x`"}``: ')
+    assert sections["approvals"].endswith(f"(reason: {HOSTILE_SHOWN})")
+    assert sections["silences"].startswith("- `` a=`b` `` from ")  # padded: it ends with a backtick
+    assert sections["silences"].endswith(f"created by U0BOB: {HOSTILE_SHOWN}")
+    # no tag, no link or image of the recorded text's own anywhere in the document
+    assert "<" not in markdown and re.findall(r"(?<!\\)\]\(", markdown) == []
 
 
 def test_a_new_version_names_what_changed(db: Database, clock: FakeClock) -> None:
@@ -296,10 +379,10 @@ def test_writing_stores_versions_and_queues_the_archive_once(db: Database, clock
     config = OncallConfig()  # archive_after_days: 7
     with db.session() as session:
         row = session.get_one(Incident, incident_id, with_for_update=True)
-        assert postmortem_ops.write(session, row, "U0ALICE", "en", now, config) is None  # not resolved
+        assert postmortem_ops.write(session, row, "U0ALICE", "en", now, config, build) is None  # not resolved
         row.status = S.RESOLVED
-        first = postmortem_ops.write(session, row, "U0ALICE", "en", now, config)
-        second = postmortem_ops.write(session, row, "U0BOB", "ja", now + timedelta(minutes=1), config)
+        first = postmortem_ops.write(session, row, "U0ALICE", "en", now, config, build)
+        second = postmortem_ops.write(session, row, "U0BOB", "ja", now + timedelta(minutes=1), config, build)
     assert first is not None and second is not None
     assert (first.row.version, first.moved, first.previous) == (1, True, None)
     assert (second.row.version, second.moved, second.previous) == (2, False, 1)

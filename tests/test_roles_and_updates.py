@@ -160,6 +160,57 @@ def test_assign_is_put_to_the_policy_and_a_refused_invite_is_said_in_the_channel
     assert incident(bot, row.id).scribe == "U0GHOST"  # the role stands; the channel is told to invite by hand
 
 
+def members_calls(slack: FakeSlack, channel: str, since: int) -> list[dict[str, Any]]:
+    """The arguments of the conversations.members calls for `channel` after the first `since` calls."""
+    return [c.args for c in slack.calls_to("conversations.members")[since:] if c.args.get("channel") == channel]
+
+
+def test_membership_is_read_page_by_page_in_a_channel_of_thousands(bot: RunningBot, slack: FakeSlack) -> None:
+    """conversations.members gives at most 1,000 members a page: a member on the third page is a
+    member, one on none of them is not, and the pages stop where the answer is."""
+    for user in ("U0DAVE", "U0ERIN"):
+        slack.add_user(user, f"{user.lower()}@example.com", user.lower())
+    row = open_in_channel(bot)
+    channel = row.channel_id or ""
+    members = slack.channels[channel].members
+    members.update(f"U0{n:07d}" for n in range(2500))  # listed before everyone else (the fake lists in order)
+    members.add("U0DAVE")  # the 2,504th: on the third page
+    since = len(slack.calls_to("conversations.members"))
+    assert "is now the *scribe*" in ask(bot, slack, "assign scribe <@U0DAVE>", channel=channel, user="U0DAVE")
+    calls = members_calls(slack, channel, since)
+    assert [(c.get("cursor"), c["limit"]) for c in calls] == [(None, "1000"), ("c:1000", "1000"), ("c:2000", "1000")]
+
+    since = len(slack.calls_to("conversations.members"))
+    refused = ask(bot, slack, "assign comms <@U0ERIN>", channel=channel, user="U0ERIN")  # on no page
+    assert refused == f"Only members of <#{channel}> can assign its roles; join the channel first."
+    assert len(members_calls(slack, channel, since)) == 3  # every page, then Slack's empty next_cursor
+    assert incident(bot, row.id).comms is None
+
+
+def test_a_membership_check_is_bounded_in_pages_and_time_and_then_fails_closed(
+        bot: RunningBot, slack: FakeSlack) -> None:
+    slack.add_user("U0DAVE", "dave@example.com", "dave")
+    row = open_in_channel(bot)
+    channel = row.channel_id or ""
+    slack.channels[channel].members.update({*(f"U0{n:07d}" for n in range(5200)), "U0DAVE"})  # the 6th page
+    since = len(slack.calls_to("conversations.members"))
+    refused = ask(bot, slack, "assign scribe <@U0DAVE>", channel=channel, user="U0DAVE")
+    assert refused == f"Could not check that you are in <#{channel}> (too_many_members); try again."
+    assert len(members_calls(slack, channel, since)) == 5  # 5,000 members read, no more
+
+    slack.channels[channel].members.difference_update(f"U0{n:07d}" for n in range(5200))
+    held = slack.hold("conversations.members", when="before")  # Slack slow to answer: the ack cannot wait
+    try:
+        started = time.monotonic()
+        refused = ask(bot, slack, "assign scribe <@U0DAVE>", channel=channel, user="U0DAVE")
+        assert time.monotonic() - started < 2.5
+        assert refused == f"Could not check that you are in <#{channel}> (timeout); try again."
+    finally:
+        held.release()
+    assert incident(bot, row.id).scribe is None
+    assert "is now the *scribe*" in ask(bot, slack, "assign scribe <@U0DAVE>", channel=channel, user="U0DAVE")
+
+
 # -- /incident update ----------------------------------------------------------------------------------
 
 def test_update_modal_posts_in_the_channel_and_the_announcement_thread_once_and_resets_the_reminder(
@@ -289,6 +340,15 @@ def test_channel_posts_and_the_card_line_are_in_the_configured_language(
         assert ":mega: *状況報告*" in shown and "*分かっていること*\\n原因を調査中" in shown
     wait_for(lambda: "*広報担当* <@U0BOB>" in card(slack, row)[1] and "最終の状況報告 <!date^" in card(slack, row)[1],
              what="the roles line in Japanese")
+    shown = card(slack, row)[1]
+    assert all(words in shown for words in ("*サービス*", f"インシデント #{row.id}", "*指揮者*", "確認 (Ack)",
+                                            "インシデントを解決しますか?", "1h サイレンス")), shown
+    assert "Commander" not in shown and "Resolve the incident?" not in shown
+    [(_, announced)] = slack.tagged("announcement")
+    assert f"インシデント #{row.id} を開始しました(<#{channel}>)" in json.dumps(announced.blocks, ensure_ascii=False)
+    ask(bot, slack, "ack", channel=channel, user="U0BOB")
+    wait_for(lambda: any("<@U0BOB> が確認しました。エスカレーションは止まりました。" in m.text
+                         for _, m in slack.tagged("notice")), what="the acknowledgement notice in Japanese")
 
 
 # -- timeline capture ------------------------------------------------------------------------------------
@@ -316,11 +376,22 @@ def test_a_pushpinned_message_goes_on_the_timeline_once_with_its_author_and_perm
     send_event(bot, pinned(channel, sentinel.as_slack(), user="U0CAROL"))
     wait_for(lambda: len(entries(bot, row.id, "message")) == 2, what="the sentinel on the timeline")
     settle(bot)
-    assert [(e.text, e.data["via"]) for e in entries(bot, row.id, "message")] == [
-        ("rolled back @bob api to v41 & it recovers", "pushpin"), ("api is back", "pin")]
+    assert [(e.actor, e.text, e.data["via"], e.data["marked_by"]) for e in entries(bot, row.id, "message")] == [
+        ("U0CAROL", "rolled back @bob api to v41 & it recovers", "pushpin", "U0BOB"),
+        ("U0ALICE", "api is back", "pin", "U0CAROL")]  # its author's, whoever pinned it
     assert [(c.ts, c.via) for c in captured(bot)] == [(message.ts, "pushpin"), (sentinel.ts, "pin")]
     sentinel_link = f"https://acme.slack.com/archives/{channel}/p{sentinel.ts.replace('.', '')}"
     wait_for(lambda: f"api is back <{sentinel_link}|↗>" in card(slack, row)[1], what="the message linked on the card")
+
+
+def test_a_message_slack_names_no_author_for_is_not_credited_to_whoever_pinned_it(
+        bot: RunningBot, slack: FakeSlack) -> None:
+    row = open_in_channel(bot)
+    channel = row.channel_id or ""
+    anonymous = slack.post_as(channel, "", "error rate back under 1%")  # history gives it no `user`
+    send_event(bot, pinned(channel, anonymous.as_slack(), user="U0BOB"))
+    [entry] = wait_for(lambda: entries(bot, row.id, "message"), what="the message on the timeline")
+    assert (entry.actor, entry.text, entry.data["marked_by"]) == ("", "error rate back under 1%", "U0BOB")
 
 
 def test_a_pinned_reply_in_a_thread_is_captured_from_its_thread(bot: RunningBot, slack: FakeSlack) -> None:

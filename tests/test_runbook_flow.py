@@ -276,6 +276,45 @@ def test_runbook_slash_command_lists_and_shows(rb_bot: RunningBot) -> None:
     assert "Pod の再起動ループ" in japanese.json()["text"]  # the asker's Slack locale (ja-JP)
 
 
+def test_refusals_speak_the_clickers_language(rb_bot: RunningBot, slack: FakeSlack) -> None:
+    """issue 12 §9: a ja-JP clicker is refused in Japanese; the channel's runbook stays English."""
+    incident = open_incident(rb_bot, labels={**LABELS, "namespace": "kube-system"}, key="ks")
+    logs = by_id(posted_steps(rb_bot, incident), "previous-logs")
+    slack.channels[incident.channel_id or ""].members.add("U0KENJI")
+    assert click(rb_bot, slack, logs, "U0KENJI").status_code == 200  # a replayed token of a disabled step
+    [text] = wait_for(lambda: refusals(slack), what="the refusal")
+    assert text.startswith("この手順は無効です: ") and "kube-system" in text
+    missing = post_to_slack_events(rb_bot.url, slash_command("/runbook", "show nope", user="U0KENJI"))
+    assert missing.json()["text"] == "ランブック `nope` はありません。`/runbook list` で一覧を確認できます。"
+    usage = post_to_slack_events(rb_bot.url, slash_command("/runbook", "what", user="U0KENJI"))
+    assert usage.json()["text"] == "`/runbook list` でランブックの一覧を、`/runbook show ID` で 1 件を表示します。"
+
+
+def test_in_a_japanese_channel_the_step_status_lines_are_japanese(
+        database_url: str, slack: FakeSlack, kubernetes: FakeKubernetes, tmp_path: Path) -> None:
+    bot = start_bot(runbook_settings(database_url, slack, kubernetes.kubeconfig(tmp_path / "kubeconfig"),
+                                     runbooks={"namespaces": ["prod"], "locale": "ja"}))
+    try:
+        ok = open_incident(bot)
+        logs = by_id(posted_steps(bot, ok), "previous-logs")
+        click(bot, slack, logs, "U0ALICE")
+        wait_for(lambda: "\":white_check_mark: <@U0ALICE> が実行(<!date^" in json.dumps(
+            runbook_messages(slack, ok.channel_id)[0].blocks, ensure_ascii=False), what="the step's ran line")
+
+        failed = open_incident(bot, labels={**LABELS, "pod": "ghost-0"}, key="ghost")  # no such pod
+        ghost = by_id(posted_steps(bot, failed), "previous-logs")
+        click(bot, slack, ghost, "U0ALICE")
+        context = wait_for(lambda: next(
+            (b for b in runbook_messages(slack, failed.channel_id)[0].blocks
+             if b.get("block_id") == f"runbook_step_{ghost.step_index}_context"
+             and ":warning: 失敗" in json.dumps(b, ensure_ascii=False)), None), what="the step's failed line")
+        note = context["elements"][-1]["text"]
+        assert note.startswith(":warning: 失敗(<!date^") and "NotFound" in note and note.endswith(" · 実行 <@U0ALICE>")
+    finally:
+        bot.stop()
+        bot.services.db.dispose()
+
+
 # -- a Prometheus graph, from the real Prometheus ------------------------------------------------------
 
 class _Counter(BaseHTTPRequestHandler):

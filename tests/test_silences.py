@@ -221,6 +221,59 @@ def test_expire_of_a_silence_alertmanager_already_expired_is_done(
     assert audit.data["already_expired"] is True and audit.actor == "U0CAROL"
 
 
+def test_expire_refusals_speak_the_clickers_language(
+        bot: RunningBot, slack: FakeSlack, alertmanager: RunningProcess, clock: FakeClock) -> None:
+    slack.add_user("U0KENJI", "kenji@example.com", "kenji", locale="ja-JP")
+    incident, row = silenced(bot, slack)
+    slack.channels[incident.channel_id or ""].members.add("U0KENJI")
+    wait_for(lambda: shown_silences(slack, incident), what="the silence on the card")
+    clock.advance(minutes=61)  # the silence was for 1h
+    wait_for(lambda: not shown_silences(slack, incident), what="the card without the ended silence")
+    click_expire(bot, slack, incident, row.token, "U0KENJI")  # on the card as drawn before
+    [ended] = wait_for(lambda: answers(slack), what="the refusal")
+    assert ended.startswith("このサイレンスは <!date^") and ended.endswith(" にすでに終わっています。")
+    click_expire(bot, slack, incident, "forged-token-000", "U0KENJI")
+    [forged] = wait_for(lambda: answers(slack)[1:], what="the refusal of a made-up token")
+    assert forged == "このサイレンスはもうインシデントのカードにありません。"
+    assert jobs(bot, "silence.expire") == []
+
+
+def test_expire_without_alertmanager_is_refused_at_the_click(
+        database_url: str, slack: FakeSlack, clock: FakeClock) -> None:
+    """ALERTMANAGER_URL unset since the silence was made: said to the clicker now, in their language,
+    rather than by a job that could only fail."""
+    slack.add_user("U0KENJI", "kenji@example.com", "kenji", locale="ja-JP")
+    config = OncallConfig.model_validate({"channels": {"announce": "C0INCIDENTS"},
+                                          "responders": [{"match": {"team": "payments"},
+                                                          "invite": ["U0ALICE", "U0BOB", "U0CAROL"]}]})
+    running = start_bot(make_settings(database_url, slack, config), clock=clock)
+    try:
+        incident, _ = open_incident(running, slack, alertname="SilenceMe", key="silence")
+        slack.channels[incident.channel_id or ""].members.add("U0KENJI")
+        now = clock()
+        created = SilenceCreated("6f1c0a8e-0000-4000-8000-000000000002", MATCHERS, now, now + timedelta(hours=1),
+                                 "U0BOB", "restarting the pod")
+        with running.services.db.session() as session:
+            found = session.get(Incident, incident.id)
+            assert found is not None
+            recorded = silences.record(session, found, created, approval_id=None, now=now)
+            assert recorded is not None
+            token = recorded.token
+        click_expire(running, slack, incident, token, "U0KENJI")
+        [japanese] = wait_for(lambda: answers(slack), what="the refusal")
+        assert japanese == ("Alertmanager が設定されていません(ALERTMANAGER_URL を設定してボットを再起動して"
+                            "ください)。サイレンスは終了していません。")
+        click_expire(running, slack, incident, token, "U0CAROL")
+        [english] = wait_for(lambda: answers(slack)[1:], what="the English refusal")
+        assert english == ("Alertmanager is not configured (set ALERTMANAGER_URL and restart the bot): the silence "
+                           "was not expired.")
+        assert jobs(running, "silence.expire") == []
+        assert silence_rows(running)[0].expire_requested_at is None
+    finally:
+        running.stop()
+        running.services.db.dispose()
+
+
 # -- storage ------------------------------------------------------------------------------------------
 
 @pytest.fixture

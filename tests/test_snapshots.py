@@ -17,6 +17,8 @@ an escaping invariant: no untrusted text reaches Slack's mrkdwn parser as a ment
 
 from __future__ import annotations
 
+import dataclasses
+import functools
 import json
 import os
 import re
@@ -203,9 +205,23 @@ def _acked(now: datetime, **fields: Any) -> dict[str, Any]:
                 acknowledged_by="U0ALICE", commander="U0ALICE", **fields)
 
 
+_card_locale = ["en"]  # the language `_card` renders a case in unless its view names one: see `_card_in`
+
+
 def _card(view: CardView) -> Messages:
+    if view.locale == "en":
+        view = dataclasses.replace(view, locale=_card_locale[-1])
     text, blocks = incident_card(view)
     return [{"text": text, "blocks": blocks}]
+
+
+def _card_in(locale: str, case: Callable[[datetime], Messages], now: datetime) -> Messages:
+    """An English card case rendered with `runbooks.locale: <locale>`."""
+    _card_locale.append(locale)
+    try:
+        return case(now)
+    finally:
+        _card_locale.pop()
 
 
 def test_the_status_word_is_the_same_for_the_enum_and_the_stored_string() -> None:
@@ -298,6 +314,27 @@ def card_resolved(now: datetime) -> Messages:
     return _card(CardView(incident=incident, alerts=alerts, timeline=timeline, now=now,
                           paging=_paging(now, level=1, paged_at=started + timedelta(minutes=6), delivery="delivered",
                                          delivered_at=started + timedelta(minutes=6))))
+
+
+def card_resolved_ja(now: datetime) -> Messages:
+    """The card in the configured language (runbooks.locale: ja): its words, durations and notes."""
+    return _card_in("ja", card_resolved, now)
+
+
+def card_escalated_ja(now: datetime) -> Messages:
+    return _card_in("ja", card_escalated, now)
+
+
+def card_page_pending_retrying_ja(now: datetime) -> Messages:
+    return _card_in("ja", card_page_pending_retrying, now)
+
+
+def card_maintenance_window_ja(now: datetime) -> Messages:
+    return _card_in("ja", card_maintenance_window, now)
+
+
+def card_pagerduty_unconfigured_ja(now: datetime) -> Messages:
+    return _card_in("ja", card_pagerduty_unconfigured, now)
 
 
 def card_many_alerts(now: datetime) -> Messages:
@@ -408,6 +445,8 @@ def announcements(now: datetime) -> Messages:
         announcement(_incident(now), "C0INC42"),
         announcement(_incident(now, severity="P1", title="ServiceDown on identity-service"), None),
         announcement(_incident(now, severity="P9", title=f"Title {HOSTILE}"), "C0INC42"),
+        announcement(_incident(now), "C0INC42", "ja"),
+        announcement(_incident(now, severity="P1", title="ServiceDown on identity-service"), None, "ja-JP"),
     )]
 
 
@@ -503,7 +542,7 @@ def no_runbook(now: datetime) -> Messages:
 def _notices(*payloads: dict[str, Any]) -> Callable[[datetime], Messages]:
     def render(now: datetime) -> Messages:
         del now
-        return [{"payload": payload, "text": notice_text(payload)} for payload in payloads]
+        return [{"payload": payload, "text": notice_text(payload, _card_locale[-1])} for payload in payloads]
     return render
 
 
@@ -514,7 +553,7 @@ def _page_held(now: datetime) -> Messages:
                 {"notice": "page_held", "window": HOSTILE, "until": (until + timedelta(days=1)).isoformat()}]
     # The payload's `until` is an ISO instant: shown as an offset to now, like every other time.
     return [{"payload": {**p, "until": "{" + offset_label(datetime.fromisoformat(p["until"]), now) + ":isoformat}"},
-             "text": notice_text(p)} for p in payloads]
+             "text": notice_text(p, _card_locale[-1])} for p in payloads]
 
 
 NOTICE_CASES: dict[str, Callable[[datetime], Messages]] = {
@@ -574,12 +613,14 @@ CASES: dict[str, Callable[[datetime], Messages]] = {
         card_detected_pending_page, card_acknowledged_paged_delivered, card_page_pending_retrying, card_page_failed,
         card_maintenance_window, card_pagerduty_unconfigured, card_page_held_not_configured, card_acked_in_pagerduty,
         card_escalated, card_resolved, card_many_alerts, card_hostile, card_hostile_window, announcements,
-        card_memory_en, card_memory_ja, card_memory_hostile,
+        card_memory_en, card_memory_ja, card_memory_hostile, card_resolved_ja, card_escalated_ja,
+        card_page_pending_retrying_ja, card_maintenance_window_ja, card_pagerduty_unconfigured_ja,
         runbook_service_down_en, runbook_service_down_ja, runbook_service_down_en_notes, runbook_service_down_ja_notes,
         runbook_disk_space_ja, runbook_disk_space_en_notes, runbook_hostile_labels, runbook_hostile_title,
         no_runbook, notices_legacy,
     )
-} | {f"notice_{kind}": render for kind, render in NOTICE_CASES.items()}
+} | {f"notice_{kind}": render for kind, render in NOTICE_CASES.items()} \
+  | {f"notice_{kind}_ja": functools.partial(_card_in, "ja", render) for kind, render in NOTICE_CASES.items()}
 
 # Known escaping gaps, case name -> why: the invariant test expects those cases to fail (strict), so
 # it turns red once one is fixed and the entry can go. (fallback_text and runbook_fallback_text were

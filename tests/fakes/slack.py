@@ -52,6 +52,8 @@ class Message:
                                  "bot_id": self.bot_id, "blocks": self.blocks}
         if self.bot_id is None:
             del found["bot_id"]
+        if not self.user:  # a message Slack names no author for
+            del found["user"]
         if self.thread_ts:
             found["thread_ts"] = self.thread_ts
         if with_metadata and self.metadata:
@@ -87,10 +89,13 @@ class User:
     email: str
     name: str
     locale: str = "en-US"
+    team_id: str = "T0001"  # their own workspace: another one's for a Slack Connect user
+    guest: str | None = None  # "multi" (is_restricted) or "single" (is_ultra_restricted) channel guest
 
     def as_slack(self, with_locale: bool = False) -> dict[str, Any]:
-        user = {"id": self.id, "team_id": "T0001", "name": self.name, "deleted": False, "real_name": self.name,
-                "tz": "Asia/Tokyo", "is_bot": False, "is_admin": False,
+        user = {"id": self.id, "team_id": self.team_id, "name": self.name, "deleted": False, "real_name": self.name,
+                "tz": "Asia/Tokyo", "is_bot": False, "is_admin": False, "is_owner": False,
+                "is_restricted": self.guest is not None, "is_ultra_restricted": self.guest == "single",
                 "profile": {"email": self.email, "display_name": self.name, "real_name": self.name}}
         return {**user, "locale": self.locale} if with_locale else user
 
@@ -198,9 +203,10 @@ class FakeSlack:
 
     # -- seeding and inspection --------------------------------------------------------------------
 
-    def add_user(self, user_id: str, email: str, name: str, locale: str = "en-US") -> User:
+    def add_user(self, user_id: str, email: str, name: str, locale: str = "en-US", *, team_id: str = "T0001",
+                 guest: str | None = None) -> User:
         with self._lock:
-            self.users[user_id] = User(user_id, email, name, locale)
+            self.users[user_id] = User(user_id, email, name, locale, team_id=team_id, guest=guest)
             return self.users[user_id]
 
     def add_usergroup(self, group_id: str, members: list[str]) -> None:
@@ -444,8 +450,10 @@ class FakeSlack:
                 "response_metadata": {"next_cursor": cursor}}
 
     def _m_conversations_members(self, args: dict[str, Any]) -> dict[str, Any]:
+        """A page of the members (default 100, at most 1,000) and the cursor of the next, as Slack pages them."""
         channel = self._channel(args.get("channel"))
-        return {"members": sorted(channel.members), "response_metadata": {"next_cursor": ""}}
+        page, cursor = _page(sorted(channel.members), args, default=100, most=1000)
+        return {"members": page, "response_metadata": {"next_cursor": cursor}}
 
     def _m_conversations_archive(self, args: dict[str, Any]) -> dict[str, Any]:
         _require(args, "channel")

@@ -1,0 +1,370 @@
+"""Benchmark: Alertmanager webhook intake of the real app, beside a bare endpoint in the same run.
+
+    .venv/bin/python -m bench.intake [--database sqlite|postgres|both] [--groups 200] [--alerts 5]
+                                     [--connections 10] [--seconds 5] [--rate 200] [--paced-seconds 10]
+                                     [--json bench-intake.json]
+
+Two servers, each its own OS process served by uvicorn exactly as `oncall-bot serve` serves:
+- the bot: `python -m commands.cli serve` on a fresh database, Slack being the project's fake
+  (in this process; it is only busy while cards are posted and redrawn);
+- bare: a Starlette route that reads the body, parses the JSON and answers (`_bare_app`).
+The load comes from this process over loopback, on keep-alive HTTP/1.1 connections written by
+hand (`_Connection`) so that the client costs as little as it can and the same for both servers.
+
+First the `--groups` groups (of `--alerts` alerts) are sent once: their incidents, channels and
+cards are made, and the bench waits until Slack has every card. Then:
+(a) throughput: `--connections` connections, each sending back to back, re-send the groups
+    round-robin for `--seconds`, to the bare endpoint and then to the bot: webhooks/s of each and
+    the ratio bot/bare. A re-send is what Alertmanager sends every repeat_interval (and each of
+    an HA pair sends): the same group, alerts, states and annotations.
+(b) ack latency at `--rate` webhooks/s, open-loop: each request starts at its scheduled time,
+    whatever the earlier answers (a slow answer does not delay the next request, so there is no
+    coordinated omission), on a pool of connections; latency runs from the scheduled start to the
+    answer's last byte, so this process's own lateness counts against the bot. Two mixes:
+    repeats, and changes (each webhook changes one annotation: the full transaction, a card redraw).
+At the end: every group has one incident and one channel, every answer was a 2xx.
+
+Prints a table against the targets (ratio >= 0.5, ack p99 <= 25 ms at 200/s) and writes the
+figures as JSON. A benchmark, not a timed test: the figures go in the issue's notes, with the
+machine's load, since the machine may be shared.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import math
+import os
+import re
+import subprocess
+import sys
+import tempfile
+import time
+from collections import Counter
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import httpx
+from sqlalchemy import func, select
+from sqlmodel import col
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+from starlette.routing import Route
+
+from bench import wait_until
+from bot.db import Database
+from bot.models import Incident, Job, JobStatus, utcnow
+from tests.alerts import alert, group
+from tests.conftest import SIGNING_SECRET, WEBHOOK_TOKEN, _postgres_database, free_port
+from tests.fakes.slack import FakeSlack
+
+ANNOUNCE = "C0INCIDENTS"
+TARGET_RATIO, TARGET_P99_MS = 0.5, 25.0
+
+
+# -- the servers ------------------------------------------------------------------------------------
+
+def _bare_app() -> Starlette:
+    """The floor: what any webhook endpoint does (read the body, parse the JSON, answer)."""
+
+    async def receive(request: Request) -> JSONResponse:
+        json.loads(await request.body())
+        return JSONResponse({"ok": True})
+
+    async def alive(_: Request) -> JSONResponse:
+        return JSONResponse({"status": "alive"})
+
+    return Starlette(routes=[Route("/alertmanager", receive, methods=["POST"]), Route("/healthz", alive)])
+
+
+def _serve_bare(port: int) -> None:
+    import uvicorn
+
+    # The options commands.cli `serve` gives uvicorn, so that only the application differs.
+    uvicorn.run(_bare_app, factory=True, host="127.0.0.1", port=port, log_config=None, proxy_headers=True)
+
+
+@contextmanager
+def _process(argv: list[str], env: dict[str, str], log: Path, url: str) -> Iterator[str]:
+    process = subprocess.Popen(argv, env=env, stdout=log.open("wb"), stderr=subprocess.STDOUT)
+    try:
+        def serving() -> bool:
+            if process.poll() is not None:
+                raise SystemExit(f"{argv[2:4]} exited with {process.returncode}:\n{log.read_text()[-3000:]}")
+            try:
+                return httpx.get(url + "/healthz", timeout=1).status_code == 200
+            except httpx.HTTPError:
+                return False
+
+        wait_until(serving, f"{' '.join(argv[2:4])} to serve", timeout=60)
+        yield url
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            process.kill()
+
+
+def _bot(database_url: str, slack: FakeSlack, tmp: Path) -> Any:
+    config = tmp / "oncall.json"  # JSON is YAML
+    config.write_text(json.dumps({"channels": {"announce": ANNOUNCE}}))
+    port = free_port()
+    env = {**os.environ, "SLACK_BOT_TOKEN": slack.token, "SLACK_SIGNING_SECRET": SIGNING_SECRET,
+           "SLACK_API_URL": slack.base_url, "DATABASE_URL": database_url,
+           "ALERTMANAGER_WEBHOOK_TOKEN": WEBHOOK_TOKEN, "ONCALL_CONFIG": str(config), "LOG_LEVEL": "INFO"}
+    argv = [sys.executable, "-m", "commands.cli", "serve", "--host", "127.0.0.1", "--port", str(port)]
+    return _process(argv, env, tmp / "bot.log", f"http://127.0.0.1:{port}")
+
+
+def _bare(tmp: Path) -> Any:
+    port = free_port()
+    argv = [sys.executable, "-m", "bench.intake", "--serve-bare", str(port)]
+    return _process(argv, dict(os.environ), tmp / "bare.log", f"http://127.0.0.1:{port}")
+
+
+# -- the client -------------------------------------------------------------------------------------
+
+class _Connection:
+    """One keep-alive HTTP/1.1 connection: a request written whole, the answer read by its Content-Length."""
+
+    _LENGTH = re.compile(rb"(?i)\r\ncontent-length: *(\d+)")
+
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.reader, self.writer = reader, writer
+
+    @classmethod
+    async def open(cls, port: int) -> _Connection:
+        return cls(*await asyncio.open_connection("127.0.0.1", port))
+
+    async def send(self, request: bytes) -> tuple[int, bytes]:
+        self.writer.write(request)
+        head = await self.reader.readuntil(b"\r\n\r\n")
+        found = self._LENGTH.search(head)
+        body = await self.reader.readexactly(int(found.group(1))) if found else b""
+        return int(head[9:12]), body
+
+    def close(self) -> None:
+        self.writer.close()
+
+
+def _request(payload: dict[str, Any]) -> bytes:
+    body = json.dumps(payload).encode()
+    return (b"POST /alertmanager HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+            b"Authorization: Bearer " + WEBHOOK_TOKEN.encode() + b"\r\n"
+            b"Content-Length: " + str(len(body)).encode() + b"\r\n\r\n" + body)
+
+
+def _groups(count: int, alerts: int, since: datetime, change: int | None = None) -> list[bytes]:
+    """`count` groups of `alerts` alerts firing since `since` (a re-send carries the same startsAt);
+    `change` n: the n-th version of an annotation that changes."""
+    requests = []
+    for g in range(count):
+        note = {} if change is None else {"note": f"update {change}"}
+        members = [alert(f"Bench{g}", labels={"instance": f"api-{i}"}, annotations=note,
+                         starts_at=since.isoformat()) for i in range(alerts)]
+        requests.append(_request(group(*members, group_key=f'{{}}:{{alertname="Bench{g}"}}')))
+    return requests
+
+
+def _outcome(status: int, body: bytes) -> str:
+    if status != 200:
+        return str(status)
+    return str(json.loads(body).get("outcome", "ok"))
+
+
+async def _closed_loop(port: int, requests: list[bytes], connections: int, seconds: float) -> dict[str, Any]:
+    """Each connection sends back to back for `seconds`; webhooks answered per second."""
+    outcomes: Counter[str] = Counter()
+    deadline = time.perf_counter() + seconds
+
+    async def sender(first: int) -> None:
+        connection = await _Connection.open(port)
+        try:
+            i = first
+            while time.perf_counter() < deadline:
+                outcomes[_outcome(*await connection.send(requests[i % len(requests)]))] += 1
+                i += connections
+        finally:
+            connection.close()
+
+    started = time.perf_counter()
+    await asyncio.gather(*(sender(c) for c in range(connections)))
+    elapsed = time.perf_counter() - started
+    return {"per_second": sum(outcomes.values()) / elapsed, "outcomes": dict(outcomes)}
+
+
+async def _open_loop(port: int, requests: list[bytes], rate: float, pool: int = 64) -> dict[str, Any]:
+    """Request i starts at start + i/rate on a free pooled connection; its latency counts from then."""
+    loop = asyncio.get_running_loop()
+    free: asyncio.Queue[_Connection] = asyncio.Queue()
+    for _ in range(pool):
+        free.put_nowait(await _Connection.open(port))
+    latencies: list[float] = []
+    outcomes: Counter[str] = Counter()
+    start = loop.time() + 0.2
+
+    async def one(i: int, request: bytes) -> None:
+        scheduled = start + i / rate
+        await asyncio.sleep(scheduled - loop.time())
+        connection = await free.get()
+        try:
+            outcomes[_outcome(*await connection.send(request))] += 1
+        finally:
+            free.put_nowait(connection)
+        latencies.append(loop.time() - scheduled)
+
+    await asyncio.gather(*(one(i, r) for i, r in enumerate(requests)))
+    while not free.empty():
+        free.get_nowait().close()
+    ms = sorted(v * 1000 for v in latencies)
+    return {"p50_ms": _nearest_rank(ms, 50), "p99_ms": _nearest_rank(ms, 99), "max_ms": ms[-1], "n": len(ms),
+            "outcomes": dict(outcomes)}
+
+
+def _nearest_rank(ordered: list[float], q: float) -> float:
+    return ordered[min(len(ordered) - 1, max(0, math.ceil(len(ordered) * q / 100) - 1))]
+
+
+# -- the run ----------------------------------------------------------------------------------------
+
+@contextmanager
+def _database(kind: str) -> Iterator[str]:
+    if kind == "postgres":
+        yield from _postgres_database()
+    else:
+        with tempfile.TemporaryDirectory() as tmp:
+            yield f"sqlite:///{Path(tmp) / 'bench.db'}"
+
+
+def _settled(db: Database, groups: int) -> bool:
+    with db.read() as session:
+        carded = session.scalar(select(func.count()).select_from(Incident).where(col(Incident.card_ts).is_not(None)))
+        busy = session.scalar(select(func.count()).select_from(Job).where(
+            col(Job.status).in_([JobStatus.PENDING, JobStatus.RUNNING]), col(Job.run_at) <= utcnow()))
+    return carded == groups and busy == 0
+
+
+def _port(url: str) -> int:
+    return int(url.rsplit(":", 1)[1])
+
+
+def run(kind: str, args: argparse.Namespace) -> dict[str, Any]:
+    with ExitStack() as stack:
+        database_url = stack.enter_context(_database(kind))
+        tmp = Path(stack.enter_context(tempfile.TemporaryDirectory()))
+        slack = FakeSlack().start()
+        stack.callback(slack.stop)
+        bot, bare = _port(stack.enter_context(_bot(database_url, slack, tmp))), _port(stack.enter_context(_bare(tmp)))
+        db = Database(database_url)
+        stack.callback(db.dispose)
+        since = utcnow() - timedelta(hours=1)
+        repeats = _groups(args.groups, args.alerts, since)
+
+        created = asyncio.run(_send_once(bot, repeats, args.connections))
+        wait_until(lambda: _settled(db, args.groups), "every incident's card in Slack", timeout=300)
+        print(f"  {kind}: {args.groups} groups opened, cards posted", file=sys.stderr)
+
+        asyncio.run(_closed_loop(bare, repeats, args.connections, 1.0))  # warm-up
+        floor = asyncio.run(_closed_loop(bare, repeats, args.connections, args.seconds))
+        asyncio.run(_closed_loop(bot, repeats, args.connections, 1.0))
+        intake = asyncio.run(_closed_loop(bot, repeats, args.connections, args.seconds))
+        print(f"  {kind}: throughput measured", file=sys.stderr)
+
+        paced = int(args.rate * args.paced_seconds)
+        ack_repeats = asyncio.run(_open_loop(bot, (repeats * (paced // len(repeats) + 1))[:paced], args.rate))
+        changes = [r for n in range(paced // args.groups + 1)
+                   for r in _groups(args.groups, args.alerts, since, n)][:paced]
+        ack_changes = asyncio.run(_open_loop(bot, changes, args.rate))
+        print(f"  {kind}: paced acks measured", file=sys.stderr)
+
+        wait_until(lambda: _settled(db, args.groups), "the card redraws to finish", timeout=300)
+        _check(db, slack, args.groups, [("created", created["outcomes"]), ("unchanged", intake["outcomes"]),
+                                        ("unchanged", ack_repeats["outcomes"]), ("updated", ack_changes["outcomes"])])
+        return {"database": kind, "bare_per_s": floor["per_second"], "bot_per_s": intake["per_second"],
+                "ratio": intake["per_second"] / floor["per_second"], "create_per_s": created["per_second"],
+                "ack_repeats": ack_repeats, "ack_changes": ack_changes, "intake_outcomes": intake["outcomes"]}
+
+
+async def _send_once(port: int, requests: list[bytes], connections: int) -> dict[str, Any]:
+    """Each request once, over `connections` connections: the groups' first notifications."""
+    outcomes: Counter[str] = Counter()
+    queue = list(reversed(requests))
+
+    async def sender() -> None:
+        connection = await _Connection.open(port)
+        try:
+            while queue:
+                outcomes[_outcome(*await connection.send(queue.pop()))] += 1
+        finally:
+            connection.close()
+
+    started = time.perf_counter()
+    await asyncio.gather(*(sender() for _ in range(connections)))
+    return {"per_second": len(requests) / (time.perf_counter() - started), "outcomes": dict(outcomes)}
+
+
+def _check(db: Database, slack: FakeSlack, groups: int, answers: list[tuple[str, dict[str, int]]]) -> None:
+    """Every group applied exactly once (one incident, one channel), every answer the expected one."""
+    with db.read() as session:
+        incidents = session.scalar(select(func.count()).select_from(Incident))
+    channels = len(slack.calls_to("conversations.create")) - slack.count_failed("conversations.create")
+    unexpected = [f"{count} {outcome} (expected {expected})" for expected, outcomes in answers
+                  for outcome, count in outcomes.items() if outcome != expected]
+    if incidents != groups or channels != groups or unexpected:
+        raise SystemExit(f"wrong: {incidents} incidents and {channels} channels for {groups} groups; "
+                         f"unexpected answers: {unexpected}")
+
+
+def _table(results: list[dict[str, Any]], args: argparse.Namespace) -> str:
+    rows = [f"intake: {args.groups} groups x {args.alerts} alerts, {args.connections} connections, "
+            f"{args.seconds:g} s; acks open-loop at {args.rate:g}/s for {args.paced_seconds:g} s; "
+            f"{os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.2f}",
+            f"{'database':10} {'bare/s':>8} {'bot/s':>8} {'ratio':>6}  {'repeats p50/p99 ms':>19}  "
+            f"{'changes p50/p99 ms':>19}  {'first sends/s':>13}"]
+    for r in results:
+        rep, chg = r["ack_repeats"], r["ack_changes"]
+        rows.append(f"{r['database']:10} {r['bare_per_s']:8.0f} {r['bot_per_s']:8.0f} {r['ratio']:6.2f}  "
+                    f"{rep['p50_ms']:8.1f} / {rep['p99_ms']:7.1f}  {chg['p50_ms']:8.1f} / {chg['p99_ms']:7.1f}  "
+                    f"{r['create_per_s']:13.0f}")
+    rows.append(f"targets: ratio >= {TARGET_RATIO}, ack p99 <= {TARGET_P99_MS:g} ms at 200/s")
+    for r in results:
+        verdict = [f"ratio {'met' if r['ratio'] >= TARGET_RATIO else 'MISSED'}"] + [
+            f"{mix} p99 {'met' if r[f'ack_{mix}']['p99_ms'] <= TARGET_P99_MS else 'MISSED'}"
+            for mix in ("repeats", "changes")]
+        rows.append(f"  {r['database']}: " + ", ".join(verdict))
+    return "\n".join(rows)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--database", choices=["sqlite", "postgres", "both"], default="both")
+    parser.add_argument("--groups", type=int, default=200)
+    parser.add_argument("--alerts", type=int, default=5)
+    parser.add_argument("--connections", type=int, default=10)
+    parser.add_argument("--seconds", type=float, default=5.0, help="throughput: how long each server is loaded")
+    parser.add_argument("--rate", type=float, default=200.0, help="acks: webhooks per second, open-loop")
+    parser.add_argument("--paced-seconds", type=float, default=10.0, help="acks: how long each mix is sent")
+    parser.add_argument("--json", type=Path, default=Path("bench-intake.json"))
+    parser.add_argument("--serve-bare", type=int, metavar="PORT", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.serve_bare:
+        _serve_bare(args.serve_bare)
+        return
+    kinds = ["sqlite", "postgres"] if args.database == "both" else [args.database]
+    load_before = os.getloadavg()
+    results = [run(kind, args) for kind in kinds]
+    print(_table(results, args))
+    args.json.write_text(json.dumps({"settings": {k: v for k, v in vars(args).items() if k != "json"} | {
+        "cpus": os.cpu_count(), "load_average_before": load_before, "load_average_after": os.getloadavg()},
+        "results": results}, indent=2, default=str) + "\n")
+    print(f"figures written to {args.json}")
+
+
+if __name__ == "__main__":
+    main()
