@@ -111,8 +111,8 @@ def applied_digest(config: OncallConfig, message: WebhookMessage, incident: Any)
         # In the message's order: the title names the first alert and counts them (_title).
         "alerts": [[a.fingerprint, a.status, a.labels, a.annotations] for a in message.alerts],
         "config": [_severity(config, firing) if firing else None, config.incidents.auto_resolve],
-        "incident": [IncidentStatus(value).value if name == "status" else value
-                     for name, value in zip(_READ_BY_INGEST, (getattr(incident, n) for n in _READ_BY_INGEST))],
+        "incident": [IncidentStatus(incident.status).value if name == "status" else getattr(incident, name)
+                     for name in _READ_BY_INGEST],
     }
     return hashlib.sha256(json.dumps(applied, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
 

@@ -91,7 +91,6 @@ class SlackEvents:
             raise _Refused(401, "wrong X-Slack-Signature: check SLACK_SIGNING_SECRET against the Slack app's "
                                 "Basic Information page")
 
-
     def _signed_scope(self, scope: Scope, timestamp: bytes, body: bytes) -> Scope:
         digest = hmac.new(self.secret, b"v0:" + timestamp + b":" + body, hashlib.sha256).hexdigest()
         replaced = {b"x-slack-signature": b"v0=" + digest.encode(), b"content-length": str(len(body)).encode()}
