@@ -56,8 +56,18 @@ class _Seq(list[Any]):
     item_lines: list[int]
 
 
+_MAX_FLOW_DEPTH = 64  # a runbook nests a few levels; PyYAML's scanner is quadratic in [ and { depth
+
+
 class _Loader(yaml.SafeLoader):
     duplicates: list[tuple[int, Any]]
+
+    def fetch_flow_collection_start(self, TokenClass: Any) -> None:  # PyYAML names it so
+        # 5,000 nested brackets (10 KB) take PyYAML seconds before its composer gives up (RecursionError).
+        if self.flow_level >= _MAX_FLOW_DEPTH:
+            raise yaml.scanner.ScannerError(None, None, f"nested more than {_MAX_FLOW_DEPTH} levels deep",
+                                            self.get_mark())
+        super().fetch_flow_collection_start(TokenClass)
 
 
 def _construct_map(loader: _Loader, node: yaml.MappingNode) -> _Map:

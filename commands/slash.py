@@ -31,7 +31,8 @@ from commands.slack_time import duration, slack_time
 from integrations.errors import IntegrationError
 from integrations.slack import SlackClient, SlackError
 
-__all__ = ["ANSWER_WITHIN", "MENTION_HELP", "Answer", "OnCallCommand", "answer_in_time", "asker_language",
+__all__ = ["ANSWER_WITHIN", "LOCALE_WITHIN", "MENTION_HELP", "Answer",
+           "OnCallCommand", "answer_in_time", "asker_language",
            "escalation_levels", "mention_feature", "within_or_none"]
 
 log = logging.getLogger(__name__)

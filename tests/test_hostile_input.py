@@ -421,10 +421,19 @@ _PRIVATE = {"chat.postEphemeral", "views.open", "views.push", "views.update"}
 _READS = (".info", ".list", ".members", ".history", ".replies", ".lookupByEmail", ".test", ".getPermalink")
 
 
-def slack_writes(slack: FakeSlack, since: int) -> list[str]:
+def mark(slack: FakeSlack) -> tuple[int, int]:
     with slack._lock:
-        calls = slack.calls[since:]
-    return [c.method for c in calls if c.method not in _PRIVATE and not c.method.endswith(_READS)]
+        return len(slack.calls), len(slack.responses)
+
+
+def slack_writes(slack: FakeSlack, since: tuple[int, int]) -> list[str]:
+    """What others would see since `since` (a mark): Web API writes, and response_url posts
+    that are not private (in the channel, or replacing the message)."""
+    with slack._lock:
+        calls, responses = slack.calls[since[0]:], slack.responses[since[1]:]
+    return [c.method for c in calls if c.method not in _PRIVATE and not c.method.endswith(_READS)] + [
+        f"response_url {path}" for path, message in responses
+        if message.get("response_type") == "in_channel" or message.get("replace_original")]
 
 
 def assert_slack_answer(reply: httpx.Response) -> None:
@@ -458,6 +467,7 @@ def mutated(draw: st.DrawFn, payload: dict[str, Any]) -> dict[str, Any]:
 
 
 CARD = "{card}"  # replaced by a real incident's card token
+RESPOND = "{respond}"  # replaced by a response_url of the fake (a refused click is answered through it)
 LEVELS = ["0", "1", "²", "\u0661", "99999999999999999999999", "-1", "", "1.5", " 1"]
 button_values = small_text | st.builds(lambda token, level: f"{token}.{level}", st.sampled_from([CARD, "x", ""]),
                                        st.sampled_from(LEVELS))
@@ -485,7 +495,7 @@ def block_actions(draw: st.DrawFn) -> dict[str, Any]:
         "trigger_id": trigger_id(), "team": team(), "enterprise": None, "is_enterprise_install": False,
         "channel": {"id": channel, "name": draw(small_text)},
         "message": {"type": "message", "ts": ts, "text": draw(small_text), "blocks": []},
-        "state": {"values": {}}, "response_url": "http://127.0.0.1:9/actions/T0001/1/x", "actions": [action],
+        "state": {"values": {}}, "response_url": RESPOND, "actions": [action],
     }))
 
 
@@ -524,14 +534,15 @@ def shortcuts(draw: st.DrawFn) -> dict[str, Any]:
     }
     if kind == "message_action":
         payload |= {"channel": {"id": draw(small_text), "name": "general"},
-                    "response_url": "http://127.0.0.1:9/actions/T0001/1/x", "message_ts": draw(small_text),
+                    "response_url": RESPOND, "message_ts": draw(small_text),
                     "message": {"type": "message", "ts": draw(small_text), "text": draw(hostile_text),
                                 "user": draw(small_text)}}
     return draw(mutated(payload))
 
 
-def _form(payload: dict[str, Any], token: str) -> bytes:
-    return urlencode({"payload": json.dumps(payload).replace(CARD, token)}).encode()
+def _form(quiet: Quiet, payload: dict[str, Any], token: str) -> bytes:
+    text = json.dumps(payload).replace(CARD, token).replace(RESPOND, quiet.slack.response_url())
+    return urlencode({"payload": text}).encode()
 
 
 @HTTP
@@ -545,8 +556,8 @@ def test_an_interaction_with_hostile_or_missing_fields_acts_on_nothing(quiet: Qu
                                                                        payload: dict[str, Any]) -> None:
     token = quiet.token or incident_token(quiet)
     quiet.token = token
-    before, since = rows(quiet.bot), len(quiet.slack.calls)
-    reply = post_slack(quiet, _form(payload, token))
+    before, since = rows(quiet.bot), mark(quiet.slack)
+    reply = post_slack(quiet, _form(quiet, payload, token))
     assert_slack_answer(reply)
     assert rows(quiet.bot) == before
     assert slack_writes(quiet.slack, since) == []
@@ -566,7 +577,7 @@ def slash_commands(draw: st.DrawFn) -> dict[str, Any]:
               "channel_name": "incidents", "user_id": draw(st.sampled_from(["U0ALICE", "U0NOBODY", ""]) | small_text),
               "user_name": draw(small_text), "command": draw(st.sampled_from(COMMANDS) | small_text),
               "text": " ".join(words) + draw(small_text), "api_app_id": "A0001",
-              "is_enterprise_install": "false", "response_url": "http://127.0.0.1:9/commands/T0001/1/x",
+              "is_enterprise_install": "false", "response_url": RESPOND,
               "trigger_id": trigger_id()}
     for key in draw(st.lists(st.sampled_from(sorted(fields)), max_size=3)):
         fields.pop(key, None)
@@ -584,8 +595,9 @@ def _form_text(fields: dict[str, str]) -> bytes:
                  "trigger_id": "1.2.3"})
 def test_a_slash_command_outside_an_incident_changes_nothing(quiet: Quiet, tracebacks: Tracebacks,
                                                              fields: dict[str, str]) -> None:
-    before, since = rows(quiet.bot), len(quiet.slack.calls)
-    reply = post_slack(quiet, _form_text(fields))
+    before, since = rows(quiet.bot), mark(quiet.slack)
+    reply = post_slack(quiet, _form_text({k: v.replace(RESPOND, quiet.slack.response_url("commands"))
+                                          for k, v in fields.items()}))
     assert_slack_answer(reply)
     assert rows(quiet.bot) == before  # no channel here is an incident's: nothing to act on
     assert slack_writes(quiet.slack, since) == []
@@ -805,8 +817,9 @@ def runbook_documents(draw: st.DrawFn) -> str:
           suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow,
                                  HealthCheck.data_too_large])
 @given(text=runbook_documents())
-# Found here: a NUL or another control character made PyYAML raise ReaderError, and a deep
-# nesting RecursionError, and a 5,000-digit integer ValueError, through lint and the loader alike.
+# Found here: a NUL or another control character made PyYAML raise ReaderError, a deep nesting
+# RecursionError (after seconds: PyYAML's scanner is quadratic in bracket depth), and a
+# 5,000-digit integer ValueError, through lint and the loader alike.
 @example(text="id: a\x00b\n")
 @example(text="title: \x01\n")
 @example(text="steps: " + "[" * 5000 + "]" * 5000 + "\n")

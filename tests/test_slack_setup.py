@@ -136,7 +136,9 @@ def test_a_healthy_setup_is_ready(database_url: str, slack: FakeSlack, clock: Fa
                                   running: list[RunningBot]) -> None:
     bot = _bot(database_url, slack, clock)
     running.append(bot)
-    assert _readyz(bot).json() == {"status": "ready", "problems": [], "warnings": []}
+    reply = _readyz(bot).json()
+    assert reply["heartbeat"]["status"] == "waiting"  # no Watchdog yet: not watched (bot.heartbeat)
+    assert {k: v for k, v in reply.items() if k != "heartbeat"} == {"status": "ready", "problems": [], "warnings": []}
 
 
 def test_after_an_outage_every_retry_is_due_within_the_backoff_cap(
