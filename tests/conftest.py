@@ -213,6 +213,23 @@ def bot(database_url: str, slack: FakeSlack, clock: FakeClock) -> Iterator[Runni
         running.services.db.dispose()
 
 
+def fire_side_by_side(replicas: list[Any], threads_each: int = 2) -> None:
+    """Every replica's timer runner firing due timers at the same moment, `threads_each` threads
+    apiece, until none is left: what two bot processes do after a restart."""
+    barrier = threading.Barrier(len(replicas) * threads_each)
+
+    def race(replica: Any) -> None:
+        barrier.wait()
+        while replica.timers.fire_due():
+            pass
+
+    threads = [threading.Thread(target=race, args=(r,)) for r in replicas * threads_each]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(30)
+
+
 def wait_for(predicate, timeout: float = 10.0, what: str = "condition"):  # type: ignore[no-untyped-def]
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:

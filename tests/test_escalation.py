@@ -41,7 +41,7 @@ from commands.ids import CARD_ESCALATE as ESCALATE
 from commands.ids import CARD_RESOLVE as RESOLVE
 from integrations.pagerduty import PagerDutyRest
 from tests.alerts import alert, group, resolved
-from tests.conftest import FakeClock, RunningBot, make_settings, start_bot, upcoming, wait_for
+from tests.conftest import FakeClock, RunningBot, fire_side_by_side, make_settings, start_bot, upcoming, wait_for
 from tests.fakes.pagerduty import FakePagerDuty
 from tests.fakes.slack import FakeSlack
 from tests.slack_requests import block_actions, post_to_slack_events, signed_headers
@@ -719,18 +719,7 @@ def test_two_replicas_on_postgresql_page_once_per_deadline(
         clock.advance(seconds=30)  # P1 pages on open: every page is due, no escalation yet
         for replica in replicas:
             replica.timers.batch = 3  # small batches: the replicas interleave
-        barrier = threading.Barrier(4)
-
-        def race(replica) -> None:  # type: ignore[no-untyped-def]
-            barrier.wait()
-            while replica.timers.fire_due():
-                pass
-
-        threads = [threading.Thread(target=race, args=(r,)) for r in replicas * 2]
-        for thread in threads:
-            thread.start()
-        for thread in threads:
-            thread.join(30)
+        fire_side_by_side(replicas)
         with replicas[1].db.read() as session:
             triggers = [j for j in session.scalars(select(Job).where(Job.kind == JOB_PD_EVENT))]
             pages = list(session.scalars(select(Timer).where(Timer.kind == "page")))

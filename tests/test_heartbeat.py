@@ -23,7 +23,7 @@ from bot.jobs import JOB_HEARTBEAT_PAGE, JOB_HEARTBEAT_POST
 from bot.models import Alert, Heartbeat, Incident, Job, JobStatus, Timer, TimerStatus
 from commands.app import build
 from tests.alerts import alert, group, resolved
-from tests.conftest import WEBHOOK_TOKEN, FakeClock, RunningBot, make_settings, start_bot, wait_for
+from tests.conftest import WEBHOOK_TOKEN, FakeClock, RunningBot, fire_side_by_side, make_settings, start_bot, wait_for
 from tests.fakes.pagerduty import FakePagerDuty
 from tests.fakes.processes import start_alertmanager
 from tests.fakes.slack import FakeSlack
@@ -291,18 +291,7 @@ def test_two_timer_services_fire_the_missing_heartbeat_once(
         with replicas[0].db.session() as session:
             record(session, settings.config.heartbeat, now=clock())
         clock.advance(**PAST_DUE)
-        barrier = threading.Barrier(4)
-
-        def race(replica) -> None:  # type: ignore[no-untyped-def]
-            barrier.wait()
-            while replica.timers.fire_due():
-                pass
-
-        threads = [threading.Thread(target=race, args=(r,)) for r in replicas * 2]
-        for thread in threads:
-            thread.start()
-        for thread in threads:
-            thread.join(30)
+        fire_side_by_side(replicas)
         with replicas[1].db.read() as session:
             kinds = [j.kind for j in session.scalars(select(Job))]
             (timer,) = session.scalars(select(Timer).where(Timer.kind == MISSING))
