@@ -42,7 +42,7 @@ import httpx
 from sqlalchemy import select
 from sqlmodel import col
 
-from bench import wait_until
+from bench import NO_STORM, wait_until
 from bench.webhook_to_card import _contextmanager, percentile
 from bot.config import OncallConfig
 from bot.models import ApprovalRequest, Incident, RunbookStep
@@ -164,7 +164,7 @@ def run(requests: int, database: str) -> dict[str, float]:
         config = OncallConfig.model_validate({
             "channels": {"announce": "C0INCIDENTS"}, "runbooks": {"namespaces": ["prod"]},
             "responders": [{"match": {}, "invite": [REQUESTER, APPROVER]}],
-            "remediations": {"budget_per_day": max(requests, 20)}})
+            "remediations": {"budget_per_day": max(requests, 20)}, **NO_STORM})
         bot = start_bot(make_settings(url, slack, config, kubeconfig=str(kube.kubeconfig(tmp / "kubeconfig"))))
         stack.callback(bot.services.db.dispose)
         stack.callback(bot.stop)

@@ -8,9 +8,9 @@
 Two servers, each its own OS process served by uvicorn exactly as `oncall-bot serve` serves:
 - the bot: `python -m commands.cli serve` on a fresh database, Slack being the project's fake
   (in this process; it is only busy while cards are posted and redrawn);
-- bare: a Starlette route that reads the body, parses the JSON and answers (`_bare_app`).
+- bare: a Starlette route that reads the body, parses the JSON and answers (bench.bare).
 The load comes from this process over loopback, on keep-alive HTTP/1.1 connections written by
-hand (`_Connection`) so that the client costs as little as it can and the same for both servers.
+hand (`Connection`) so that the client costs as little as it can and the same for both servers.
 
 First the `--groups` groups (of `--alerts` alerts) are sent once: their incidents, channels and
 cards are made, and the bench waits until Slack has every card. Then:
@@ -38,7 +38,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import math
 import os
 import re
 import subprocess
@@ -48,6 +47,7 @@ import time
 from collections import Counter
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -55,17 +55,15 @@ from typing import Any
 import httpx
 from sqlalchemy import func, select
 from sqlmodel import col
-from starlette.applications import Starlette
-from starlette.requests import Request
-from starlette.responses import JSONResponse
-from starlette.routing import Route
 
-from bench import wait_until
+from bench import NO_STORM, fresh_database, nearest_rank, progress, wait_until
 from bot.db import Database
 from bot.models import Incident, Job, JobStatus, utcnow
 from tests.alerts import alert, group
-from tests.conftest import SIGNING_SECRET, WEBHOOK_TOKEN, _postgres_database, free_port
+from tests.conftest import SIGNING_SECRET, WEBHOOK_TOKEN, free_port
 from tests.fakes.slack import FakeSlack
+
+__all__ = ["Connection", "Served", "open_loop", "run", "serve_bot", "webhook_request"]
 
 ANNOUNCE = "C0INCIDENTS"
 TARGET_RATIO, TARGET_P99_MS = 0.5, 25.0
@@ -73,40 +71,42 @@ TARGET_RATIO, TARGET_P99_MS = 0.5, 25.0
 
 # -- the servers ------------------------------------------------------------------------------------
 
-def _bare_app() -> Starlette:
-    """The floor: what any webhook endpoint does (read the body, parse the JSON, answer)."""
+@dataclass(frozen=True)
+class Served:
+    """A server process the bench started, to serve on `url` (its output in `log`)."""
 
-    async def receive(request: Request) -> JSONResponse:
-        json.loads(await request.body())
-        return JSONResponse({"ok": True})
+    url: str
+    process: subprocess.Popen[bytes]
+    log: Path
+    what: str
 
-    async def alive(_: Request) -> JSONResponse:
-        return JSONResponse({"status": "alive"})
+    @property
+    def port(self) -> int:
+        return int(self.url.rsplit(":", 1)[1])
 
-    return Starlette(routes=[Route("/alertmanager", receive, methods=["POST"]), Route("/healthz", alive)])
-
-
-def _serve_bare(port: int) -> None:
-    import uvicorn
-
-    # The options commands.cli `serve` gives uvicorn, so that only the application differs.
-    uvicorn.run(_bare_app, factory=True, host="127.0.0.1", port=port, log_config=None, proxy_headers=True)
-
-
-@contextmanager
-def _process(argv: list[str], env: dict[str, str], log: Path, url: str) -> Iterator[str]:
-    process = subprocess.Popen(argv, env=env, stdout=log.open("wb"), stderr=subprocess.STDOUT)
-    try:
+    def wait_serving(self) -> Served:
+        """Until /healthz answers 200; the process's last output if it exits first."""
         def serving() -> bool:
-            if process.poll() is not None:
-                raise SystemExit(f"{argv[2:4]} exited with {process.returncode}:\n{log.read_text()[-3000:]}")
+            if self.process.poll() is not None:
+                raise SystemExit(f"{self.what} exited with {self.process.returncode}:\n"
+                                 f"{self.log.read_text()[-3000:]}")
             try:
-                return httpx.get(url + "/healthz", timeout=1).status_code == 200
+                return httpx.get(self.url + "/healthz", timeout=1).status_code == 200
             except httpx.HTTPError:
                 return False
 
-        wait_until(serving, f"{' '.join(argv[2:4])} to serve", timeout=60)
-        yield url
+        wait_until(serving, f"{self.what} to serve", timeout=60)
+        return self
+
+
+@contextmanager
+def _process(argv: list[str], env: dict[str, str], log: Path, url: str, *, wait: bool) -> Iterator[Served]:
+    """Start `argv`; with `wait`, until it serves (without, the caller calls wait_serving:
+    two servers start side by side). Terminated at the end."""
+    process = subprocess.Popen(argv, env=env, stdout=log.open("wb"), stderr=subprocess.STDOUT)
+    try:
+        served = Served(url, process, log, " ".join(argv[2:4]))
+        yield served.wait_serving() if wait else served
     finally:
         process.terminate()
         try:
@@ -115,26 +115,29 @@ def _process(argv: list[str], env: dict[str, str], log: Path, url: str) -> Itera
             process.kill()
 
 
-def _bot(database_url: str, slack: FakeSlack, tmp: Path) -> Any:
+def serve_bot(database_url: str, slack: FakeSlack, tmp: Path, policy: dict[str, Any] | None = None, *,
+              wait: bool = True) -> Any:
+    """`oncall-bot serve` as its own process on `database_url`, Slack being `slack`, the announce
+    channel and `policy`'s sections as its ONCALL_CONFIG; its log in `tmp` (`wait`: see _process)."""
     config = tmp / "oncall.json"  # JSON is YAML
-    config.write_text(json.dumps({"channels": {"announce": ANNOUNCE}}))
+    config.write_text(json.dumps({"channels": {"announce": ANNOUNCE}, **(policy or {})}))
     port = free_port()
     env = {**os.environ, "SLACK_BOT_TOKEN": slack.token, "SLACK_SIGNING_SECRET": SIGNING_SECRET,
            "SLACK_API_URL": slack.base_url, "DATABASE_URL": database_url,
            "ALERTMANAGER_WEBHOOK_TOKEN": WEBHOOK_TOKEN, "ONCALL_CONFIG": str(config), "LOG_LEVEL": "INFO"}
     argv = [sys.executable, "-m", "commands.cli", "serve", "--host", "127.0.0.1", "--port", str(port)]
-    return _process(argv, env, tmp / "bot.log", f"http://127.0.0.1:{port}")
+    return _process(argv, env, tmp / "bot.log", f"http://127.0.0.1:{port}", wait=wait)
 
 
 def _bare(tmp: Path) -> Any:
     port = free_port()
-    argv = [sys.executable, "-m", "bench.intake", "--serve-bare", str(port)]
-    return _process(argv, dict(os.environ), tmp / "bare.log", f"http://127.0.0.1:{port}")
+    argv = [sys.executable, "-m", "bench.bare", str(port)]
+    return _process(argv, dict(os.environ), tmp / "bare.log", f"http://127.0.0.1:{port}", wait=True)
 
 
 # -- the client -------------------------------------------------------------------------------------
 
-class _Connection:
+class Connection:
     """One keep-alive HTTP/1.1 connection: a request written whole, the answer read by its Content-Length."""
 
     _LENGTH = re.compile(rb"(?i)\r\ncontent-length: *(\d+)")
@@ -143,7 +146,7 @@ class _Connection:
         self.reader, self.writer = reader, writer
 
     @classmethod
-    async def open(cls, port: int) -> _Connection:
+    async def open(cls, port: int) -> Connection:
         return cls(*await asyncio.open_connection("127.0.0.1", port))
 
     async def send(self, request: bytes) -> tuple[int, bytes]:
@@ -157,7 +160,7 @@ class _Connection:
         self.writer.close()
 
 
-def _request(payload: dict[str, Any]) -> bytes:
+def webhook_request(payload: dict[str, Any]) -> bytes:
     body = json.dumps(payload).encode()
     return (b"POST /alertmanager HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
             b"Authorization: Bearer " + WEBHOOK_TOKEN.encode() + b"\r\n"
@@ -169,7 +172,7 @@ def _group(g: int, alerts: int, since: datetime, note: dict[str, str] | None = N
     the annotations `note` (what changes from one version of the group to the next)."""
     members = [alert(f"Bench{g}", labels={"instance": f"api-{i}"}, annotations=note, starts_at=since.isoformat())
                for i in range(alerts)]
-    return _request(group(*members, group_key=f'{{}}:{{alertname="Bench{g}"}}'))
+    return webhook_request(group(*members, group_key=f'{{}}:{{alertname="Bench{g}"}}'))
 
 
 def _mixed(groups: int, alerts: int, since: datetime, count: int, every: int) -> tuple[list[bytes], int]:
@@ -196,7 +199,7 @@ async def _closed_loop(port: int, requests: list[bytes], connections: int, secon
     deadline = time.perf_counter() + seconds
 
     async def sender(first: int) -> None:
-        connection = await _Connection.open(port)
+        connection = await Connection.open(port)
         try:
             i = first
             while time.perf_counter() < deadline:
@@ -211,12 +214,12 @@ async def _closed_loop(port: int, requests: list[bytes], connections: int, secon
     return {"per_second": sum(outcomes.values()) / elapsed, "outcomes": dict(outcomes)}
 
 
-async def _open_loop(port: int, requests: list[bytes], rate: float, pool: int = 64) -> dict[str, Any]:
+async def open_loop(port: int, requests: list[bytes], rate: float, pool: int = 64) -> dict[str, Any]:
     """Request i starts at start + i/rate on a free pooled connection; its latency counts from then."""
     loop = asyncio.get_running_loop()
-    free: asyncio.Queue[_Connection] = asyncio.Queue()
+    free: asyncio.Queue[Connection] = asyncio.Queue()
     for _ in range(pool):
-        free.put_nowait(await _Connection.open(port))
+        free.put_nowait(await Connection.open(port))
     latencies: list[float] = []
     outcomes: Counter[str] = Counter()
     start = loop.time() + 0.2
@@ -235,24 +238,11 @@ async def _open_loop(port: int, requests: list[bytes], rate: float, pool: int = 
     while not free.empty():
         free.get_nowait().close()
     ms = sorted(v * 1000 for v in latencies)
-    return {"p50_ms": _nearest_rank(ms, 50), "p99_ms": _nearest_rank(ms, 99), "max_ms": ms[-1], "n": len(ms),
+    return {"p50_ms": nearest_rank(ms, 50), "p99_ms": nearest_rank(ms, 99), "max_ms": ms[-1], "n": len(ms),
             "outcomes": dict(outcomes)}
 
 
-def _nearest_rank(ordered: list[float], q: float) -> float:
-    return ordered[min(len(ordered) - 1, max(0, math.ceil(len(ordered) * q / 100) - 1))]
-
-
 # -- the run ----------------------------------------------------------------------------------------
-
-@contextmanager
-def _database(kind: str) -> Iterator[str]:
-    if kind == "postgres":
-        yield from _postgres_database()
-    else:
-        with tempfile.TemporaryDirectory() as tmp:
-            yield f"sqlite:///{Path(tmp) / 'bench.db'}"
-
 
 def _settled(db: Database, groups: int) -> bool:
     with db.read() as session:
@@ -262,17 +252,19 @@ def _settled(db: Database, groups: int) -> bool:
     return carded == groups and busy == 0
 
 
-def _port(url: str) -> int:
-    return int(url.rsplit(":", 1)[1])
-
-
-def run(kind: str, args: argparse.Namespace) -> dict[str, Any]:
+def run(kind: str, *, groups: int = 200, alerts: int = 5, connections: int = 10, seconds: float = 5.0,
+        rate: float = 200.0, paced_seconds: float = 10.0, change_every: int = 10) -> dict[str, Any]:
+    """The phases of the module's docstring on a fresh `kind` database; the figures as a dict."""
+    args = argparse.Namespace(groups=groups, alerts=alerts, connections=connections, seconds=seconds, rate=rate,
+                              paced_seconds=paced_seconds, change_every=change_every)
     with ExitStack() as stack:
-        database_url = stack.enter_context(_database(kind))
+        database_url = stack.enter_context(fresh_database(kind))
         tmp = Path(stack.enter_context(tempfile.TemporaryDirectory()))
         slack = FakeSlack().start()
         stack.callback(slack.stop)
-        bot, bare = _port(stack.enter_context(_bot(database_url, slack, tmp))), _port(stack.enter_context(_bare(tmp)))
+        starting = stack.enter_context(serve_bot(database_url, slack, tmp, NO_STORM, wait=False))
+        bare = stack.enter_context(_bare(tmp)).port  # while the bot starts
+        bot = starting.wait_serving().port
         db = Database(database_url)
         stack.callback(db.dispose)
         since = utcnow() - timedelta(hours=1)
@@ -280,19 +272,22 @@ def run(kind: str, args: argparse.Namespace) -> dict[str, Any]:
 
         created = asyncio.run(_send_once(bot, repeats, args.connections))
         wait_until(lambda: _settled(db, args.groups), "every incident's card in Slack", timeout=300)
-        print(f"  {kind}: {args.groups} groups opened, cards posted", file=sys.stderr)
+        progress(f"intake {kind}: {args.groups} groups opened, cards posted; throughput, bare then bot, "
+                 f"{args.seconds:g} s each")
 
         asyncio.run(_closed_loop(bare, repeats, args.connections, 1.0))  # warm-up
         floor = asyncio.run(_closed_loop(bare, repeats, args.connections, args.seconds))
         asyncio.run(_closed_loop(bot, repeats, args.connections, 1.0))
         intake = asyncio.run(_closed_loop(bot, repeats, args.connections, args.seconds))
-        print(f"  {kind}: throughput measured", file=sys.stderr)
+        progress(f"intake {kind}: {floor['per_second']:.0f}/s bare, {intake['per_second']:.0f}/s bot; paced acks "
+                 f"at {args.rate:g}/s, 2 x {args.paced_seconds:g} s")
 
         paced = int(args.rate * args.paced_seconds)
-        ack_repeats = asyncio.run(_open_loop(bot, (repeats * (paced // len(repeats) + 1))[:paced], args.rate))
+        ack_repeats = asyncio.run(open_loop(bot, (repeats * (paced // len(repeats) + 1))[:paced], args.rate))
         mixed, changed = _mixed(args.groups, args.alerts, since, paced, args.change_every)
-        ack_mixed = asyncio.run(_open_loop(bot, mixed, args.rate))
-        print(f"  {kind}: paced acks measured", file=sys.stderr)
+        ack_mixed = asyncio.run(open_loop(bot, mixed, args.rate))
+        progress(f"intake {kind}: repeats p99 {ack_repeats['p99_ms']:.1f} ms, mix p99 {ack_mixed['p99_ms']:.1f} ms; "
+                 f"every webhook a change, {args.seconds:g} s")
         wait_until(lambda: _settled(db, args.groups), "the card redraws to finish", timeout=300)
 
         # Every webhook a change (each group's "load" annotation counts up; a group's versions go
@@ -318,7 +313,7 @@ async def _send_once(port: int, requests: list[bytes], connections: int) -> dict
     queue = list(reversed(requests))
 
     async def sender() -> None:
-        connection = await _Connection.open(port)
+        connection = await Connection.open(port)
         try:
             while queue:
                 outcomes[_outcome(*await connection.send(queue.pop()))] += 1
@@ -373,14 +368,12 @@ def main() -> None:
     parser.add_argument("--paced-seconds", type=float, default=10.0, help="acks: how long each mix is sent")
     parser.add_argument("--change-every", type=int, default=10, help="acks: the mix's share of changes (1 in N)")
     parser.add_argument("--json", type=Path, default=Path("bench-intake.json"))
-    parser.add_argument("--serve-bare", type=int, metavar="PORT", help=argparse.SUPPRESS)
     args = parser.parse_args()
-    if args.serve_bare:
-        _serve_bare(args.serve_bare)
-        return
     kinds = ["sqlite", "postgres"] if args.database == "both" else [args.database]
     load_before = os.getloadavg()
-    results = [run(kind, args) for kind in kinds]
+    results = [run(kind, groups=args.groups, alerts=args.alerts, connections=args.connections, seconds=args.seconds,
+                   rate=args.rate, paced_seconds=args.paced_seconds, change_every=args.change_every)
+               for kind in kinds]
     print(_table(results, args))
     args.json.write_text(json.dumps({"settings": {k: v for k, v in vars(args).items() if k != "json"} | {
         "cpus": os.cpu_count(), "load_average_before": load_before, "load_average_after": os.getloadavg()},

@@ -24,6 +24,7 @@ from pathlib import Path
 
 from sqlalchemy import select
 
+from bench import bench_config
 from bench.webhook_to_card import _contextmanager, percentile
 from bot.models import Incident, Job, JobStatus
 from bot.outbox import Outbox
@@ -50,7 +51,7 @@ def _slack(stack: ExitStack) -> FakeSlack:
 def outage(groups: int, seconds: float, database: str) -> dict[str, float]:
     with ExitStack() as stack:
         slack = _slack(stack)
-        bot = start_bot(make_settings(_database(stack, database), slack))
+        bot = start_bot(make_settings(_database(stack, database), slack, bench_config()))
         stack.callback(bot.services.db.dispose)
         stack.callback(bot.stop)
         bot.services.outbox.poll_seconds = inspect.signature(Outbox).parameters["poll_seconds"].default

@@ -23,7 +23,7 @@ from pathlib import Path
 
 import httpx
 
-from bench import wait_until
+from bench import NO_STORM, wait_until
 from bench.webhook_to_card import _contextmanager, percentile
 from bot.config import OncallConfig
 from bot.models import Incident
@@ -56,7 +56,7 @@ def run(requests: int, database: str, opened: int) -> dict[str, dict[str, float]
         slack.add_user(USER, "alice@example.com", "alice")
         config = OncallConfig.model_validate({
             "channels": {"announce": "C0INCIDENTS", "dedicated_for": ["P1", "P2", "P3", "P4"]},
-            "responders": [{"match": {}, "invite": [USER]}]})
+            "responders": [{"match": {}, "invite": [USER]}], **NO_STORM})
         bot = start_bot(make_settings(url, slack, config))
         stack.callback(bot.services.db.dispose)
         stack.callback(bot.stop)

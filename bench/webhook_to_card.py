@@ -28,6 +28,7 @@ from typing import Any
 
 from sqlalchemy import select
 
+from bench import bench_config
 from bot.models import Incident, utcnow
 from bot.outbox import Outbox
 from tests.alerts import alert, group
@@ -66,7 +67,7 @@ def run(groups: int, database: str, rate: float) -> dict[str, float]:
         for user, email in (("U0ALICE", "alice@example.com"), ("U0BOB", "bob@example.com")):
             slack.add_user(user, email, user.lower())
         slack.add_usergroup("S0SRE", ["U0BOB"])
-        bot = start_bot(make_settings(url, slack))
+        bot = start_bot(make_settings(url, slack, bench_config()))
         stack.callback(bot.services.db.dispose)
         stack.callback(bot.stop)
         bot.services.outbox.poll_seconds = inspect.signature(Outbox).parameters["poll_seconds"].default

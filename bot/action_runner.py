@@ -15,6 +15,7 @@ from typing import Annotated, Any
 
 from pydantic import BaseModel, TypeAdapter, ValidationError
 
+from bot import metrics
 from bot.action_params import ParamContext, ParamError
 from bot.actions import ActionContext, ActionError, ActionOutput, get_action
 from integrations.errors import IntegrationError  # no dependencies: the clients stay lazily imported
@@ -73,9 +74,15 @@ async def run_action(name: str, params: BaseModel, ctx: ActionContext) -> Action
     spec = get_action(name)
     if spec is None or not isinstance(params, spec.params):
         raise ActionError(f"unknown action {name!r} or parameters of the wrong kind")
+    outcome = "error"  # whatever leaves, even a bug's exception, is one failed execution
     try:
-        return await spec.run(ctx, params)
+        output = await spec.run(ctx, params)
+        outcome = "ok"
+        return output
     except ActionError:
         raise
     except IntegrationError as exc:
         raise ActionError(f"{spec.label['en']} failed: {exc}") from exc
+    finally:
+        if not ctx.dry_run:  # a remediation's dry run, before its approval, changed nothing
+            metrics.EXECUTIONS.labels(action=name, outcome=outcome).inc()

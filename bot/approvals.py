@@ -16,7 +16,7 @@ from typing import Any
 from sqlalchemy import func, or_, select, update
 from sqlmodel import Session, col
 
-from bot import audit
+from bot import audit, metrics
 from bot.config import RemediationPolicy
 from bot.jobs import (
     JOB_APPROVAL_EXECUTE,
@@ -107,6 +107,7 @@ def request(session: Session, step: RunbookStep, incident: Incident, user: str, 
         enqueue(session, JOB_APPROVAL_EXPIRE, incident.id, now=now, payload={"approval": row.id},
                 run_at=row.expires_at)
     _shown(session, incident.id, now)
+    metrics.after_commit(session, metrics.APPROVALS.labels(event="requested").inc)
     audit.record(session, event="requested", actor=user, at=now, incident_id=incident.id, action=step.action,
                  params=params, data={"approval": row.id, "step": step.step_id, "risk": risk,
                                       "expires_at": row.expires_at.isoformat()})
@@ -172,6 +173,7 @@ def claim(session: Session, request_id: int, user: str, now: datetime) -> Claim:
                      data={"approval": row.id, "action": row.action, "params": row.params})
         enqueue(session, JOB_APPROVAL_EXECUTE, row.incident_id, now=now, payload={"approval": row.id})
         _shown(session, row.incident_id, now, row.id)
+        metrics.after_commit(session, metrics.APPROVALS.labels(event="approved").inc)
         audit.record(session, event="approved", actor=user, at=now, incident_id=row.incident_id, action=row.action,
                      params=row.params, data={"approval": row.id, "requested_by": row.requested_by,
                                               "risk": row.risk})
@@ -191,6 +193,7 @@ def deny(session: Session, request_id: int, user: str, now: datetime, reason: st
                      params=row.params, data={"approval": row.id, "requested_by": row.requested_by,
                                               "reason": reason})
         _shown(session, row.incident_id, now, row.id)
+        metrics.after_commit(session, metrics.APPROVALS.labels(event="rejected").inc)
     return Claim(won, row)
 
 
@@ -213,6 +216,7 @@ def expire(session: Session, request_id: int, now: datetime) -> Claim:
                      action=row.action, params=row.params, data={"approval": row.id,
                                                                  "requested_by": row.requested_by})
         _shown(session, row.incident_id, now, row.id)
+        metrics.after_commit(session, metrics.APPROVALS.labels(event="expired").inc)
     return Claim(won, row)
 
 

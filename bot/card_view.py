@@ -13,11 +13,21 @@ from datetime import datetime
 from sqlalchemy import select
 from sqlmodel import Session, col
 
-from bot import roles, silences
+from bot import roles, silences, storm
 from bot.card_memory import PastIncident, past_incidents, recent_remediations
 from bot.config import OncallConfig
 from bot.escalation import PAGE, active_maintenance
-from bot.models import Alert, ApprovalRequest, Incident, Paging, Silence, TimelineEntry, Timer, TimerStatus
+from bot.models import (
+    Alert,
+    ApprovalRequest,
+    Incident,
+    Paging,
+    Silence,
+    StormMember,
+    TimelineEntry,
+    Timer,
+    TimerStatus,
+)
 
 __all__ = ["TIMELINE_SHOWN", "CardView", "load_card_view"]
 
@@ -40,6 +50,10 @@ class CardView:
     past: list[PastIncident] = field(default_factory=list)  # the last resolved incidents like it
     remediations: list[ApprovalRequest] = field(default_factory=list)  # its newest requests, newest first
     last_update_at: datetime | None = None  # its newest status update (bot.roles); None: none yet
+    # A storm incident's table (bot.storm.members: the groups still in it), and the rate that
+    # started it (max_new_incidents, per_minutes); None for any other incident.
+    storm: list[StormMember] | None = None
+    storm_rate: tuple[int, int] = (0, 0)
 
     @property
     def started_at(self) -> datetime:
@@ -68,4 +82,6 @@ def load_card_view(session: Session, incident: Incident, config: OncallConfig, n
         locale=config.runbooks.locale, past=past_incidents(session, incident),
         remediations=recent_remediations(session, incident.id or 0),
         last_update_at=roles.last_update_at(session, incident.id or 0),
+        storm=storm.members(session, incident.id or 0) if storm.is_storm(incident) else None,
+        storm_rate=(config.storm.max_new_incidents, config.storm.per_minutes),
     )

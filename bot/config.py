@@ -28,6 +28,7 @@ __all__ = [
     "HeartbeatPolicy",
     "RemediationPolicy",
     "RunbookPolicy",
+    "StormPolicy",
     "OncallConfig",
     "PostmortemPolicy",
     "Settings",
@@ -295,6 +296,30 @@ class HeartbeatPolicy(_Strict):
         return self.enabled is not False
 
 
+class StormPolicy(_Strict):
+    """Storm mode (bot.storm): Slack creates about 20 channels a minute, so while alert groups
+    open incidents faster than this rate, new groups join one storm incident instead."""
+
+    max_new_incidents: int = Field(10, description="incidents (1 to 1000) that may open within per_minutes "
+                                   "before new groups join the storm incident (Slack creates ~20 channels a minute)")
+    per_minutes: int = Field(5, description="the window (1 to 1440 minutes) the rate is counted over")
+    enabled: bool = Field(True, description="false: every group opens its own incident, however many arrive")
+
+    @field_validator("max_new_incidents")
+    @classmethod
+    def _rate(cls, value: int) -> int:
+        if not 1 <= value <= 1_000:
+            raise ValueError(f"must be 1 to 1000 incidents, not {value} (at 0 every group would join a storm)")
+        return value
+
+    @field_validator("per_minutes")
+    @classmethod
+    def _window(cls, value: int) -> int:
+        if not 1 <= value <= 1_440:
+            raise ValueError(f"must be 1 to 1440 minutes (a day), not {value}")
+        return value
+
+
 class OncallConfig(_Strict):
     """The optional YAML file named by ONCALL_CONFIG."""
 
@@ -308,6 +333,7 @@ class OncallConfig(_Strict):
     remediations: RemediationPolicy = Field(default_factory=RemediationPolicy)
     postmortem: PostmortemPolicy = Field(default_factory=PostmortemPolicy)
     heartbeat: HeartbeatPolicy = Field(default_factory=HeartbeatPolicy)
+    storm: StormPolicy = Field(default_factory=StormPolicy)
 
     def responders_for(self, labels: dict[str, str]) -> list[str]:
         invite: list[str] = []
@@ -327,6 +353,7 @@ class Settings(BaseModel):
     slack_api_url: str = "https://slack.com/api/"
     database_url: str = "sqlite:///oncall.db"
     redis_url: str | None = None
+    redis_key_prefix: str = "oncall-bot:"  # REDIS_KEY_PREFIX: one Redis shared by several deployments
     alertmanager_webhook_token: str
     max_webhook_bytes: int = 10 * 1_048_576  # 10 MiB: 1,000 alerts with long annotations fit
     job_lease_seconds: float = 15.0  # ONCALL_JOB_LEASE_SECONDS: how soon a dead worker's job is taken over
@@ -427,6 +454,7 @@ def load_settings(env: dict[str, str] | None = None) -> Settings:
         slack_api_url=env.get("SLACK_API_URL") or "https://slack.com/api/",
         database_url=url,
         redis_url=env.get("REDIS_URL") or None,
+        redis_key_prefix=env.get("REDIS_KEY_PREFIX") or "oncall-bot:",
         alertmanager_webhook_token=env["ALERTMANAGER_WEBHOOK_TOKEN"],
         job_lease_seconds=float(env.get("ONCALL_JOB_LEASE_SECONDS") or 15.0),
         config=config,

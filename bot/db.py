@@ -113,6 +113,10 @@ def _sqlite_engine(url: str, *, writer: bool) -> Engine:
     return engine
 
 
+# pg_advisory_xact_lock's key for migrations: any constant no other lock of ours uses.
+_MIGRATION_LOCK = 0x6F6E63616C6C  # 'oncall'
+
+
 class Database:
     def __init__(self, url: str) -> None:
         self.url = normalise_url(url)
@@ -124,13 +128,17 @@ class Database:
             self.engine = _sqlite_engine(self.url, writer=True)
             self._read_engine = _sqlite_engine(self.url, writer=False)
             self._writer = _writer_lock(self.url)
-            self._statements = self._read_engine.execution_options(**{_NO_BEGIN: True})
+            self._statements: Engine = self._read_engine.execution_options(**{_NO_BEGIN: True})
         else:
             # A host that drops packets must not hang the bot or the CLI: give up after 10 s.
             self.engine = create_engine(self.url, pool_pre_ping=True, pool_size=10, max_overflow=10,
                                         connect_args={"connect_timeout": 10})
             self._read_engine = self.engine
-            self._statements = self.engine.execution_options(isolation_level="AUTOCOMMIT")
+            # No pre-ping for the hottest reads: it is a round trip of its own on every checkout.
+            # After a server restart the first statement fails instead (a 503: Alertmanager
+            # retries), and SQLAlchemy then drops every pooled connection of that engine.
+            self._statements = create_engine(self.url, pool_size=10, max_overflow=10, isolation_level="AUTOCOMMIT",
+                                             connect_args={"connect_timeout": 10})
 
     @classmethod
     def existing(cls, url: str) -> Database:
@@ -213,6 +221,11 @@ class Database:
         """Bring the schema to the newest migration (idempotent)."""
         cfg = _migrations()
         with self.engine.begin() as connection:
+            if not self.is_sqlite:
+                # Replicas of a new deployment start together: one migrates while the others wait
+                # here, then find the schema at head. (Without it, each CREATEs the same tables
+                # and they deadlock or fail. SQLite: BEGIN IMMEDIATE already lets one in at a time.)
+                connection.exec_driver_sql(f"SELECT pg_advisory_xact_lock({_MIGRATION_LOCK})")
             cfg.attributes["connection"] = connection
             command.upgrade(cfg, "head")
         log.info("database schema is current", extra={"database": self.engine.url.render_as_string()})
@@ -224,3 +237,5 @@ class Database:
     def dispose(self) -> None:
         self.engine.dispose()
         self._read_engine.dispose()
+        if not self.is_sqlite:
+            self._statements.dispose()

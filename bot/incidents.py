@@ -4,38 +4,43 @@
 updated, alerts tracked by fingerprint, Slack work queued in the same transaction.
 Either all of it is written or none of it is. `receive()` answers an exact repeat
 (Alertmanager re-sends every group at repeat_interval) from a read instead.
+
+A group that would open an incident while groups arrive faster than the storm rate joins the
+storm incident instead (bot.storm: the rules; `_join_storm` and `_ingest_member` here).
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import uuid
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, Literal
 
-from sqlalchemy import Connection, bindparam, select
+from sqlalchemy import Connection, bindparam, func, select
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlmodel import Session, col
 
-from bot import escalation, metrics
+from bot import escalation, metrics, storm
 from bot.config import SEVERITIES, OncallConfig
 from bot.db import Database
 from bot.jobs import JOB_CARD, JOB_NOTIFY, JOB_OPEN, JOB_RUNBOOK_POST, enqueue
 from bot.lifecycle import add_timeline, transition
-from bot.models import Alert, AlertGroup, Incident, IncidentStatus
+from bot.models import STORM, Alert, AlertGroup, Incident, IncidentStatus, StormMember
 from integrations.alertmanager import WebhookAlert, WebhookMessage, storable_key
 
-__all__ = ["ALERTMANAGER", "IngestResult", "applied_digest", "ingest", "lock_group", "open_incident", "receive",
-           "repeat_of"]
+__all__ = ["ALERTMANAGER", "IngestResult", "applied_digest", "ingest", "lock_group", "next_episode", "open_incident",
+           "receive", "repeat_of"]
 
 ALERTMANAGER = "alertmanager"
 
 S = IncidentStatus
 
 
-Outcome = Literal["created", "reopened", "resolved", "updated", "unchanged", "ignored"]
+# joined_storm: the group joined the storm incident instead of opening its own (bot.storm)
+Outcome = Literal["created", "joined_storm", "reopened", "resolved", "updated", "unchanged", "ignored"]
 
 
 @dataclass(frozen=True)
@@ -74,7 +79,10 @@ def repeat_of(connection: Connection, config: OncallConfig, message: WebhookMess
     row: the notification takes the full path, and behaves as it did before there was one.
     The group and its incident are read in one statement, one snapshot: should a transaction
     commit meanwhile, this answer is the one the notification had just before it, a valid order
-    for two concurrent deliveries."""
+    for two concurrent deliveries.
+    A storm's group (its current incident is the storm incident) is answered the same way; its
+    digest covers only the storm's fields that _ingest_member reads (_READ_BY_MEMBER), so that
+    other groups joining (the title counts them) leave its repeats answered from a read."""
     found = connection.execute(_REPEAT_QUERY, {"receiver": message.receiver, "group_key": message.group_key}).first()
     if found is None or IncidentStatus(found.status) in (S.RESOLVED, S.POSTMORTEM):  # not Incident.is_open
         return None
@@ -83,13 +91,16 @@ def repeat_of(connection: Connection, config: OncallConfig, message: WebhookMess
     return IngestResult(found.id, "unchanged", repeat=True)
 
 
-# The incident's fields that ingest() reads, in applied_digest()'s order.
+# The incident's fields that ingest() reads, in applied_digest()'s order; of a storm incident,
+# those that _ingest_member reads (its title and the rest are the storm's, not the group's).
 _READ_BY_INGEST = ("id", "status", "severity", "title", "annotations", "truncated_alerts")
+_READ_BY_MEMBER = ("id", "kind", "status", "severity")
 
 # Built once: on the path that answers every repeat, building a statement costs as much as running it.
 _incident_table, _group_table = Incident.__table__, AlertGroup.__table__  # type: ignore[attr-defined]
 _REPEAT_QUERY = (
-    select(_group_table.c.applied_digest, *(_incident_table.c[name] for name in _READ_BY_INGEST))
+    select(_group_table.c.applied_digest, _incident_table.c.kind,
+           *(_incident_table.c[name] for name in _READ_BY_INGEST))
     .join(_incident_table, _incident_table.c.id == _group_table.c.current_incident_id)
     .where(_group_table.c.receiver == bindparam("receiver"), _group_table.c.group_key == bindparam("group_key"))
 )
@@ -103,7 +114,8 @@ def applied_digest(config: OncallConfig, message: WebhookMessage, incident: Any)
     externalURL (an HA pair's two Alertmanagers differ in it), an alert's startsAt and
     generatorURL, and its endsAt (otherwise rewritten only beside a change of status, labels or
     annotations); nor what it never reads: version, notificationReason, routeLabels.
-    `incident`: an Incident, or a row of its _READ_BY_INGEST columns."""
+    `incident`: an Incident, or a row of its _READ_BY_INGEST columns and its kind."""
+    read = _READ_BY_MEMBER if getattr(incident, "kind", None) == STORM else _READ_BY_INGEST
     firing = [a for a in message.alerts if a.status == "firing"]
     applied = {
         "group": [message.receiver, message.group_key, message.status, message.truncated_alerts],
@@ -112,7 +124,7 @@ def applied_digest(config: OncallConfig, message: WebhookMessage, incident: Any)
         "alerts": [[a.fingerprint, a.status, a.labels, a.annotations] for a in message.alerts],
         "config": [_severity(config, firing) if firing else None, config.incidents.auto_resolve],
         "incident": [IncidentStatus(incident.status).value if name == "status" else getattr(incident, name)
-                     for name in _READ_BY_INGEST],
+                     for name in read],
     }
     return hashlib.sha256(json.dumps(applied, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
 
@@ -121,14 +133,18 @@ def ingest(db_session: Session, config: OncallConfig, message: WebhookMessage, *
     """Apply one Alertmanager notification. Call inside a transaction (Database.session())."""
     group = lock_group(db_session, message.receiver, message.group_key, now)
     incident = _current_incident(db_session, group, config, now)
+    if incident is not None and storm.is_storm(incident):
+        return _ingest_member(db_session, config, group, incident, message, now)
     if incident is None:
         if not any(a.status == "firing" for a in message.alerts):
             return IngestResult(None, "ignored")  # resolved news of a group we never opened
+        if storm.over_rate(db_session, config, now):
+            return _join_storm(db_session, config, group, message, now)
         incident = _open_incident(db_session, group, config, message, now)
         outcome: Outcome = "created"
     else:
         outcome = "unchanged"
-    changed = _apply_alerts(db_session, incident, message, now)
+    changed = _apply_alerts(db_session, incident, message, now, group)
     changed |= _refresh_summary(db_session, config, incident, message, now)
     outcome = _follow_group_status(db_session, config, incident, message, now, outcome, changed)
     if outcome in ("updated", "reopened", "resolved"):
@@ -168,15 +184,11 @@ def _current_incident(
 def _open_incident(
     session: Session, group: AlertGroup, config: OncallConfig, message: WebhookMessage, now: datetime
 ) -> Incident:
-    episode = 1
-    if group.current_incident_id is not None:
-        previous = session.get(Incident, group.current_incident_id)
-        episode = (previous.episode + 1) if previous else 1
     first = next(a for a in message.alerts if a.status == "firing")
     labels = message.common_labels or first.labels
     incident = Incident(
         group_id=group.id,
-        episode=episode,
+        episode=next_episode(session, group),
         title=_title(message),
         alertname=storable_key(labels.get("alertname", first.alertname), _MAX_INDEXED_BYTES),
         severity=_severity(config, [a for a in message.alerts if a.status == "firing"]),
@@ -192,6 +204,14 @@ def _open_incident(
     return open_incident(session, group, incident, config, now, actor=ALERTMANAGER, text=_opened_text(message),
                          data={"receiver": message.receiver, "group_key": message.group_key},
                          job_payload={"webhook_at": now.isoformat()})
+
+
+def next_episode(session: Session, group: AlertGroup) -> int:
+    """The group's next episode number: its current incident may be a storm's (not its own)."""
+    if group.current_incident_id is None:
+        return 1
+    last = session.scalar(select(func.max(col(Incident.episode))).where(col(Incident.group_id) == group.id))
+    return (last or 0) + 1
 
 
 def open_incident(session: Session, group: AlertGroup, incident: Incident, config: OncallConfig, now: datetime, *,
@@ -211,19 +231,25 @@ def open_incident(session: Session, group: AlertGroup, incident: Incident, confi
     return incident
 
 
-def _apply_alerts(session: Session, incident: Incident, message: WebhookMessage, now: datetime) -> bool:
-    known = {a.fingerprint: a for a in session.scalars(select(Alert).where(col(Alert.incident_id) == incident.id))}
+def _apply_alerts(session: Session, incident: Incident, message: WebhookMessage, now: datetime,
+                  group: AlertGroup, *, timeline: bool = True) -> bool:
+    """The group's alerts, by fingerprint. `timeline`: one entry per alert's change (a storm's
+    groups say one line each instead: hundreds of alerts would bury its timeline)."""
+    query = select(Alert).where(col(Alert.incident_id) == incident.id)
+    if storm.is_storm(incident):  # many groups' alerts: this group's only
+        query = query.where(col(Alert.group_id) == group.id)
+    known = {a.fingerprint: a for a in session.scalars(query)}
     changed = False
     for alert in message.alerts:
         row = known.get(alert.fingerprint)
         if row is None:
-            session.add(_new_alert(incident, alert))
-            if alert.status == "firing":
+            session.add(_new_alert(incident, group, alert))
+            if alert.status == "firing" and timeline:
                 add_timeline(session, incident, ALERTMANAGER, "alert", f"{alert.alertname} firing", at=now,
                              data={"fingerprint": alert.fingerprint})
             changed = True
         elif row.status != alert.status or row.annotations != alert.annotations or row.labels != alert.labels:
-            if row.status != alert.status:
+            if row.status != alert.status and timeline:
                 verb = "resolved" if alert.status == "resolved" else "firing again"
                 add_timeline(session, incident, ALERTMANAGER, "alert", f"{alert.alertname} {verb}", at=now,
                              data={"fingerprint": alert.fingerprint})
@@ -233,10 +259,11 @@ def _apply_alerts(session: Session, incident: Incident, message: WebhookMessage,
     return changed
 
 
-def _new_alert(incident: Incident, alert: WebhookAlert) -> Alert:
+def _new_alert(incident: Incident, group: AlertGroup, alert: WebhookAlert) -> Alert:
     assert incident.id is not None
     return Alert(
-        incident_id=incident.id, fingerprint=alert.fingerprint, alertname=alert.alertname, status=alert.status,
+        incident_id=incident.id, group_id=group.id, fingerprint=alert.fingerprint, alertname=alert.alertname,
+        status=alert.status,
         labels=alert.labels, annotations=alert.annotations, generator_url=alert.generator_url,
         starts_at=alert.starts_at, ends_at=alert.ended_at,
     )
@@ -248,14 +275,7 @@ def _refresh_summary(
     firing = [a for a in message.alerts if a.status == "firing"]
     changed = False
     if firing:
-        severity = _severity(config, firing)
-        if SEVERITIES.index(severity) < SEVERITIES.index(incident.severity):  # only ever raised
-            add_timeline(session, incident, ALERTMANAGER, "severity", f"severity {incident.severity} → {severity}",
-                         at=now)
-            incident.severity = severity
-            enqueue(session, JOB_OPEN, incident.id, now=now)  # it may now get its own channel
-            escalation.on_severity_raised(session, incident, config, now)
-            changed = True
+        changed |= _raise_severity(session, config, incident, _severity(config, firing), now)
     if message.common_annotations and message.common_annotations != incident.annotations:
         incident.annotations = dict(message.common_annotations)
         changed = True
@@ -270,6 +290,17 @@ def _refresh_summary(
     return changed
 
 
+def _raise_severity(session: Session, config: OncallConfig, incident: Incident, severity: str,
+                    now: datetime) -> bool:
+    if SEVERITIES.index(severity) >= SEVERITIES.index(incident.severity):  # only ever raised
+        return False
+    add_timeline(session, incident, ALERTMANAGER, "severity", f"severity {incident.severity} → {severity}", at=now)
+    incident.severity = severity
+    enqueue(session, JOB_OPEN, incident.id, now=now)  # it may now get its own channel
+    escalation.on_severity_raised(session, incident, config, now)
+    return True
+
+
 def _follow_group_status(
     session: Session, config: OncallConfig, incident: Incident, message: WebhookMessage,
     now: datetime, outcome: Outcome, changed: bool,
@@ -277,18 +308,109 @@ def _follow_group_status(
     if outcome == "created":
         return outcome
     if message.status == "resolved" and incident.is_open and config.incidents.auto_resolve:
-        transition(session, incident, S.RESOLVED, actor=ALERTMANAGER, now=now, reason="all alerts resolved")
-        escalation.on_incident_resolved(session, incident, now, source=ALERTMANAGER)  # timers off, PagerDuty too
-        enqueue(session, JOB_NOTIFY, incident.id, now=now, payload={"notice": "alerts_resolved"})
-        metrics.INCIDENTS.labels(event="resolved").inc()
-        return "resolved"
+        return _resolve(session, incident, now, "all alerts resolved")
     if message.status == "firing" and incident.status == S.RESOLVED and _should_reopen(incident, changed):
-        transition(session, incident, S.DETECTED, actor=ALERTMANAGER, now=now, reason="the group fired again")
-        escalation.on_incident_reopened(session, incident, config, now)  # re-armed: a new owner is needed
-        enqueue(session, JOB_NOTIFY, incident.id, now=now, payload={"notice": "reopened"})
-        metrics.INCIDENTS.labels(event="reopened").inc()
-        return "reopened"
+        return _reopen(session, config, incident, now)
     return "updated" if changed else outcome
+
+
+def _resolve(session: Session, incident: Incident, now: datetime, reason: str) -> Outcome:
+    transition(session, incident, S.RESOLVED, actor=ALERTMANAGER, now=now, reason=reason)
+    escalation.on_incident_resolved(session, incident, now, source=ALERTMANAGER)  # timers off, PagerDuty too
+    enqueue(session, JOB_NOTIFY, incident.id, now=now, payload={"notice": "alerts_resolved"})
+    metrics.INCIDENTS.labels(event="resolved").inc()
+    return "resolved"
+
+
+def _reopen(session: Session, config: OncallConfig, incident: Incident, now: datetime) -> Outcome:
+    transition(session, incident, S.DETECTED, actor=ALERTMANAGER, now=now, reason="the group fired again")
+    escalation.on_incident_reopened(session, incident, config, now)  # re-armed: a new owner is needed
+    enqueue(session, JOB_NOTIFY, incident.id, now=now, payload={"notice": "reopened"})
+    metrics.INCIDENTS.labels(event="reopened").inc()
+    return "reopened"
+
+
+# -- storm mode (the rules: bot.storm) -----------------------------------------------------------
+
+def _join_storm(session: Session, config: OncallConfig, group: AlertGroup, message: WebhookMessage,
+                now: datetime) -> IngestResult:
+    """The group joins the open storm incident (opened first if there is none): recorded,
+    its alerts stored under the storm, a row in its table; the storm pages for it."""
+    fields = _member_fields(config, message)
+    incident = storm.open_storm(session) or _open_storm(session, config, message, fields.severity, now)
+    member = storm.join(session, incident, group, fields, now)
+    _apply_alerts(session, incident, message, now, group, timeline=False)
+    storm.alert_counts(session, member)
+    _raise_severity(session, config, incident, fields.severity, now)
+    storm.retitle(session, incident, now)
+    add_timeline(session, incident, ALERTMANAGER, "storm", f"{fields.title} joined the storm", at=now,
+                 data={"group_id": group.id, "receiver": message.receiver, "group_key": message.group_key})
+    enqueue(session, JOB_CARD, incident.id, now=now, coalesce=True)
+    group.applied_digest = applied_digest(config, message, incident)
+    metrics.INCIDENTS.labels(event="joined_storm").inc()
+    return IngestResult(incident.id, "joined_storm")
+
+
+def _open_storm(session: Session, config: OncallConfig, message: WebhookMessage, severity: str,
+                now: datetime) -> Incident:
+    # Its own synthetic group (as a declared incident has): one incident per group episode holds.
+    group = lock_group(session, storm.STORM_RECEIVER, f"storm:{uuid.uuid4()}", now)
+    first = next(a for a in message.alerts if a.status == "firing")
+    incident = storm.storm_incident(group, dict(message.common_labels or first.labels), severity, now)
+    policy = config.storm
+    return open_incident(session, group, incident, config, now, actor=ALERTMANAGER,
+                         text=f"opened an alert storm: more than {policy.max_new_incidents} incidents in "
+                              f"{policy.per_minutes} min, so new groups join this one",
+                         data={"max_new_incidents": policy.max_new_incidents, "per_minutes": policy.per_minutes},
+                         job_payload={"webhook_at": now.isoformat()})
+
+
+def _ingest_member(session: Session, config: OncallConfig, group: AlertGroup, incident: Incident,
+                   message: WebhookMessage, now: datetime) -> IngestResult:
+    """A later notification of a group in a storm: its alerts and its row follow it; the storm
+    resolves when none of its groups fires any more, and reopens as an incident would."""
+    member = storm.member_of(session, incident.id or 0, group.id or 0)
+    if member is None:  # not in its table (cannot happen through ingest): put it there
+        return _join_storm(session, config, group, message, now)
+    fields = _member_fields(config, message) if any(a.status == "firing" for a in message.alerts) else None
+    changed = _apply_alerts(session, incident, message, now, group, timeline=False)
+    changed |= storm.alert_counts(session, member)
+    if fields is not None:
+        changed |= storm.refresh(member, fields, now)
+        changed |= _raise_severity(session, config, incident, member.severity, now)
+    outcome = _follow_member_status(session, config, incident, member, message, now, changed)
+    if outcome in ("updated", "reopened", "resolved"):
+        enqueue(session, JOB_CARD, incident.id, now=now, coalesce=True)
+    group.applied_digest = applied_digest(config, message, incident)
+    return IngestResult(incident.id, outcome)
+
+
+def _follow_member_status(session: Session, config: OncallConfig, incident: Incident, member: StormMember,
+                          message: WebhookMessage, now: datetime, changed: bool) -> Outcome:
+    moved = storm.set_member_status(member, storm.RESOLVED if message.status == "resolved" else storm.FIRING, now)
+    if moved:
+        verb = "resolved" if member.status == storm.RESOLVED else "firing again"
+        add_timeline(session, incident, ALERTMANAGER, "storm", f"{member.title} {verb}", at=now,
+                     data={"group_id": member.group_id})
+        changed = True
+    if member.status == storm.RESOLVED and incident.is_open and config.incidents.auto_resolve \
+            and storm.all_settled(session, incident.id or 0):
+        return _resolve(session, incident, now, "all its groups resolved")
+    if member.status == storm.FIRING and incident.status == S.RESOLVED and _should_reopen(incident, changed):
+        return _reopen(session, config, incident, now)
+    return "updated" if changed else "unchanged"
+
+
+def _member_fields(config: OncallConfig, message: WebhookMessage) -> storm.MemberFields:
+    firing = [a for a in message.alerts if a.status == "firing"]
+    first = firing[0]
+    labels = message.common_labels or first.labels
+    return storm.MemberFields(
+        title=_title(message), alertname=storable_key(labels.get("alertname", first.alertname), _MAX_INDEXED_BYTES),
+        severity=_severity(config, firing), service=_indexed(_first_label(labels, "service", "app", "job")),
+        namespace=labels.get("namespace"), labels=dict(labels),
+        annotations=dict(message.common_annotations or first.annotations), external_url=message.external_url,
+        truncated_alerts=message.truncated_alerts)
 
 
 def _should_reopen(incident: Incident, changed: bool) -> bool:

@@ -16,7 +16,7 @@ __all__ = [
     "MaintenanceWindow", "Postmortem", "Silence",
     "PagerDutyWebhookEvent", "Paging", "RunbookStep", "SlackDelivery", "TimelineEntry", "Timer", "TimerStatus",
     "AuditEntry", "UTCDateTime", "new_token", "utcnow",
-    "CapturedMessage", "Heartbeat",
+    "CapturedMessage", "Heartbeat", "INCIDENT", "STORM", "StormMember",
 ]
 
 
@@ -68,6 +68,9 @@ class IncidentStatus(str, Enum):
     POSTMORTEM = "postmortem"
 
 
+INCIDENT, STORM = "incident", "storm"  # Incident.kind: one group's (or a person's), or an alert storm's
+
+
 class AlertGroup(SQLModel, table=True):
     """One Alertmanager alert group. The unique key makes HA duplicates and concurrent
     deliveries serialise on one row instead of racing to create two incidents."""
@@ -91,6 +94,8 @@ class Incident(SQLModel, table=True):
         UniqueConstraint("group_id", "episode", name="uq_incident_group_episode"),
         # The card's "past incidents" read (bot.card_memory), on every card redraw.
         Index("ix_incident_memory", "alertname", "service", "resolved_at"),
+        # The storm rule's rate: incidents opened in the last `storm.per_minutes` (bot.storm).
+        Index("ix_incident_created_at", "created_at"),
     )
 
     id: int | None = Field(default=None, primary_key=True)
@@ -137,6 +142,9 @@ class Incident(SQLModel, table=True):
     # (declared so, or by `channels.private_when`): a private channel, an announcement without details.
     source: str = Field(default="alertmanager", max_length=32)
     private: bool = False
+    # INCIDENT, or STORM: the one incident that new groups join while they arrive faster than
+    # `storm.max_new_incidents` per `storm.per_minutes` (bot.storm); its groups are StormMember rows.
+    kind: str = Field(default=INCIDENT, max_length=16)
 
     @property
     def is_open(self) -> bool:
@@ -144,10 +152,14 @@ class Incident(SQLModel, table=True):
 
 
 class Alert(SQLModel, table=True):
-    __table_args__ = (UniqueConstraint("incident_id", "fingerprint", name="uq_alert_fingerprint"),)
+    # Per group: a storm incident holds many groups' alerts, and two receivers' groups may carry
+    # the same alert (same fingerprint).
+    __table_args__ = (UniqueConstraint("incident_id", "group_id", "fingerprint", name="uq_alert_group_fingerprint"),)
 
     id: int | None = Field(default=None, primary_key=True)
     incident_id: int = Field(foreign_key="incident.id", index=True)
+    # The group that sent it: what a split moves out of a storm incident (bot.storm_split).
+    group_id: int | None = Field(default=None, foreign_key="alert_group.id", index=True)
     fingerprint: str = Field(sa_type=Text)
     alertname: str = Field(sa_type=Text)
     status: str = Field(max_length=16)
@@ -478,3 +490,33 @@ class Heartbeat(SQLModel, table=True):
     lost_at: datetime | None = _ts(default=None)
     routing_key: str | None = Field(default=None, max_length=64)
     timer_id: int | None = None
+
+
+# -- alert storms ------------------------------------------------------------------------------
+
+class StormMember(SQLModel, table=True):
+    """An alert group that joined a storm incident (bot.storm) instead of opening its own: what
+    the storm card's table shows of it, and what its own incident is made of if it is split out.
+    `status`: firing | resolved | split (then `split_incident_id` is the incident it became)."""
+
+    __tablename__ = "storm_member"
+    __table_args__ = (UniqueConstraint("storm_id", "group_id", name="uq_storm_member"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    storm_id: int = Field(foreign_key="incident.id", index=True)
+    group_id: int = Field(foreign_key="alert_group.id", index=True)
+    joined_at: datetime = _ts(index=True)  # the storm rule counts joins too (bot.storm.over_rate)
+    status: str = Field(default="firing", max_length=16)
+    severity: str = Field(max_length=2)
+    title: str = Field(sa_type=Text)
+    alertname: str = Field(sa_type=Text)
+    service: str | None = Field(default=None, sa_type=Text)
+    namespace: str | None = Field(default=None, sa_type=Text)
+    labels: dict[str, str] = _json(dict)
+    annotations: dict[str, str] = _json(dict)
+    external_url: str = Field(default="", sa_type=Text)
+    truncated_alerts: int = 0
+    firing: int = 0  # its alerts firing, and all of them (the table's counts)
+    alerts: int = 0
+    updated_at: datetime = _ts()
+    split_incident_id: int | None = Field(default=None, foreign_key="incident.id")

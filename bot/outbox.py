@@ -28,6 +28,7 @@ from sqlmodel import Session, col
 
 from bot import metrics
 from bot.db import Database
+from bot.logs import incident_context
 from bot.models import Job, JobStatus, utcnow
 from integrations.errors import IntegrationError
 
@@ -195,12 +196,13 @@ class Outbox(WorkerLoop):
             return jobs
 
     async def _run(self, job: Job) -> None:
-        heartbeat = asyncio.create_task(self._renew_lease(job))
-        try:
-            status, error, retry_in = await self._attempt(job)
-        finally:
-            heartbeat.cancel()
-        await asyncio.to_thread(self._finish, job, status, error, retry_in)
+        with incident_context(job.incident_id):  # every line the handler logs names the incident
+            heartbeat = asyncio.create_task(self._renew_lease(job))
+            try:
+                status, error, retry_in = await self._attempt(job)
+            finally:
+                heartbeat.cancel()
+            await asyncio.to_thread(self._finish, job, status, error, retry_in)
 
     async def _renew_lease(self, job: Job) -> None:
         """Keep the job's lease while it runs, so only a dead worker's job is taken over."""

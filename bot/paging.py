@@ -24,7 +24,14 @@ from bot.db import Database
 from bot.jobs import JOB_CARD, JOB_PD_ESCALATE, JOB_PD_EVENT, enqueue
 from bot.models import Incident, Job, Paging
 from bot.outbox import PermanentError, RetryLater
-from integrations.pagerduty import OnCallUser, PagerDutyError, PagerDutyEvent, PagerDutyEvents, PagerDutyRest
+from integrations.pagerduty import (
+    OnCallHook,
+    OnCallUser,
+    PagerDutyError,
+    PagerDutyEvent,
+    PagerDutyEvents,
+    PagerDutyRest,
+)
 
 __all__ = ["LOOKAHEAD", "LevelRota", "OnCall", "PagingService", "Rota", "Shift", "effective_config",
            "now_and_next", "pagerduty_clients"]
@@ -47,12 +54,15 @@ def effective_config(settings: Settings) -> OncallConfig:
         update={"routing_key": settings.pagerduty_routing_key})})
 
 
-def pagerduty_clients(settings: Settings) -> tuple[PagerDutyEvents, PagerDutyRest | None]:
-    """The Events API client (always: it needs no token) and the REST client (with a token)."""
+def pagerduty_clients(settings: Settings, *, on_call: OnCallHook | None = None,
+                      ) -> tuple[PagerDutyEvents, PagerDutyRest | None]:
+    """The Events API client (always: it needs no token) and the REST client (with a token);
+    `on_call` is told of every call (metrics)."""
     verify: Any = settings.pagerduty_ca_file or True
-    events = PagerDutyEvents(base_url=settings.pagerduty_events_url, verify=verify)
+    events = PagerDutyEvents(base_url=settings.pagerduty_events_url, verify=verify, on_call=on_call)
     rest = PagerDutyRest(settings.pagerduty_api_token, default_from=settings.pagerduty_from_email,
-                         base_url=settings.pagerduty_api_url, verify=verify) if settings.pagerduty_api_token else None
+                         base_url=settings.pagerduty_api_url, verify=verify,
+                         on_call=on_call) if settings.pagerduty_api_token else None
     return events, rest
 
 

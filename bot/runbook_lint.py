@@ -25,7 +25,7 @@ from bot.action_runner import check_param
 from bot.actions import RISK_ORDER, get_action
 from bot.runbook_format import Match, RegexMatcher, Runbook, Step, is_label_name, value_matches
 from bot.runbook_templates import misplaced_templates, template_refs, template_targets
-from bot.yaml_lines import dotted
+from bot.yaml_lines import BoundedLoader, dotted
 
 __all__ = ["LintProblem", "RunbookSource", "check_files", "lint"]
 
@@ -56,18 +56,8 @@ class _Seq(list[Any]):
     item_lines: list[int]
 
 
-_MAX_FLOW_DEPTH = 64  # a runbook nests a few levels; PyYAML's scanner is quadratic in [ and { depth
-
-
-class _Loader(yaml.SafeLoader):
+class _Loader(BoundedLoader):
     duplicates: list[tuple[int, Any]]
-
-    def fetch_flow_collection_start(self, TokenClass: Any) -> None:  # PyYAML names it so
-        # 5,000 nested brackets (10 KB) take PyYAML seconds before its composer gives up (RecursionError).
-        if self.flow_level >= _MAX_FLOW_DEPTH:
-            raise yaml.scanner.ScannerError(None, None, f"nested more than {_MAX_FLOW_DEPTH} levels deep",
-                                            self.get_mark())
-        super().fetch_flow_collection_start(TokenClass)
 
 
 def _construct_map(loader: _Loader, node: yaml.MappingNode) -> _Map:

@@ -22,6 +22,7 @@ from sqlmodel import Session, col
 from bot import escalation, heartbeat, metrics
 from bot.config import OncallConfig
 from bot.db import Database
+from bot.logs import incident_context
 from bot.models import Timer, TimerStatus, utcnow
 from bot.outbox import WorkerLoop
 
@@ -71,6 +72,10 @@ class TimerRunner(WorkerLoop):
         return len(done)
 
     def _fire_one(self, session: Session, timer: Timer) -> None:
+        with incident_context(timer.incident_id):  # every line its effect logs names the incident
+            self._fire_effect(session, timer)
+
+    def _fire_effect(self, session: Session, timer: Timer) -> None:
         now = self.clock()
         try:
             with session.begin_nested():  # one failing effect must not undo the batch

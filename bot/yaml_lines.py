@@ -14,9 +14,23 @@ from typing import Any
 
 import yaml
 
-__all__ = ["KeyPath", "YamlDocument", "YamlSyntaxError", "dotted", "load_yaml"]
+__all__ = ["BoundedLoader", "KeyPath", "YamlDocument", "YamlSyntaxError", "dotted", "load_yaml"]
 
 KeyPath = tuple[str | int, ...]
+
+
+MAX_FLOW_DEPTH = 64  # files we read nest a few levels; PyYAML's scanner is quadratic in [ and { depth
+
+
+class BoundedLoader(yaml.SafeLoader):
+    """SafeLoader that refuses [ and { nested over MAX_FLOW_DEPTH deep: 5,000 nested brackets
+    (10 KB) take PyYAML seconds before its composer gives up (RecursionError)."""
+
+    def fetch_flow_collection_start(self, TokenClass: Any) -> None:  # PyYAML names it so
+        if self.flow_level >= MAX_FLOW_DEPTH:
+            raise yaml.scanner.ScannerError(None, None, f"nested more than {MAX_FLOW_DEPTH} levels deep",
+                                            self.get_mark())
+        super().fetch_flow_collection_start(TokenClass)
 
 
 class YamlSyntaxError(Exception):
@@ -51,8 +65,9 @@ def dotted(path: Sequence[str | int]) -> str:
 
 
 def load_yaml(text: str) -> YamlDocument:
-    loader = yaml.SafeLoader(text)
+    loader: BoundedLoader | None = None
     try:
+        loader = BoundedLoader(text)  # reads the whole text at once: a control character is refused here
         node = loader.get_single_node()
         if node is None:
             return YamlDocument(None, {(): 1})
@@ -65,10 +80,18 @@ def load_yaml(text: str) -> YamlDocument:
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         raise YamlSyntaxError(mark.line + 1 if mark else 1, exc.problem or exc.context or str(exc)) from exc
+    except yaml.reader.ReaderError as exc:  # a NUL or another control character
+        raise YamlSyntaxError(text.count("\n", 0, exc.position) + 1,
+                              f"character {exc.character!r} is not allowed in YAML") from exc
     except yaml.YAMLError as exc:
         raise YamlSyntaxError(1, str(exc)) from exc
+    except RecursionError as exc:  # block collections nested thousands deep: composed recursively
+        raise YamlSyntaxError(1, "nested too deeply") from exc
+    except ValueError as exc:  # an integer of over 4,300 digits (Python's int() limit)
+        raise YamlSyntaxError(1, str(exc)[:200]) from exc
     finally:
-        loader.dispose()
+        if loader is not None:
+            loader.dispose()
     return document
 
 

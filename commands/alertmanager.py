@@ -7,10 +7,14 @@ naming the problem, and a failure to persist gets a 503 so that it tries again.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import hmac
 import json
 import logging
 import re
+import threading
+import time
+from collections import OrderedDict
 from collections.abc import Callable
 from datetime import datetime
 
@@ -22,7 +26,8 @@ from starlette.responses import JSONResponse
 from bot import heartbeat, metrics
 from bot.config import Settings
 from bot.db import Database
-from bot.incidents import IngestResult, receive
+from bot.incidents import IngestResult, receive, repeat_of
+from bot.logs import bind_incident
 from bot.models import utcnow
 from commands.http_body import BodyError, BodyTooLarge, read_body
 from integrations.alertmanager import WebhookMessage
@@ -43,37 +48,62 @@ class WebhookEndpoint:
                  clock: Callable[[], datetime] = utcnow) -> None:
         self.settings, self.db, self.on_commit, self.clock = settings, db, on_commit, clock
         self._expected = f"Bearer {settings.alertmanager_webhook_token}".encode()
+        self._parsed = _ParseMemo()
 
     async def handle(self, request: Request) -> JSONResponse:
+        started = time.perf_counter()  # oncall_webhook_intake_seconds: arrival to answer, by outcome class
         try:
             self._authenticate(request)
             body = await self._read_body(request)
-            message = await asyncio.to_thread(_parse, body)  # a 10 MiB body takes a while: not on the event loop
+            # One thread hop for parse and persist: a 10 MiB body takes a while to parse, and a
+            # hop costs as much as answering a repeat, so there is only one.
+            message, beat, result = await self._apply(body)
         except _Reject as rej:
             metrics.WEBHOOKS.labels(outcome=f"rejected_{rej.status}").inc()
             log.warning("webhook rejected (%s): %s", rej.status, rej.error,
                         extra={"status": rej.status, "error": rej.error})
+            _took(started, "rejected")
             return JSONResponse({"error": rej.error, **rej.extra}, status_code=rej.status)
-        beat, rest = heartbeat.split(self.settings.config.heartbeat, message)
-        try:
-            result = await asyncio.to_thread(self._persist, rest, beat)
         except SQLAlchemyError as exc:
             metrics.WEBHOOKS.labels(outcome="error_503").inc()
             log.error("webhook not persisted; Alertmanager will retry", extra={"error": repr(exc)})
+            _took(started, "error")
             return JSONResponse({"error": "could not store the notification; retry later"}, status_code=503)
         if beat:
             self.on_commit()  # after a loss, the heartbeat queued "alerts reach the bot again"
         if result is None:
             metrics.WEBHOOKS.labels(outcome="heartbeat").inc()
             log.info("heartbeat received", extra={"group_key": message.group_key, "recorded": beat})
+            _took(started, "applied")
             return JSONResponse({"incident_id": None, "outcome": "heartbeat"})
+        bind_incident(result.incident_id)  # the rest of this request's lines (the access log too) name it
         if not result.repeat:  # a repeat committed nothing: no work to wake the worker for
             self.on_commit()
         metrics.WEBHOOKS.labels(outcome=result.outcome).inc()
-        log.info("webhook applied", extra={"incident": result.incident_id, "outcome": result.outcome,
-                                           "repeat": result.repeat, "group_key": message.group_key,
-                                           "alerts": len(message.alerts)})
+        # A repeat is Alertmanager's repeat_interval at work, not news: debug, counted in /metrics.
+        log.log(logging.DEBUG if result.repeat else logging.INFO, "webhook applied",
+                extra={"incident": result.incident_id, "outcome": result.outcome, "repeat": result.repeat,
+                       "group_key": message.group_key, "alerts": len(message.alerts)})
+        _took(started, "repeat" if result.repeat else "applied")
         return JSONResponse({"incident_id": result.incident_id, "outcome": result.outcome})
+
+    async def _apply(self, body: bytes) -> tuple[WebhookMessage, bool, IngestResult | None]:
+        """Parse and apply `body`. A repeat of a body seen before, on SQLite, is answered right
+        here: its read is a WAL snapshot that never waits for a writer, and costs less than the
+        thread hop (PostgreSQL's read is a network round trip: that one is made in a thread)."""
+        message = self._parsed.known(body) if self.db.is_sqlite else None
+        if message is not None and not heartbeat.split(self.settings.config.heartbeat, message)[0]:
+            with self.db.statement() as connection:
+                repeat = repeat_of(connection, self.settings.config, message)
+            if repeat is not None:
+                return message, False, repeat
+        return await asyncio.to_thread(self._receive, body)
+
+    def _receive(self, body: bytes) -> tuple[WebhookMessage, bool, IngestResult | None]:
+        """Parse and apply (in a thread): the message, whether it brought a heartbeat, the intake's result."""
+        message = self._parsed.parse(body)
+        beat, rest = heartbeat.split(self.settings.config.heartbeat, message)
+        return message, beat, self._persist(rest, beat)
 
     def _authenticate(self, request: Request) -> None:
         given = request.headers.get("authorization", "").encode()
@@ -107,6 +137,45 @@ class WebhookEndpoint:
             with self.db.session() as session:
                 heartbeat.record(session, self.settings.config.heartbeat, now=self.clock())
         return None if message is None else receive(self.db, self.settings.config, message, now=self.clock())
+
+
+class _ParseMemo:
+    """The last few thousand bodies parsed. Alertmanager re-sends every group unchanged at
+    repeat_interval (twice over for an HA pair), and parsing is most of the cost of answering a
+    repeat; the same bytes always parse to the same message (nothing mutates one after parsing)."""
+
+    def __init__(self, size: int = 4096, max_body: int = 65_536) -> None:
+        self._size, self._max_body = size, max_body
+        self._found: OrderedDict[bytes, WebhookMessage] = OrderedDict()
+        self._lock = threading.Lock()  # called from the executor's threads
+
+    def known(self, body: bytes) -> WebhookMessage | None:
+        """The message of a body parsed before, if it is still kept."""
+        if len(body) > self._max_body:
+            return None
+        key = hashlib.blake2b(body, digest_size=16).digest()
+        with self._lock:
+            return self._found.get(key)
+
+    def parse(self, body: bytes) -> WebhookMessage:
+        if len(body) > self._max_body:  # rare, and not worth the memory
+            return _parse(body)
+        key = hashlib.blake2b(body, digest_size=16).digest()
+        with self._lock:
+            found = self._found.get(key)
+            if found is not None:
+                self._found.move_to_end(key)
+                return found
+        message = _parse(body)  # a _Reject is not kept: a malformed body is rare and cheap to refuse again
+        with self._lock:
+            self._found[key] = message
+            if len(self._found) > self._size:
+                self._found.popitem(last=False)
+        return message
+
+
+def _took(started: float, outcome: str) -> None:
+    metrics.INTAKE.labels(outcome).observe(time.perf_counter() - started)
 
 
 def _parse(body: bytes) -> WebhookMessage:

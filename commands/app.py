@@ -52,7 +52,9 @@ from commands.slack_events import SlackEvents
 from commands.slack_sync import SlackSync
 from commands.slash import OnCallCommand, mention_feature
 from commands.timeline_capture import TimelineCapture
+from integrations.redis_store import RedisStore
 from integrations.slack import SlackClient, make_web_client
+from integrations.slack_rate import SlackRateLimiter
 
 if TYPE_CHECKING:
     from slack_sdk.web.async_client import AsyncWebClient
@@ -74,20 +76,26 @@ class Bot:
     timers: TimerRunner
     features: tuple[Feature, ...]
     clock: Callable[[], datetime]
+    redis: RedisStore | None = None  # REDIS_URL: dedup and Slack rate limits shared by the replicas
 
 
 def build(settings: Settings, *, clock: Callable[[], datetime] = utcnow, migrate: bool = True) -> Bot:
     db = Database(settings.database_url)
     if migrate:
         db.migrate()
-    web = make_web_client(settings.slack_bot_token, settings.slack_api_url)
-    slack = SlackClient(web, on_call=lambda method, outcome: metrics.SLACK_CALLS.labels(method, outcome).inc())
+    metrics.STORAGE.bind(db, clock)  # /metrics reads incidents and the outbox queue from this database
+    web = make_web_client(settings.slack_bot_token, settings.slack_api_url,
+                          on_ratelimited=metrics.record_slack_ratelimited)
+    # Without Redis, one replica: Slack's 429s and Retry-After pace it (the web client, the outbox).
+    redis = RedisStore(settings.redis_url, prefix=settings.redis_key_prefix) if settings.redis_url else None
+    slack = SlackClient(web, on_call=metrics.record_slack_call,
+                        limiter=SlackRateLimiter(redis.take) if redis is not None else None)
     config = effective_config(settings)
 
     def kick() -> None:  # new work was committed: run it now (bound once the outbox exists)
         outbox.kick()
 
-    events, rest = pagerduty_clients(settings)
+    events, rest = pagerduty_clients(settings, on_call=metrics.record_pagerduty_call)
     paging = PagingService(db, events, rest, clock=clock, on_commit=kick)
     timers = TimerRunner(db, config, clock=clock, on_fired=kick)
     policy = Policy()
@@ -121,9 +129,9 @@ def build(settings: Settings, *, clock: Callable[[], datetime] = utcnow, migrate
                 loops=[Loop(timers.run, timers.stop)]),
     )
     outbox = Outbox(db, _handlers(features), clock=clock, lease_seconds=settings.job_lease_seconds)
-    bolt = _bolt(settings, web, features, db, clock)
+    bolt = _bolt(settings, web, features, db, clock, redis)
     return Bot(settings=settings, db=db, slack=slack, bolt=bolt, outbox=outbox, timers=timers, features=features,
-               clock=clock)
+               clock=clock, redis=redis)
 
 
 def _handlers(features: Sequence[Feature]) -> dict[str, Handler]:
@@ -137,11 +145,11 @@ def _handlers(features: Sequence[Feature]) -> dict[str, Handler]:
 
 
 def _bolt(settings: Settings, web: AsyncWebClient, features: Sequence[Feature], db: Database,
-          clock: Callable[[], datetime]) -> AsyncApp:
+          clock: Callable[[], datetime], redis: RedisStore | None) -> AsyncApp:
     bolt = AsyncApp(signing_secret=settings.slack_signing_secret, client=web,
                     raise_error_for_unhandled_request=False)
     bolt.use(log_request)
-    bolt.use(act_once(db, clock))
+    bolt.use(act_once(db, clock, redis))
     for feature in features:
         for action in feature.actions:
             bolt.action(action.action_id, middleware=list(action.middleware))(action.listener)
@@ -213,8 +221,10 @@ def create_app(bot: Bot, *, run_worker: bool = True) -> Starlette:
                 for close in feature.on_close:
                     await asyncio.to_thread(close)
             await bot.slack.web.session.close()
+            if bot.redis is not None:
+                await bot.redis.aclose()
 
     routes = [Route("/slack/events", slack_events.handle, methods=["POST"]),
               *(route for feature in bot.features for route in feature.routes),
-              *health_routes(bot.settings, bot.db, slack_check, clock=bot.clock)]
+              *health_routes(bot.settings, bot.db, slack_check, clock=bot.clock, redis=bot.redis)]
     return Starlette(routes=routes, lifespan=lifespan)

@@ -1,5 +1,6 @@
-"""The incident card's buttons: Ack, Resolve, Page / Escalate now, and the state buttons (the
-states it is likely to move to next: bot.card_memory.likely_next).
+"""The incident card's buttons: Ack, Resolve, Page / Escalate now, the state buttons (the
+states it is likely to move to next: bot.card_memory.likely_next), and a storm card's Split out
+buttons (one per group row: bot.storm_split).
 
 Each listener acknowledges within Slack's 3 s and makes one domain call in a short
 transaction; the middleware before it (commands.middleware) has already loaded the
@@ -15,7 +16,7 @@ from typing import Any
 
 from sqlmodel import Session
 
-from bot import escalation, incident_ops
+from bot import escalation, incident_ops, storm_split
 from bot.card_memory import likely_next
 from bot.config import OncallConfig
 from bot.db import Database
@@ -23,9 +24,11 @@ from bot.lifecycle import InvalidTransition
 from bot.models import Incident, IncidentStatus
 from bot.policy import Act, Policy
 from commands.feature import Action, Feature
+from commands.i18n import Catalog
 from commands.ids import CARD_ACK, CARD_ESCALATE, CARD_RESOLVE, CARD_STATE, read_card_state_action
 from commands.middleware import authorize, incident_of_card_button, tell
 from commands.slash import asker_language
+from commands.storm_blocks import STORM_SPLIT, read_split_value, split_card_value
 from integrations.slack import SlackClient
 
 __all__ = ["card_buttons"]
@@ -63,7 +66,8 @@ def card_buttons(db: Database, config: OncallConfig, slack: SlackClient, policy:
 
     return Feature(actions=[action(CARD_ACK, Act.ACK, _ack), action(CARD_RESOLVE, Act.RESOLVE, _resolve),
                             action(CARD_ESCALATE, Act.ESCALATE, escalate_now),
-                            _state_button(db, config, slack, policy, clock=clock, on_commit=on_commit)])
+                            _state_button(db, config, slack, policy, clock=clock, on_commit=on_commit),
+                            _split_button(db, config, slack, policy, clock=clock, on_commit=on_commit)])
 
 
 def _apply(db: Database, incident_id: int, user: str, now: datetime, seen: int, apply: Apply) -> str:
@@ -135,3 +139,42 @@ def _move(db: Database, config: OncallConfig, incident_id: int, user: str, now: 
         except InvalidTransition:
             return "stale", {"state": current, "shown": shown}
         return None
+
+
+# -- a storm card's Split out buttons --------------------------------------------------------------
+
+_split_t = Catalog("storm_split", {
+    "split": {"en": "Split out into incident #{id}: it gets its own channel, card and paging.",
+              "ja": "インシデント #{id} に分離しました: 専用のチャンネル、カード、呼び出しを持ちます。"},
+    "gone": {"en": "This storm no longer exists.", "ja": "このストームはもう存在しません。"},
+    "not_in_storm": {"en": "Not split: that group is no longer in this storm (split out already?).",
+                     "ja": "分離していません: そのグループはもうこのストームにありません(分離済みですか?)。"},
+    "not_firing": {"en": "Not split: that group is resolved; nothing of it is left to respond to.",
+                   "ja": "分離していません: そのグループは解決済みで、対応することは残っていません。"},
+})
+
+
+def _split_button(db: Database, config: OncallConfig, slack: SlackClient, policy: Policy, *,
+                  clock: Callable[[], datetime], on_commit: Callable[[], None]) -> Action:
+    """A row's Split out button: the group leaves the storm for an incident of its own. Loaded and
+    authorised like the card's other buttons (the card's token, from that very card, by a
+    member of its channel): the value is `<group id>:<the card's value>`."""
+    async def on_click(ack: Any, body: dict[str, Any], context: dict[str, Any], respond: Any) -> None:
+        await ack()
+        user = body["user"]["id"]
+        parsed = read_split_value(str((body.get("actions") or [{}])[0].get("value", "")))
+        if parsed is None:
+            return
+        done = await asyncio.to_thread(_split, db, config, context["incident"].id, parsed[0], user, clock())
+        on_commit()
+        language = await asker_language(slack, user, config.runbooks.locale)
+        await tell(respond, user, _split_t(done.refused or "split", language, id=done.incident_id))
+
+    return Action(STORM_SPLIT, on_click, (incident_of_card_button(db, split_card_value),
+                                          authorize(Act.CHANGE_STATE, policy, slack)))
+
+
+def _split(db: Database, config: OncallConfig, storm_id: int, group_id: int, user: str,
+           now: datetime) -> storm_split.Split:
+    with db.session() as session:
+        return storm_split.split_out(session, config, storm_id, group_id, user, now)

@@ -38,6 +38,7 @@ from commands.ids import (
 )
 from commands.role_blocks import role_blocks
 from commands.slack_time import duration, slack_time
+from commands.storm_blocks import storm_blocks, storm_heading
 
 __all__ = ["NOT_CONFIGURED", "SEVERITY_ICON", "SILENCE_CHOICES", "actor_text", "announcement", "card_button_value",
            "incident_card", "read_card_button_value"]
@@ -131,11 +132,12 @@ def _status(incident: Incident) -> str:
 
 
 def incident_card(view: CardView) -> tuple[str, list[dict[str, Any]]]:
-    """Returns (fallback text, blocks)."""
+    """Returns (fallback text, blocks). A storm incident's alerts are its groups' table
+    (commands.storm_blocks), cut to the room the rest of the card leaves."""
     inc = view.incident
     icon = SEVERITY_ICON.get(inc.severity, ":rotating_light:")
     blocks: list[dict[str, Any]] = [
-        header(f"{inc.severity} · {inc.title}"),
+        header(storm_heading(view) if view.storm is not None else f"{inc.severity} · {inc.title}"),
         section(trusted_mrkdwn(_t("title_line", view.locale, icon=icon, severity=inc.severity,
                                   status=_status(inc).upper(), id=inc.id)),
                 fields=_fields(view)),
@@ -144,7 +146,18 @@ def incident_card(view: CardView) -> tuple[str, list[dict[str, Any]]]:
     description = _description(inc.annotations)
     if description:
         blocks.append(section(mrkdwn(description)))
-    blocks += _alert_blocks(view)
+    tail = _tail_blocks(view)
+    if view.storm is not None:
+        level = view.paging.level if view.paging else 0
+        blocks += storm_blocks(view, LIMITS["blocks"] - len(blocks) - len(tail), card_button_value(inc, level))
+    else:
+        blocks += _alert_blocks(view)
+    return fallback_text(inc), (blocks + tail)[: LIMITS["blocks"]]
+
+
+def _tail_blocks(view: CardView) -> list[dict[str, Any]]:
+    """What follows the alerts: links, paging, silences, remediations, timeline, the buttons."""
+    inc, blocks = view.incident, []
     links = _links(view)
     if links:
         blocks.append(context(trusted_mrkdwn(" · ".join(links))))
@@ -159,7 +172,7 @@ def incident_card(view: CardView) -> tuple[str, list[dict[str, Any]]]:
     if inc.is_open:
         blocks.append({"type": "actions", "block_id": CARD_ACTIONS_BLOCK, "elements": _buttons(view)})
         blocks += state_button_blocks(view, card_button_value(inc, view.paging.level if view.paging else 0))
-    return fallback_text(inc), blocks[: LIMITS["blocks"]]
+    return blocks
 
 
 def announcement(incident: Incident, channel_id: str | None,

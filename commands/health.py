@@ -21,9 +21,10 @@ from bot.config import HeartbeatPolicy, Settings
 from bot.db import Database
 from bot.models import Job, JobStatus, utcnow
 from commands.slack_sync import SETUP_WAIT
+from integrations.redis_store import RedisStore
 from integrations.slack import REQUIRED_SCOPES, SlackClient, SlackError
 
-__all__ = ["SlackSetupCheck", "health_routes"]
+__all__ = ["REDIS_DOWN", "SlackSetupCheck", "health_routes"]
 
 log = logging.getLogger(__name__)
 
@@ -36,17 +37,20 @@ HEARTBEAT_LOST = Gauge("oncall_heartbeat_lost", "1 while the bot says alerts are
 
 
 def health_routes(settings: Settings, db: Database, slack_check: SlackSetupCheck, *,
-                  clock: Callable[[], datetime] = utcnow) -> list[Route]:
+                  clock: Callable[[], datetime] = utcnow, redis: RedisStore | None = None) -> list[Route]:
     async def healthz(_: Request) -> Response:
         return JSONResponse({"status": "alive"})
 
     async def readyz(_: Request) -> Response:
-        # problems: the bot cannot do its work (503); warnings: some of it waits for a person.
+        # problems: the bot cannot do its work (503); warnings: some of it waits for a person, or
+        # for Slack or Redis to answer. Slack or Redis away is not "not ready": webhooks still go
+        # into the durable outbox, and a replica without Redis coordinates through the database.
         # Anyone who can reach the port reads this: it says what is wrong in words and names the
         # setting to check; hosts, ports and drivers' messages go to the log only.
-        problems = await _readiness_problems(settings, db)
+        problems = await _readiness_problems(db)
         slack_problems, slack_warnings = await slack_check.problems()
-        warnings = slack_warnings
+        redis_shown, redis_warnings = await _redis_state(redis)
+        warnings = slack_warnings + redis_warnings
         beat: dict[str, Any] | None = None
         if not problems:  # the database answers: are jobs failed or waiting? Does the heartbeat arrive?
             try:
@@ -58,7 +62,8 @@ def health_routes(settings: Settings, db: Database, slack_check: SlackSetupCheck
                                         "(the log has the details)", "database", exc))
         problems += slack_problems
         status = "not ready" if problems else "degraded" if warnings else "ready"
-        return JSONResponse({"status": status, "problems": problems, "warnings": warnings, "heartbeat": beat},
+        shown = {"status": status, "problems": problems, "warnings": warnings, "heartbeat": beat}
+        return JSONResponse(shown | ({"redis": redis_shown} if redis is not None else {}),
                             status_code=503 if problems else 200)
 
     async def metrics_endpoint(_: Request) -> Response:
@@ -74,25 +79,28 @@ def health_routes(settings: Settings, db: Database, slack_check: SlackSetupCheck
             Route("/metrics", metrics_endpoint, methods=["GET"])]
 
 
-async def _readiness_problems(settings: Settings, db: Database) -> list[str]:
+async def _readiness_problems(db: Database) -> list[str]:
     problems: list[str] = []
     try:
         await asyncio.to_thread(db.ping)
     except Exception as exc:  # any driver error means "not ready"
         problems.append(_logged("database unreachable: check DATABASE_URL and that the database is up "
                                 "(the log has the details)", "database", exc))
-    if settings.redis_url:
-        import redis.asyncio as redis
-
-        client = redis.from_url(settings.redis_url, socket_connect_timeout=2, socket_timeout=2)
-        try:
-            await client.ping()
-        except Exception as exc:
-            problems.append(_logged("redis unreachable: check REDIS_URL and that Redis is up "
-                                    "(the log has the details)", "redis", exc))
-        finally:
-            await client.aclose()
     return problems
+
+
+REDIS_DOWN = "unreachable: database-only coordination"
+
+
+async def _redis_state(redis: RedisStore | None) -> tuple[str | None, list[str]]:
+    """What /readyz says of Redis: "ok", or REDIS_DOWN and a warning (the store logs the cause)."""
+    if redis is None:
+        return None, []
+    if await redis.check():
+        return "ok", []
+    return REDIS_DOWN, ["redis unreachable: check REDIS_URL and that Redis is up (the log has the details); "
+                        "until it answers, replicas coordinate through the database and Slack rate limits "
+                        "are per replica"]
 
 
 def _logged(problem: str, what: str, exc: BaseException) -> str:
@@ -138,7 +146,9 @@ class SlackSetupCheck:
         try:
             identity = await self.slack.identity()
         except SlackError as exc:
-            return [f"Slack refused the bot token ({exc.error}): {exc.fix}" if exc.app_setup else _slack_words(exc)], []
+            if exc.app_setup:  # only a person can fix it: not ready
+                return [f"Slack refused the bot token ({exc.error}): {exc.fix}"], []
+            return [], [f"{_slack_words(exc)}; incidents wait in the outbox until it answers"]
         problems = []
         missing = sorted(REQUIRED_SCOPES - identity.scopes) if identity.scopes else []
         if missing:

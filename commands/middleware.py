@@ -27,10 +27,12 @@ from sqlmodel import col
 
 from bot import steps
 from bot.db import Database
+from bot.logs import bind_incident
 from bot.models import Incident, SlackDelivery
 from bot.policy import Act, Decision, Policy, Requester
 from commands.cards import read_card_button_value
 from commands.feature import Middleware
+from integrations.redis_store import RedisStore, RedisUnavailable
 from integrations.slack import SlackClient, SlackError
 
 __all__ = ["Middleware", "act_once", "authorize", "delivery_key", "incident_of_card_button", "incident_of_step_button",
@@ -84,6 +86,7 @@ def incident_of_card_button(db: Database, value: Callable[[dict[str, Any]], str]
         assert parsed is not None
         context["incident"], context["seen_level"] = incident, parsed[1]
         _log_target(body, incident)
+        bind_incident(incident.id)  # every line logged for this click names the incident
         return await next()
 
     return load
@@ -97,6 +100,7 @@ def incident_of_step_button(db: Database) -> Middleware:
             return _refuse(respond, body, "This runbook step is no longer available.")
         context["step"], context["incident"] = found
         _log_target(body, found[1])
+        bind_incident(found[1].id)
         return await next()
 
     return load
@@ -183,14 +187,25 @@ def delivery_key(body: dict[str, Any]) -> str | None:
     return None
 
 
-def act_once(db: Database, clock: Callable[[], datetime]) -> Middleware:
+def act_once(db: Database, clock: Callable[[], datetime], redis: RedisStore | None = None) -> Middleware:
     """A retried or replayed request is answered (an empty 200) and not acted on again: Slack
     redelivers when its 3 s passed without an answer (X-Slack-Retry-Num), and a captured signed
-    request stays valid for five minutes."""
+    request stays valid for five minutes. Across replicas: Redis, one SET NX, when it is
+    configured and up; else the database (SlackDelivery), slower and as correct. (A redelivery
+    that straddles Redis going down or coming back is decided by the other, which has not seen
+    it: the price of not writing both every time.)"""
+    async def first_time(key: str) -> bool:
+        if redis is not None:
+            try:
+                return await redis.first_time(f"slack:{key}", REPLAY_WINDOW)
+            except RedisUnavailable:
+                pass  # logged by the store, once: database-only coordination until it answers
+        return await asyncio.to_thread(_first_time, db, key[:255], clock())
+
     async def once(body: dict[str, Any], request: Any,
                    next: Callable[[], Awaitable[BoltResponse]]) -> BoltResponse | None:
         key = delivery_key(body)
-        if key is None or await asyncio.to_thread(_first_time, db, key[:255], clock()):
+        if key is None or await first_time(key):
             return await next()
         retry = (request.headers.get("x-slack-retry-num") or [None])[0] if request is not None else None
         log.info("duplicate Slack request ignored", extra={"key": key, "retry_num": retry})

@@ -27,7 +27,8 @@ import json
 import os
 import ssl
 import threading
-from collections.abc import Iterator, Sequence
+import time
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from email.utils import parsedate_to_datetime
@@ -47,8 +48,13 @@ __all__ = [
     "OnCallUser", "EscalationPolicy", "EscalationLevel", "EscalationTarget", "PdIncident",
     "verify_webhook_signature", "WebhookEvent", "WebhookIncident", "WebhookReference",
     "INCIDENT_EVENT_TYPES", "MAX_SUMMARY", "MAX_DEDUP_KEY", "MAX_EVENT_BYTES", "ROUTING_KEY_LENGTH",
-    "ONCALL_WINDOW_MAX",
+    "ONCALL_WINDOW_MAX", "OnCallHook",
 ]
+
+# Told of every call as it ends, for metrics: (method, outcome, seconds). `method` is a fixed
+# name ("events.trigger", "incidents.escalate", ...), `outcome` "ok", "http_<status>",
+# "unreachable" (no answer) or "invalid" (an answer that is not PagerDuty's, a bad argument).
+OnCallHook = Callable[[str, str, float], None]
 
 
 EventAction = Literal["trigger", "acknowledge", "resolve"]
@@ -171,6 +177,22 @@ def _boundary(operation: str) -> Iterator[None]:
         raise PagerDutyError(None, f"{operation}: unexpected response shape: {exc!r}", False) from exc
 
 
+@contextmanager
+def _timed(on_call: OnCallHook | None, method: str, operation: str) -> Iterator[None]:
+    """One call to PagerDuty through `_boundary`, its outcome and duration told to `on_call`."""
+    started, outcome = time.perf_counter(), "invalid"  # what _boundary lets through is a bug of ours
+    try:
+        with _boundary(operation):
+            yield
+        outcome = "ok"
+    except PagerDutyError as exc:
+        outcome = f"http_{exc.status}" if exc.status else "unreachable" if exc.retryable else "invalid"
+        raise
+    finally:
+        if on_call is not None:
+            on_call(method, outcome, time.perf_counter() - started)
+
+
 # -- client plumbing ----------------------------------------------------------------------------
 
 def _verify(verify: ssl.SSLContext | str | bool) -> ssl.SSLContext | bool:
@@ -272,13 +294,15 @@ class PagerDutyEvents:
     routing key: the library injects the key it was built with into every body). Thread-safe."""
 
     def __init__(self, *, base_url: str = "https://events.pagerduty.com", verify: ssl.SSLContext | str | bool = True,
-                 timeout: float = 10.0, retries: int = 1, backoff: float = 0.5) -> None:
+                 timeout: float = 10.0, retries: int = 1, backoff: float = 0.5,
+                 on_call: OnCallHook | None = None) -> None:
         if not base_url.startswith("https://"):
             raise PagerDutyError(None, f"base URL must use https:// (got {base_url!r})", False)
         self.base_url = base_url.rstrip("/")
         self._verify, self._timeout, self._retries, self._backoff = _verify(verify), timeout, retries, backoff
         self._clients: dict[str, pagerduty.EventsApiV2Client] = {}
         self._lock = threading.Lock()
+        self._on_call = on_call
 
     def _client(self, routing_key: str) -> pagerduty.EventsApiV2Client:
         with self._lock:
@@ -296,7 +320,7 @@ class PagerDutyEvents:
         body = event.wire_body()
         properties = {key: value for key, value in body.items()
                       if key not in ("routing_key", "event_action", "dedup_key")}
-        with _boundary(f"Events API {event.action}"):
+        with _timed(self._on_call, f"events.{event.action}", f"Events API {event.action}"):
             return self._client(event.routing_key).send_event(event.action, dedup_key=event.dedup_key, **properties)
 
     def close(self) -> None:
@@ -407,7 +431,8 @@ class PagerDutyRest:
 
     def __init__(self, api_token: str, *, default_from: str | None = None, base_url: str = "https://api.pagerduty.com",
                  verify: ssl.SSLContext | str | bool = True, timeout: float = 10.0, retries: int = 1,
-                 backoff: float = 0.5) -> None:
+                 backoff: float = 0.5, on_call: OnCallHook | None = None) -> None:
+        self._on_call = on_call
         with _boundary("configuring the REST API client"):
             self._client = pagerduty.RestApiV2Client(api_token, default_from=default_from,
                                                      base_url=base_url.rstrip("/"), verify=_verify(verify))
@@ -420,7 +445,7 @@ class PagerDutyRest:
                                   "include": ["users"]}
         seen: set[tuple[int, str]] = set()
         users: list[OnCallUser] = []
-        with _boundary(f"GET /oncalls for {escalation_policy_id}"):
+        with _timed(self._on_call, "oncalls.list", f"GET /oncalls for {escalation_policy_id}"):
             for oncall in self._client.iter_all("/oncalls", params=params):
                 found = _oncall_user(oncall)
                 if escalation_level is not None and found.escalation_level != escalation_level:
@@ -446,14 +471,14 @@ class PagerDutyRest:
                                  "days", False)
         params: dict[str, Any] = {"escalation_policy_ids": list(escalation_policy_ids), "since": _instant(since),
                                   "until": _instant(until), "earliest": True, "include": ["users"]}
-        with _boundary(f"GET /oncalls for {', '.join(escalation_policy_ids)}"):
+        with _timed(self._on_call, "oncalls.list", f"GET /oncalls for {', '.join(escalation_policy_ids)}"):
             shifts = [_oncall_user(oncall) for oncall in self._client.iter_all("/oncalls", params=params)]
         epoch = datetime.min.replace(tzinfo=UTC)
         shifts.sort(key=lambda u: (u.escalation_policy_id or "", u.escalation_level, u.start or epoch))
         return shifts
 
     def escalation_policy(self, policy_id: str) -> EscalationPolicy:
-        with _boundary(f"GET /escalation_policies/{policy_id}"):
+        with _timed(self._on_call, "escalation_policies.get", f"GET /escalation_policies/{policy_id}"):
             raw = self._client.rget(_path("escalation_policies", policy_id))
             levels = tuple(
                 EscalationLevel(level=index, delay_minutes=int(rule.get("escalation_delay_in_minutes") or 0),
@@ -472,7 +497,7 @@ class PagerDutyRest:
         params: dict[str, Any] = {"incident_key": incident_key, "date_range": "all", "limit": 100}
         if service_id is not None:
             params["service_ids"] = [service_id]
-        with _boundary(f"GET /incidents?incident_key={incident_key}"):
+        with _timed(self._on_call, "incidents.list", f"GET /incidents?incident_key={incident_key}"):
             found = [_incident(raw) for raw in self._client.rget("/incidents", params=params)]
         found = [incident for incident in found if incident.incident_key in (None, incident_key)]
         if not found:
@@ -483,7 +508,7 @@ class PagerDutyRest:
         """PUT /incidents/{id} with escalation_level (1-based); needs From."""
         if level < 1:
             raise PagerDutyError(None, f"escalation level must be >= 1 (got {level})", False)
-        with _boundary(f"escalating incident {incident_id} to level {level}"):
+        with _timed(self._on_call, "incidents.escalate", f"escalating incident {incident_id} to level {level}"):
             raw = self._client.rput(_path("incidents", incident_id),
                                     json={"type": "incident_reference", "escalation_level": level})
             return _incident(raw)
@@ -492,7 +517,7 @@ class PagerDutyRest:
         """POST /incidents/{id}/notes; needs From."""
         if not content.strip():
             raise PagerDutyError(None, "a note needs content", False)
-        with _boundary(f"adding a note to incident {incident_id}"):
+        with _timed(self._on_call, "incidents.notes.create", f"adding a note to incident {incident_id}"):
             self._client.rpost(_path("incidents", incident_id, "notes"), json={"content": content})
 
     def close(self) -> None:

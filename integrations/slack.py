@@ -7,9 +7,10 @@ whether retrying can help and, for rate limits, when.
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 from slack_sdk.errors import SlackApiError, SlackClientError
 from slack_sdk.http_retry.builtin_async_handlers import AsyncRateLimitErrorRetryHandler
@@ -17,8 +18,8 @@ from slack_sdk.web.async_client import AsyncWebClient
 
 from integrations.errors import IntegrationError
 
-__all__ = ["MEMBER_PAGES", "REQUIRED_SCOPES", "Channel", "ChannelInfo", "ChannelMessage", "Identity", "SlackClient",
-           "SlackError", "SlackUser", "make_web_client"]
+__all__ = ["MEMBER_PAGES", "REQUIRED_SCOPES", "Channel", "ChannelInfo", "ChannelMessage", "Identity", "RateLimiter",
+           "SlackClient", "SlackError", "SlackUser", "make_web_client"]
 
 log = logging.getLogger(__name__)
 
@@ -122,28 +123,61 @@ class ChannelMessage:
     thread_ts: str | None
 
 
-def make_web_client(token: str, base_url: str, *, timeout: int = 15) -> AsyncWebClient:
+def make_web_client(token: str, base_url: str, *, timeout: int = 15,
+                    on_ratelimited: Callable[[str], None] | None = None) -> AsyncWebClient:
     """The client the bot (and Bolt) use: 429 honours Retry-After once; whatever else fails
-    reaches the durable outbox."""
+    reaches the durable outbox. `on_ratelimited(method)` is told of every 429 (for metrics)."""
     client = AsyncWebClient(token=token, base_url=base_url, timeout=timeout)
     # Only a 429 is retried in place (Slack did nothing). A dropped connection or a 5xx may
     # come after Slack did the work: the outbox retries those, and the retry looks for its own
     # earlier result first, which an in-place retry would not.
-    client.retry_handlers = [AsyncRateLimitErrorRetryHandler(max_retry_count=1)]
+    client.retry_handlers = [_RateLimitRetry(max_retry_count=1, on_ratelimited=on_ratelimited)]
     return client
 
 
+class _RateLimitRetry(AsyncRateLimitErrorRetryHandler):
+    """slack_sdk's 429 retry, telling of each 429 it sees: the one it retries never reaches
+    `_call_response`, and it is the one that says the bot runs close to Slack's limits."""
+
+    def __init__(self, *, max_retry_count: int, on_ratelimited: Callable[[str], None] | None) -> None:
+        super().__init__(max_retry_count=max_retry_count)
+        self._on_ratelimited = on_ratelimited
+
+    async def can_retry_async(self, *, state: Any, request: Any, response: Any = None,
+                              error: Exception | None = None) -> bool:
+        if self._on_ratelimited is not None and error is None and response is not None \
+                and response.status_code == 429:
+            self._on_ratelimited(str(request.url).split("?")[0].rsplit("/", 1)[-1])
+        return await super().can_retry_async(state=state, request=request, response=response, error=error)
+
+
+class RateLimiter(Protocol):
+    async def wait(self, method: str, channel: str | None) -> float | None:
+        """Return once the call may go (None), or the seconds after which to try it again."""
+
+
+class _Unlimited:
+    async def wait(self, method: str, channel: str | None) -> float | None:
+        return None
+
+
 class SlackClient:
-    def __init__(self, web: AsyncWebClient, *, on_call: Callable[[str, str], None] | None = None) -> None:
-        """`on_call(method, outcome)` is told of every call (for metrics)."""
+    def __init__(self, web: AsyncWebClient, *, on_call: Callable[[str, str, float], None] | None = None,
+                 limiter: RateLimiter | None = None) -> None:
+        """`on_call(method, outcome, seconds)` is told of every call as it ends (for metrics); `limiter` paces them
+        (integrations.slack_rate: Slack's limits, shared by the replicas)."""
         self.web = web
-        self._on_call = on_call or (lambda method, outcome: None)
+        self._limiter = limiter or _Unlimited()
+        self._on_call = on_call or (lambda method, outcome, seconds: None)
 
     async def _call(self, method: str, **args: Any) -> dict[str, Any]:
         return dict((await self._call_response(method, **args)).data)
 
     async def _call_response(self, method: str, **args: Any) -> Any:
         args = {k: v for k, v in args.items() if v is not None}
+        if (later := await self._limiter.wait(method, args.get("channel"))) is not None:
+            raise SlackError(method, "ratelimited", retry_after=later, channel=args.get("channel"))
+        started = time.perf_counter()
         try:
             response = await self.web.api_call(method, json=args) if _json_method(method) else \
                 await self.web.api_call(method, data=_form(args))
@@ -151,15 +185,15 @@ class SlackClient:
             status = exc.response.status_code
             retry_after = exc.response.headers.get("Retry-After") or exc.response.headers.get("retry-after")
             error = exc.response.get("error", "unknown_error") if isinstance(exc.response.data, dict) else str(exc)
-            self._on_call(method, error)
+            self._on_call(method, error, time.perf_counter() - started)
             raise SlackError(method, error, status=status,
                              retry_after=float(retry_after) if retry_after else None,
                              detail=exc.response.data, channel=args.get("channel")) from exc
         except (SlackClientError, OSError, TimeoutError) as exc:
-            self._on_call(method, "unreachable")
+            self._on_call(method, "unreachable", time.perf_counter() - started)
             raise SlackError(method, f"Slack unreachable at {self.web.base_url} ({exc.__class__.__name__}: {exc}); "
                                      "check SLACK_API_URL and the network") from exc
-        self._on_call(method, "ok")
+        self._on_call(method, "ok", time.perf_counter() - started)
         return response
 
     async def identity(self) -> Identity:

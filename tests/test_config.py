@@ -57,6 +57,20 @@ def test_invalid_yaml_config_names_the_field_and_the_fix(tmp_path) -> None:  # t
     assert "oncall-bot config schema" in message
 
 
+@pytest.mark.parametrize(("text", "named"), [
+    ("channels: " + "[" * 5000 + "]" * 5000 + "\n", "nested more than 64 levels deep"),
+    ("channels:\n  announce: C1\x00\n", "not allowed in YAML"),
+    ("x: " + "9" * 5000 + "\n", "digits"),
+])
+def test_a_hostile_config_file_is_refused_quickly_with_the_line(tmp_path, text: str,  # type: ignore[no-untyped-def]
+                                                                 named: str) -> None:
+    path = tmp_path / "oncall.yaml"
+    path.write_text(text)
+    with pytest.raises(ConfigError, match=named) as caught:
+        load_config_file(path)
+    assert f"{path}:" in str(caught.value)
+
+
 def test_serve_stops_at_start_with_the_setting_named() -> None:
     result = subprocess.run([sys.executable, "-m", "commands.cli", "serve"], capture_output=True, text=True,
                             env={"PATH": "/usr/bin:/bin"}, timeout=60)

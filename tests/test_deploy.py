@@ -58,6 +58,7 @@ DEFAULTED = {
     "KUBECONFIG": "in-cluster credentials: the ServiceAccount's token",
     "ONCALL_JOB_LEASE_SECONDS": "15 s",
     "MAX_WEBHOOK_BYTES": "not read from the environment",
+    "REDIS_KEY_PREFIX": "oncall-bot:, for one deployment per Redis",
 }
 # Environment variables the Deployment sets that are not bot.config settings.
 NOT_SETTINGS = {"LOG_LEVEL": "commands/cli.py", "MPLCONFIGDIR": "matplotlib's cache directory"}

@@ -27,7 +27,7 @@ def _entries() -> list[tuple[str, str]]:
 def test_the_surfaces_people_read_have_catalogs() -> None:
     expected = {"cards", "notices", "approval_blocks", "approvals", "card_memory", "incident_command", "slash",
                 "home", "roles", "role_blocks", "runbook_blocks", "runbook_flow", "silence_command", "silences",
-                "postmortem", "postmortem_doc"}
+                "postmortem", "postmortem_doc", "storm_blocks", "storm_split"}
     assert expected <= set(CATALOGS), f"no catalog registered for {sorted(expected - set(CATALOGS))}"
 
 

@@ -31,7 +31,7 @@ import pytest
 
 from bot.card_memory import PastIncident
 from bot.card_view import CardView
-from bot.models import Alert, ApprovalRequest, Incident, IncidentStatus, Paging, TimelineEntry
+from bot.models import STORM, Alert, ApprovalRequest, Incident, IncidentStatus, Paging, StormMember, TimelineEntry
 from bot.runbook_format import Runbook
 from bot.runbooks import load_runbooks, prepare_steps
 from commands.cards import announcement, incident_card
@@ -606,6 +606,27 @@ def notices_legacy(now: datetime) -> Messages:
     return [{"payload": LEGACY_NOTICE, "text": notice_text(LEGACY_NOTICE)}]
 
 
+def _storm_view(now: datetime) -> CardView:
+    """A storm of 30 groups (one resolved every seventh, one title hostile): the table is cut, and says so."""
+    members = [StormMember(id=n, storm_id=42, group_id=100 + n, joined_at=now - timedelta(minutes=30 - n),
+                           status="resolved" if n % 7 == 0 else "firing", severity=("P1", "P2", "P3")[n % 3],
+                           title=HOSTILE if n == 2 else f"Disk full on node-{n}", alertname=f"Disk{n % 4}",
+                           firing=0 if n % 7 == 0 else 2, alerts=2, updated_at=now) for n in range(1, 31)]
+    members.sort(key=lambda m: (m.status != "firing", m.severity, m.joined_at))
+    incident = _incident(now, title="Alert storm: 30 groups", alertname="AlertStorm", severity="P1", kind=STORM,
+                         service=None, namespace=None, annotations={}, external_url="")
+    return CardView(incident=incident, alerts=[], timeline=_timeline(now), now=now, paging=_paging(now),
+                    page_at=now + timedelta(minutes=3), storm=members, storm_rate=(10, 5))
+
+
+def card_storm(now: datetime) -> Messages:
+    return _card(_storm_view(now))
+
+
+def card_storm_ja(now: datetime) -> Messages:
+    return _card(dataclasses.replace(_storm_view(now), locale="ja"))
+
+
 # -- the cases ------------------------------------------------------------------------------------------
 
 CASES: dict[str, Callable[[datetime], Messages]] = {
@@ -617,7 +638,7 @@ CASES: dict[str, Callable[[datetime], Messages]] = {
         card_page_pending_retrying_ja, card_maintenance_window_ja, card_pagerduty_unconfigured_ja,
         runbook_service_down_en, runbook_service_down_ja, runbook_service_down_en_notes, runbook_service_down_ja_notes,
         runbook_disk_space_ja, runbook_disk_space_en_notes, runbook_hostile_labels, runbook_hostile_title,
-        no_runbook, notices_legacy,
+        no_runbook, notices_legacy, card_storm, card_storm_ja,
     )
 } | {f"notice_{kind}": render for kind, render in NOTICE_CASES.items()} \
   | {f"notice_{kind}_ja": functools.partial(_card_in, "ja", render) for kind, render in NOTICE_CASES.items()}

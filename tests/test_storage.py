@@ -161,3 +161,28 @@ def test_title_follows_the_group_as_alerts_join(db: Database) -> None:
     _ingest(db, firing(3))
     with db.read() as session:
         assert session.get(Incident, first.incident_id).title == "HighLatency on api (3 alerts)"  # type: ignore[union-attr]
+
+
+def test_replicas_starting_together_migrate_once_and_both_start(database_url: str) -> None:
+    """Two replicas of a new deployment start at once on an empty database: each migrates, one
+    waits for the other, neither fails on a table the other just created."""
+    replicas = [Database(database_url) for _ in range(3)]
+    errors: list[BaseException] = []
+
+    def migrate(db: Database) -> None:
+        try:
+            db.migrate()
+        except BaseException as exc:  # noqa: BLE001 - the test reports it
+            errors.append(exc)
+
+    threads = [threading.Thread(target=migrate, args=(db,)) for db in replicas]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=120)
+    try:
+        assert errors == []
+        replicas[0].check_schema()  # at head
+    finally:
+        for db in replicas:
+            db.dispose()
