@@ -1,6 +1,7 @@
 """The benchmark, one command: every figure of issue 13 §7 against its target, in one table.
 
     .venv/bin/python -m bench [--database sqlite|postgres|both] [--quick] [--json bench-results.json]
+                              [--only intake|card|click|timers|storm ...]
 
 Runs, on each database, against the project's fakes on loopback (each module runs alone too,
 `python -m bench.<module>`, with more options and figures):
@@ -120,13 +121,16 @@ def _timer_rows(db: str, r: dict[str, Any], s: dict[str, Any]) -> list[Row]:
 
 
 def _storm_rows(db: str, r: dict[str, Any], s: dict[str, Any]) -> list[Row]:
+    if "error" in r:  # the idle figures were measured, the storm failed
+        return [_failed(name, db, r["error"]) for name in STORM_ROWS]
     storm_shape = (f"{r['alerts_sent']} alerts, {r['groups_sent']} groups in {r['seconds']:g} s; "
                    f"{r['incidents']} incidents {r['incidents_by_kind']}")
     return [
         Row("storm: alerts lost", db, None, None, r["lost"], "alerts", "= 0", r["lost"] == 0, storm_shape),
         Row("storm: messages to one channel in any 1 s", db, None, None, r["burst_max"], "calls",
             f"<= {storm.TARGET_PER_CHANNEL_BURST} (Slack: ~1/s, short bursts)",
-            r["burst_max"] <= storm.TARGET_PER_CHANNEL_BURST, f"{r['channels_written']} channels written"),
+            r["burst_max"] <= storm.TARGET_PER_CHANNEL_BURST,
+            f"in {r['burst_channel']}; {r['channels_written']} channels written"),
         Row("storm: messages per channel per s, 10 s window", db, None, None, r["sustained_max"], "calls/s",
             f"<= {storm.TARGET_PER_CHANNEL_SUSTAINED:g}", r["sustained_max"] <= storm.TARGET_PER_CHANNEL_SUSTAINED,
             f"busiest {r['busiest_channel']}: {r['busiest_messages']} messages; Slack errors {r['slack_errors']}"),
@@ -144,6 +148,10 @@ def _idle_rows(db: str, r: dict[str, Any], s: dict[str, Any]) -> list[Row]:
             f"<= {TARGET_IDLE_CPU_PERCENT:g} (ours)", _at_most(r["cpu_percent"], TARGET_IDLE_CPU_PERCENT),
             f"{r['cpu_seconds']:.2f} CPU s over {r['seconds']:.0f} s (/proc/PID/stat)"),
     ]
+
+
+STORM_ROWS = ("storm: alerts lost", "storm: messages to one channel in any 1 s",
+              "storm: messages per channel per s, 10 s window", "storm: channel creations in any minute")
 
 
 @dataclass(frozen=True)
@@ -169,9 +177,7 @@ BENCHES = (
     # bench.idle's measure first, on the storm's own `oncall-bot serve` fresh from its start
     Bench("storm", "idle serve, then an alert storm (bench.idle, bench.storm)", lambda db, s: storm.run(db, **s),
           lambda db, r, s: _idle_rows(db, r["idle"], s["idle"]) + _storm_rows(db, r, s),
-          ("idle RSS of oncall-bot serve", "idle CPU of oncall-bot serve", "storm: alerts lost",
-           "storm: messages to one channel in any 1 s", "storm: messages per channel per s, 10 s window",
-           "storm: channel creations in any minute")),
+          ("idle RSS of oncall-bot serve", "idle CPU of oncall-bot serve", *STORM_ROWS)),
 )
 
 
@@ -187,8 +193,11 @@ def rows_for(bench: Bench, database: str, settings: dict[str, Any]) -> tuple[lis
         error = f"{type(exc).__name__}: {exc}".strip()
         print(f"  {bench.key} on {database} failed: {error}", file=sys.stderr)
         traceback.print_exc()
-        return [Row(name, database, None, None, None, "", "", False, f"failed: {error[:300]}")
-                for name in bench.names], error
+        return [_failed(name, database, error) for name in bench.names], error
+
+
+def _failed(name: str, database: str, error: str) -> Row:
+    return Row(name, database, None, None, None, "", "", False, f"failed: {error[:300]}")
 
 
 def _cell(value: float | None) -> str:
@@ -219,7 +228,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--database", choices=["sqlite", "postgres", "both"], default="both")
     parser.add_argument("--quick", action="store_true", help="a short smoke run (small loads; not the benchmark)")
     parser.add_argument("--json", type=Path, default=Path("bench-results.json"), help="where the figures go")
+    parser.add_argument("--only", action="append", choices=[b.key for b in BENCHES], default=[],
+                        help="run only these sub-benchmarks (repeatable); all by default")
     args = parser.parse_args(argv)
+    chosen = [b for b in BENCHES if not args.only or b.key in args.only]
     kinds = ["sqlite", "postgres"] if args.database == "both" else [args.database]
     loads = QUICK if args.quick else FULL
     machine, started = _machine(), time.monotonic()
@@ -227,12 +239,12 @@ def main(argv: list[str] | None = None) -> int:
     raw: dict[str, dict[str, Any]] = {}
     failed = False
     for kind in kinds:
-        for n, bench in enumerate(BENCHES, 1):
-            print(f"[{kind} {n}/{len(BENCHES)}] {bench.title}", file=sys.stderr, flush=True)
+        for n, bench in enumerate(chosen, 1):
+            print(f"[{kind} {n}/{len(chosen)}] {bench.title}", file=sys.stderr, flush=True)
             found, figures = rows_for(bench, kind, loads[bench.key])
             rows += found
             raw.setdefault(kind, {})[bench.key] = figures
-            failed |= isinstance(figures, str)
+            failed |= isinstance(figures, str) or any(row.value is None for row in found)
     machine |= {"load_average_after": list(os.getloadavg()), "elapsed_s": round(time.monotonic() - started, 1),
                 "quick": args.quick}
     print(f"oncall-bot benchmark{' (--quick: smoke loads, not the figures)' if args.quick else ''}: "

@@ -141,19 +141,28 @@ class Connection:
     """One keep-alive HTTP/1.1 connection: a request written whole, the answer read by its Content-Length."""
 
     _LENGTH = re.compile(rb"(?i)\r\ncontent-length: *(\d+)")
+    # uvicorn closes a keep-alive connection idle for 5 s (timeout_keep_alive); at a slow pace
+    # (bench.storm) a pooled connection waits longer than that, so it is opened anew first.
+    STALE_SECONDS = 4.0
 
-    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        self.reader, self.writer = reader, writer
+    def __init__(self, port: int, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.port, self.reader, self.writer = port, reader, writer
+        self.used = time.monotonic()
 
     @classmethod
     async def open(cls, port: int) -> Connection:
-        return cls(*await asyncio.open_connection("127.0.0.1", port))
+        return cls(port, *await asyncio.open_connection("127.0.0.1", port))
 
     async def send(self, request: bytes) -> tuple[int, bytes]:
+        if time.monotonic() - self.used > self.STALE_SECONDS:
+            self.close()
+            self.reader, self.writer = await asyncio.open_connection("127.0.0.1", self.port)
+        self.used = time.monotonic()
         self.writer.write(request)
         head = await self.reader.readuntil(b"\r\n\r\n")
         found = self._LENGTH.search(head)
         body = await self.reader.readexactly(int(found.group(1))) if found else b""
+        self.used = time.monotonic()  # the server's idle timer starts from its answer
         return int(head[9:12]), body
 
     def close(self) -> None:

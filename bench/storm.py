@@ -38,7 +38,7 @@ from sqlmodel import col
 
 from bench import fresh_database, progress
 from bench import idle as bench_idle
-from bench.intake import open_loop, serve_bot, webhook_request
+from bench.intake import Served, open_loop, serve_bot, webhook_request
 from bot.db import Database
 from bot.models import Alert, AlertGroup, Incident, Job, JobStatus, utcnow
 from tests.alerts import alert, group
@@ -126,6 +126,7 @@ def _per_channel(calls: list[Call]) -> dict[str, Any]:
     sustained = {c: most_in_window(at, 10.0) / 10 for c, at in by_channel.items()}
     busiest = max(sustained, key=lambda c: sustained[c], default=None)
     return {"channels_written": len(by_channel), "burst_max": max(burst.values(), default=0),
+            "burst_channel": max(burst, key=lambda c: burst[c], default=None),
             "sustained_max": max(sustained.values(), default=0.0), "busiest_channel": busiest,
             "busiest_messages": len(by_channel[busiest]) if busiest else 0}
 
@@ -146,17 +147,28 @@ def run(kind: str, *, alerts: int = 10_000, seconds: float = 60.0, per_group: in
     """The storm on a fresh `kind` database; the figures as a dict (see the module's docstring).
     With `idle` (bench.idle.measure's settle_seconds and seconds), the same `oncall-bot serve`
     is first measured idle, fresh from its start, as bench.idle does (one process start less)."""
-    groups = max(1, alerts // per_group)
-    sent_alerts = groups * per_group
     with ExitStack() as stack:
         url = stack.enter_context(fresh_database(kind))
         tmp = Path(stack.enter_context(tempfile.TemporaryDirectory()))
         slack = FakeSlack().start()
         stack.callback(slack.stop)
         served = stack.enter_context(serve_bot(url, slack, tmp))
-        quiet = bench_idle.measure(served, kind, **idle) if idle is not None else None
-        db = Database(url)
-        stack.callback(db.dispose)
+        if idle is None:
+            return _storm(served, url, slack, kind, alerts, seconds, per_group, drain_seconds)
+        quiet = bench_idle.measure(served, kind, **idle)
+        try:
+            return _storm(served, url, slack, kind, alerts, seconds, per_group, drain_seconds) | {"idle": quiet}
+        except Exception as exc:  # the idle figures stand; the storm's error is reported beside them
+            progress(f"storm {kind} failed: {exc!r}")
+            return {"database": kind, "idle": quiet, "error": f"{type(exc).__name__}: {exc}"}
+
+
+def _storm(served: Served, url: str, slack: FakeSlack, kind: str, alerts: int, seconds: float, per_group: int,
+           drain_seconds: float) -> dict[str, Any]:
+    groups = max(1, alerts // per_group)
+    sent_alerts = groups * per_group
+    db = Database(url)
+    try:
         requests = _requests(groups, per_group)
         progress(f"storm {kind}: {sent_alerts} alerts in {groups} groups over {seconds:g} s "
                  f"({groups / seconds:.1f} webhooks/s)")
@@ -167,6 +179,8 @@ def run(kind: str, *, alerts: int = 10_000, seconds: float = 60.0, per_group: in
         with slack._lock:
             calls = list(slack.calls)
         stored = _stored(db)
+    finally:
+        db.dispose()
     creates = [c.at for c in calls if c.method == "conversations.create" and c.response.get("ok")]
     return {"database": kind, "alerts_sent": sent_alerts, "groups_sent": groups, "seconds": seconds,
             **stored, "lost": sent_alerts - stored["alerts_stored"],
@@ -176,7 +190,7 @@ def run(kind: str, *, alerts: int = 10_000, seconds: float = 60.0, per_group: in
             "slack_errors": dict(Counter(f"{c.method}: {c.response.get('error')}" for c in calls
                                          if not c.response.get("ok"))),
             "channels_created": len(creates), "creates_per_minute_max": most_in_window(creates, 60.0),
-            **_per_channel(calls), **({"idle": quiet} if quiet else {})}
+            **_per_channel(calls)}
 
 
 def _line(r: dict[str, Any]) -> str:

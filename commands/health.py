@@ -73,7 +73,9 @@ def health_routes(settings: Settings, db: Database, slack_check: SlackSetupCheck
         beat, _warnings = await asyncio.to_thread(_heartbeat, db, settings.config.heartbeat, clock)
         HEARTBEAT_AGE.set(float("nan") if beat["age_seconds"] is None else beat["age_seconds"])
         HEARTBEAT_LOST.set(1 if beat["status"] == "lost" else 0)
-        return Response(generate_latest(metrics.REGISTRY), media_type=CONTENT_TYPE_LATEST)
+        # In a thread: the registry's collectors read the database (bot.metrics).
+        exposition = await asyncio.to_thread(generate_latest, metrics.REGISTRY)
+        return Response(exposition, media_type=CONTENT_TYPE_LATEST)
 
     return [Route("/healthz", healthz, methods=["GET"]), Route("/readyz", readyz, methods=["GET"]),
             Route("/metrics", metrics_endpoint, methods=["GET"])]

@@ -79,7 +79,9 @@ def incident_of_card_button(db: Database, value: Callable[[dict[str, Any]], str]
         if incident is None:
             return _refuse(respond, body, "This button does not belong to an incident that still exists.")
         container = body.get("container") or {}
-        if (container.get("channel_id"), container.get("message_ts")) != (incident.card_channel_id, incident.card_ts):
+        clicked_on = (container.get("channel_id"), container.get("message_ts"))
+        # A card not recorded yet has no ts: (None, None) must not match a click without a container.
+        if incident.card_ts is None or clicked_on != (incident.card_channel_id, incident.card_ts):
             log.warning("card button clicked on a message that is not the incident's card",
                         extra={"incident": incident.id, "message_ts": container.get("message_ts")})
             return _refuse(respond, body, "This button is not on this incident's card; use the card itself.")

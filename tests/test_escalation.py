@@ -14,6 +14,7 @@ import time
 from collections.abc import Iterator
 from datetime import datetime, timedelta
 from typing import Any
+from urllib.parse import parse_qs, urlencode
 
 import httpx
 import pytest
@@ -995,3 +996,22 @@ def test_pagerduty_routes_and_environment() -> None:
     assert (settings.pagerduty_routing_key, settings.pagerduty_events_url) == (ROUTING_KEY, "https://events.pagerduty.com")
     from bot.paging import effective_config
     assert effective_config(settings).pagerduty.route({}) == (ROUTING_KEY, None)  # the env key is the default
+
+
+def test_a_click_without_a_message_does_not_act_on_an_incident_whose_card_is_not_recorded_yet(
+        pd_bot: RunningBot, slack: FakeSlack, pagerduty: FakePagerDuty, clock: FakeClock) -> None:
+    """A card posted but whose ts is not recorded yet (the post's answer lost) has no (channel, ts):
+    a signed click carrying no container must not match that (None, None)."""
+    row = open_incident(pd_bot, p2_group("api-0"))
+    value = button_value(pd_bot, slack, row, RESOLVE)
+    with pd_bot.services.db.session() as session:
+        found = session.get(Incident, row.id)
+        assert found is not None
+        found.card_channel_id, found.card_ts = None, None
+    payload = json.loads(parse_qs(block_actions(RESOLVE, value, user="U0ALICE", response_url=slack.response_url())
+                                  .decode())["payload"][0])
+    del payload["container"]
+    body = urlencode({"payload": json.dumps(payload)}).encode()
+    assert post_to_slack_events(pd_bot.url, body).status_code == 200
+    wait_for(lambda: any("not on this incident's card" in text for text in answers(slack)), what="the refusal")
+    assert incident(pd_bot, row.id).status == IncidentStatus.DETECTED  # refused before the listener ran

@@ -294,6 +294,17 @@ def test_a_line_logged_deep_inside_a_job_names_the_incident(
     assert access["incident"] == incident.id
 
 
+def test_a_timers_effect_logs_with_the_incident_of_the_timer(
+        lite: RunningBot, json_lines: io.StringIO) -> None:
+    row = open_with_card(lite, group(alert(labels={"team": "payments"})))
+    with lite.services.db.session() as session:  # a kind no effect handles: its failure is logged, with the timer
+        session.add(Timer(kind="test.no_such_effect", incident_id=row.id,
+                          due_at=lite.services.clock() - timedelta(seconds=1)))
+    [line, *_] = wait_for(lambda: [e for e in map(json.loads, json_lines.getvalue().splitlines())
+                                   if e["message"].endswith("(test.no_such_effect) failed")], what="the failure")
+    assert line["incident"] == row.id and line["logger"] == "bot.timers" and "timer" in line
+
+
 def test_a_click_on_a_card_names_the_incident_in_what_its_middleware_and_listener_log(
         lite: RunningBot, slack: FakeSlack, json_lines: io.StringIO) -> None:
     row = open_with_card(lite, group(alert(labels={"team": "payments"})))
