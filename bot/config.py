@@ -351,6 +351,9 @@ class Settings(BaseModel):
     slack_bot_token: str
     slack_signing_secret: str
     slack_api_url: str = "https://slack.com/api/"
+    # SLACK_TIMEOUT_SECONDS: a call without an answer by then is retried by the outbox, which
+    # first looks for what the unanswered call may have done (a channel, a message).
+    slack_timeout_seconds: int = Field(default=15, ge=1, le=120)
     database_url: str = "sqlite:///oncall.db"
     redis_url: str | None = None
     redis_key_prefix: str = "oncall-bot:"  # REDIS_KEY_PREFIX: one Redis shared by several deployments
@@ -452,6 +455,7 @@ def load_settings(env: dict[str, str] | None = None) -> Settings:
         slack_bot_token=env["SLACK_BOT_TOKEN"],
         slack_signing_secret=env["SLACK_SIGNING_SECRET"],
         slack_api_url=env.get("SLACK_API_URL") or "https://slack.com/api/",
+        slack_timeout_seconds=_whole_seconds(env, "SLACK_TIMEOUT_SECONDS", 15),
         database_url=url,
         redis_url=env.get("REDIS_URL") or None,
         redis_key_prefix=env.get("REDIS_KEY_PREFIX") or "oncall-bot:",
@@ -461,6 +465,17 @@ def load_settings(env: dict[str, str] | None = None) -> Settings:
         **_pagerduty_settings(env),
         **_runbook_settings(env),
     )
+
+
+def _whole_seconds(env: dict[str, str], name: str, default: int, *, most: int = 120) -> int:
+    raw = env.get(name) or str(default)
+    try:
+        seconds = int(raw)
+    except ValueError:
+        seconds = 0
+    if not 1 <= seconds <= most:
+        raise ConfigError(f"{name}={raw!r} must be a whole number of seconds from 1 to {most}: e.g. {default}")
+    return seconds
 
 
 def _pagerduty_settings(env: dict[str, str]) -> dict[str, str | None]:

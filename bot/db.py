@@ -97,10 +97,11 @@ def _sqlite_engine(url: str, *, writer: bool) -> Engine:
         # Let SQLAlchemy, not the driver, open transactions (see _on_begin), and use WAL
         # so that readers (the worker, /readyz) do not block the webhook writer.
         dbapi_connection.isolation_level = None
+        # The busy timeout first: switching a new file to WAL waits for another connection's lock.
+        dbapi_connection.execute(f"PRAGMA busy_timeout={_BUSY_SECONDS * 1000}")
         dbapi_connection.execute("PRAGMA journal_mode=WAL")
         dbapi_connection.execute("PRAGMA synchronous=NORMAL")  # WAL: durable across process crashes
         dbapi_connection.execute("PRAGMA foreign_keys=ON")
-        dbapi_connection.execute(f"PRAGMA busy_timeout={_BUSY_SECONDS * 1000}")
 
     @event.listens_for(engine, "begin")
     def _on_begin(conn):  # type: ignore[no-untyped-def]
@@ -220,7 +221,9 @@ class Database:
     def migrate(self) -> None:
         """Bring the schema to the newest migration (idempotent)."""
         cfg = _migrations()
-        with self.engine.begin() as connection:
+        # SQLite: in this process, one Database migrates at a time (the others then find the
+        # schema at head); a new file's first connections otherwise race to switch it to WAL.
+        with self._one_writer(), self.engine.begin() as connection:
             if not self.is_sqlite:
                 # Replicas of a new deployment start together: one migrates while the others wait
                 # here, then find the schema at head. (Without it, each CREATEs the same tables

@@ -14,6 +14,7 @@ from __future__ import annotations
 import hashlib
 import json
 import uuid
+import weakref
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, Literal
@@ -117,16 +118,39 @@ def applied_digest(config: OncallConfig, message: WebhookMessage, incident: Any)
     `incident`: an Incident, or a row of its _READ_BY_INGEST columns and its kind."""
     read = _READ_BY_MEMBER if getattr(incident, "kind", None) == STORM else _READ_BY_INGEST
     firing = [a for a in message.alerts if a.status == "firing"]
-    applied = {
-        "group": [message.receiver, message.group_key, message.status, message.truncated_alerts],
-        "common": [message.group_labels, message.common_labels, message.common_annotations],
-        # In the message's order: the title names the first alert and counts them (_title).
-        "alerts": [[a.fingerprint, a.status, a.labels, a.annotations] for a in message.alerts],
+    decided = {
         "config": [_severity(config, firing) if firing else None, config.incidents.auto_resolve],
         "incident": [IncidentStatus(incident.status).value if name == "status" else getattr(incident, name)
                      for name in read],
     }
-    return hashlib.sha256(json.dumps(applied, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
+    return hashlib.sha256(f"{_said(message)}|{_json(decided)}".encode()).hexdigest()
+
+
+def _said(message: WebhookMessage) -> str:
+    """The notification's part of applied_digest(), kept with the message: the webhook endpoint
+    answers a repeated body with the message it parsed before, and this is most of the digest.
+    (Keyed by id, checked by a weak reference: a message is not hashable, and an id is reused.)"""
+    kept = _SAID.get(id(message))
+    if kept is not None and kept[0]() is message:
+        return kept[1]
+    said = _json({
+        "group": [message.receiver, message.group_key, message.status, message.truncated_alerts],
+        "common": [message.group_labels, message.common_labels, message.common_annotations],
+        # In the message's order: the title names the first alert and counts them (_title).
+        "alerts": [[a.fingerprint, a.status, a.labels, a.annotations] for a in message.alerts],
+    })
+    if len(_SAID) >= _SAID_KEPT:
+        _SAID.clear()  # the endpoint keeps fewer messages than this: those come back soon enough
+    _SAID[id(message)] = (weakref.ref(message), said)
+    return said
+
+
+_SAID: dict[int, tuple[weakref.ref[WebhookMessage], str]] = {}
+_SAID_KEPT = 8192
+
+
+def _json(value: Any) -> str:
+    return json.dumps(value, sort_keys=True, separators=(",", ":"))
 
 
 def ingest(db_session: Session, config: OncallConfig, message: WebhookMessage, *, now: datetime) -> IngestResult:

@@ -84,7 +84,7 @@ def build(settings: Settings, *, clock: Callable[[], datetime] = utcnow, migrate
     if migrate:
         db.migrate()
     metrics.STORAGE.bind(db, clock)  # /metrics reads incidents and the outbox queue from this database
-    web = make_web_client(settings.slack_bot_token, settings.slack_api_url,
+    web = make_web_client(settings.slack_bot_token, settings.slack_api_url, timeout=settings.slack_timeout_seconds,
                           on_ratelimited=metrics.record_slack_ratelimited)
     # Without Redis, one replica: Slack's 429s and Retry-After pace it (the web client, the outbox).
     redis = RedisStore(settings.redis_url, prefix=settings.redis_key_prefix) if settings.redis_url else None
@@ -206,8 +206,10 @@ def create_app(bot: Bot, *, run_worker: bool = True) -> Starlette:
         # Database calls run in threads; the default pool (cores + 4) is too small for a
         # webhook burst and the worker's jobs at once.
         asyncio.get_running_loop().set_default_executor(ThreadPoolExecutor(32, thread_name_prefix="db"))
-        # One connection pool for every Slack call instead of a new session per call.
-        bot.slack.web.session = aiohttp.ClientSession()
+        # One connection pool for every Slack call instead of a new session per call. A session
+        # of our own brings its own timeout (aiohttp's default is 5 minutes): the client's.
+        bot.slack.web.session = aiohttp.ClientSession(
+            timeout=aiohttp.ClientTimeout(total=bot.settings.slack_timeout_seconds))
         await slack_check.log_at_start()
         loops = [Loop(bot.outbox.run, bot.outbox.stop), *(loop for f in bot.features for loop in f.loops)]
         tasks = [asyncio.create_task(loop.run()) for loop in loops] if run_worker else []

@@ -167,6 +167,8 @@ def bot(slack: FakeSlack, kubernetes: FakeKubernetes, tmp_path_factory: pytest.T
         "channels": {"announce": "C0INCIDENTS"},
         "responders": [{"match": {"team": "payments"}, "invite": ["U0ALICE"]}],
         "runbooks": {"namespaces": ["prod"], "nodes": ["worker-*"]},
+        # Hundreds of incidents in a minute: storm mode off, or most would join one storm.
+        "storm": {"enabled": False},
     })
     settings = make_settings(f"sqlite:///{tmp / 'oncall.db'}", slack, config,
                              kubeconfig=str(kubernetes.kubeconfig(tmp / "kubeconfig")),

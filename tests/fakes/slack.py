@@ -117,6 +117,7 @@ SCOPES = {
     "usergroups.users.list": "usergroups:read", "files.getUploadURLExternal": "files:write",
     "files.completeUploadExternal": "files:write", "reactions.add": "reactions:write",
 }
+_GATEWAY_HTML = "<html><body><h1>502 Bad Gateway</h1></body></html>"  # gateway_error()'s page
 TRIGGER_SECONDS = 3  # a trigger_id opens a view within 3 s of the interaction, once
 
 
@@ -258,6 +259,11 @@ class FakeSlack:
         Retry-After for `ratelimited`, or any status (500, 503) for server trouble."""
         with self._lock:
             self._failures += [(method, error, status, retry_after)] * times
+
+    def gateway_error(self, method: str, *, status: int = 502, times: int = 1) -> None:
+        """The next `times` calls of `method` meet Slack's edge answering an HTML error page
+        (502/503/504) instead of Slack's JSON: Slack did nothing."""
+        self.fail_next(method, _GATEWAY_HTML, times=times, status=status)
 
     def hold(self, method: str, *, when: str = "after",
              match: Callable[[dict[str, Any]], bool] = lambda args: True) -> Hold:
@@ -726,6 +732,8 @@ def _handler(fake: FakeSlack) -> type[BaseHTTPRequestHandler]:
             # Slack takes arguments from the query string too (slack_sdk sends some methods' there).
             args = {**dict(parse_qsl(query, keep_blank_values=True)), **_args(headers, body)}
             status, answer, extra = fake.handle(method, args, headers)
+            if answer.get("error") == _GATEWAY_HTML:
+                return self._send(status, _GATEWAY_HTML.encode(), "text/html", extra)
             self._send(status, json.dumps(answer).encode(), "application/json; charset=utf-8", extra)
 
         def _send(self, status: int, payload: bytes, content_type: str, extra: dict[str, str] | None = None) -> None:
