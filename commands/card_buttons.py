@@ -31,7 +31,7 @@ from commands.slash import asker_language
 from commands.storm_blocks import STORM_SPLIT, read_split_value, split_card_value
 from integrations.slack import SlackClient
 
-__all__ = ["card_buttons"]
+__all__ = ["card_buttons", "split_answer", "split_group"]
 
 # One domain call: (session, incident, user, now, level the clicker saw) -> the private answer
 # when nothing changed, "" when something did.
@@ -165,16 +165,21 @@ def _split_button(db: Database, config: OncallConfig, slack: SlackClient, policy
         parsed = read_split_value(str((body.get("actions") or [{}])[0].get("value", "")))
         if parsed is None:
             return
-        done = await asyncio.to_thread(_split, db, config, context["incident"].id, parsed[0], user, clock())
+        done = await asyncio.to_thread(split_group, db, config, context["incident"].id, parsed[0], user, clock())
         on_commit()
         language = await asker_language(slack, user, config.runbooks.locale)
-        await tell(respond, user, _split_t(done.refused or "split", language, id=done.incident_id))
+        await tell(respond, user, split_answer(done, language))
 
     return Action(STORM_SPLIT, on_click, (incident_of_card_button(db, split_card_value),
                                           authorize(Act.CHANGE_STATE, policy, slack)))
 
 
-def _split(db: Database, config: OncallConfig, storm_id: int, group_id: int, user: str,
-           now: datetime) -> storm_split.Split:
+def split_group(db: Database, config: OncallConfig, storm_id: int, group_id: int, user: str,
+                now: datetime) -> storm_split.Split:
+    """The button's and `/incident split`'s transaction (storm_split's lock order: group, then storm)."""
     with db.session() as session:
         return storm_split.split_out(session, config, storm_id, group_id, user, now)
+
+
+def split_answer(done: storm_split.Split, language: str) -> str:
+    return _split_t(done.refused or "split", language, id=done.incident_id)

@@ -23,14 +23,15 @@ from typing import Any, TypeVar
 
 from sqlmodel import Session
 
-from bot import escalation, incident_ops
+from bot import escalation, incident_ops, storm
 from bot.card_view import CardView, load_card_view
 from bot.config import SEVERITIES, OncallConfig
 from bot.db import Database
 from bot.lifecycle import InvalidTransition
-from bot.models import Incident, IncidentStatus, Paging
+from bot.models import Incident, IncidentStatus, Paging, StormMember
 from bot.policy import Act, Decision, Policy, Requester
 from commands.blockkit import LIMITS, clip, escape, mrkdwn, section, trusted_mrkdwn
+from commands.card_buttons import split_answer, split_group
 from commands.cards import actor_text
 from commands.feature import Feature
 from commands.i18n import Catalog
@@ -74,6 +75,7 @@ _t = Catalog("incident_command", {
               "• `timeline [page]`: its whole timeline, {per_page} entries a page\n"
               "• `resolve [note]` · `reopen` · `escalate` (page now, or the next level)\n"
               "• `postmortem`: once resolved, its post-mortem as a file here (again: a new version)\n"
+              "• `split <group>`: in an alert storm's channel, give one of its groups an incident of its own\n"
               "Anywhere:\n"
               "• `new [title]`: declare an incident (a form: title, severity, service, private)\n"
               "• `list`: the open incidents\n"
@@ -90,10 +92,30 @@ _t = Catalog("incident_command", {
               "• `timeline [ページ]`: タイムライン全体(1 ページ {per_page} 件)\n"
               "• `resolve [メモ]` · `reopen`(再オープン) · `escalate`(今すぐ呼び出し、または次のレベルへ)\n"
               "• `postmortem`: 解決後、ポストモーテムをファイルとしてここに投稿(再実行で新しい版)\n"
+              "• `split <グループ>`: アラートストームのチャンネルで、グループを専用のインシデントに分離\n"
               "どこでも:\n"
               "• `new [タイトル]`: インシデントを宣言(フォーム: タイトル、重大度、サービス、非公開)\n"
               "• `list`: 対応中のインシデント一覧\n"
               "• `help`: このヘルプ"},
+    # split (a storm's groups)
+    "split_not_storm": {"en": "`split` works in an alert storm's channel: it gives one of the storm's groups an "
+                              "incident of its own.",
+                        "ja": "`split` はアラートストームのチャンネルで使います。ストームのグループを専用の"
+                              "インシデントに分離します。"},
+    "split_none": {"en": "No group of this storm is firing: there is nothing to split out.",
+                   "ja": "このストームで発火中のグループはありません。分離するものはありません。"},
+    "split_usage": {"en": "Name a group by its number (on its row of the storm card): `/incident split <number>`. "
+                          "Firing groups:\n{groups}",
+                    "ja": "グループを番号(ストームカードの行に表示)で指定してください: `/incident split <番号>`。"
+                          "発火中のグループ:\n{groups}"},
+    "split_unknown": {"en": "No firing group of this storm has the number or title `{word}`. Firing groups:\n{groups}",
+                      "ja": "このストームに番号またはタイトルが `{word}` の発火中グループはありません。"
+                            "発火中のグループ:\n{groups}"},
+    "split_ambiguous": {"en": "`{word}` is in the titles of {count} firing groups; name one by its number:\n{groups}",
+                        "ja": "`{word}` は発火中の {count} グループのタイトルに含まれます。番号で指定してください:"
+                              "\n{groups}"},
+    "split_group": {"en": "• group {group}: *{severity}* {title}", "ja": "• グループ {group}: *{severity}* {title}"},
+    "split_more": {"en": "…and {count} more", "ja": "…ほか {count} 件"},
     "unknown": {"en": "`{word}` is not an `/incident` subcommand.",
                 "ja": "`{word}` は `/incident` のサブコマンドではありません。"},
     "not_here": {"en": "This channel is not an incident's channel: run this in an incident's channel; "
@@ -269,6 +291,7 @@ class IncidentCommand:
             "status": self._status, "timeline": self._timeline, "ack": self._ack, "severity": self._severity,
             "state": self._state, "note": self._note, "resolve": self._resolve, "reopen": self._reopen,
             "escalate": self._escalate, "assign": self._roles.assign, "update": self._roles.update,
+            "split": self._split,
             "postmortem": lambda ask, inc: self._changed(Act.CHANGE_STATE, ask, inc, postmortem_change(
                 self.config, ask.user, ask.language)),
         }
@@ -560,6 +583,54 @@ class IncidentCommand:
 
 
 # -- text helpers ------------------------------------------------------------------------------------
+
+    async def _split(self, ask: Ask, incident: Incident) -> Answer:
+        """A storm's group into an incident of its own, named by its number (the storm card's row
+        shows it) or by a word of its title that no other firing group's has."""
+        language = ask.language
+        if not storm.is_storm(incident):
+            return Answer(_t("split_not_storm", language))
+        firing = await asyncio.to_thread(self._firing_members, incident.id or 0)
+        if not firing:
+            return Answer(_t("split_none", language))
+        if not ask.rest:
+            return Answer(_t("split_usage", language, groups=_group_lines(firing, language)))
+        matches = _named_groups(firing, ask.rest)
+        if len(matches) != 1:
+            key = "split_ambiguous" if matches else "split_unknown"
+            return Answer(_t(key, language, word=escape(clip(ask.rest, 40)), count=len(matches),
+                             groups=_group_lines(matches or firing, language)))
+        refused = await self._refusal(Act.CHANGE_STATE, ask, incident)
+        if refused is not None:
+            return refused
+        done = await asyncio.to_thread(split_group, self.db, self.config, incident.id or 0, matches[0].group_id,
+                                       ask.user, self.clock())
+        self.on_commit()
+        return Answer(split_answer(done, language))
+
+    def _firing_members(self, storm_id: int) -> list[StormMember]:
+        with self.db.read() as session:
+            return [m for m in storm.members(session, storm_id) if m.status == storm.FIRING]
+
+_GROUPS_LISTED = 15
+
+
+def _named_groups(firing: list[StormMember], words: str) -> list[StormMember]:
+    """The firing groups `words` names: `12` or `#12` is a group's number, else a piece of its title."""
+    number = words.strip().removeprefix("#")
+    if number.isdigit():
+        return [m for m in firing if m.group_id == int(number)]
+    wanted = slack_to_plain(words).strip().casefold()
+    return [m for m in firing if wanted and wanted in m.title.casefold()]
+
+
+def _group_lines(members: list[StormMember], language: str) -> str:
+    lines = [_t("split_group", language, group=m.group_id, severity=m.severity, title=escape(clip(m.title, 120)))
+             for m in members[:_GROUPS_LISTED]]
+    if len(members) > _GROUPS_LISTED:
+        lines.append(_t("split_more", language, count=len(members) - _GROUPS_LISTED))
+    return "\n".join(lines)
+
 
 def _state(incident: Incident) -> str:
     return IncidentStatus(incident.status).value

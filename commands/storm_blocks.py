@@ -43,8 +43,9 @@ _t = Catalog("storm_blocks", {
     "by_severity": {"en": "*By severity*: {counts}", "ja": "*重大度別*: {counts}"},
     "by_alertname": {"en": "*By alertname*: {counts}", "ja": "*アラート名別*: {counts}"},
     "more_names": {"en": " · …{count} more", "ja": " · …ほか {count} 件"},
-    "row": {"en": "{icon} *{severity}* {title}\n{firing} of {alerts} alert(s) firing · {state}",
-            "ja": "{icon} *{severity}* {title}\n{alerts} 件中 {firing} 件発火中 · {state}"},
+    # The group's number is what `/incident split <number>` takes.
+    "row": {"en": "{icon} *{severity}* {title}\n{firing} of {alerts} alert(s) firing · {state} · group {group}",
+            "ja": "{icon} *{severity}* {title}\n{alerts} 件中 {firing} 件発火中 · {state} · グループ {group}"},
     "firing": {"en": ":fire: firing", "ja": ":fire: 発火中"},
     "resolved": {"en": ":white_check_mark: resolved", "ja": ":white_check_mark: 解決済み"},
     "split": {"en": "Split out", "ja": "分離"},
@@ -106,7 +107,8 @@ def _code(name: str) -> str:
 def _row(member: StormMember, locale: str, card_value: str | None) -> dict[str, Any]:
     state = _t("firing" if member.status == storm.FIRING else "resolved", locale)
     text = _t("row", locale, icon=_SEVERITY_ICON.get(member.severity, ":rotating_light:"), severity=member.severity,
-              title=escape(clip(member.title, TITLE_SHOWN)), firing=member.firing, alerts=member.alerts, state=state)
+              title=escape(clip(member.title, TITLE_SHOWN)), firing=member.firing, alerts=member.alerts, state=state,
+              group=member.group_id)
     accessory = None
     if card_value is not None and member.status == storm.FIRING:
         accessory = button(_t("split", locale), f"{_SPLIT_PREFIX}{member.group_id}",

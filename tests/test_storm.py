@@ -392,3 +392,42 @@ def test_a_resolved_storm_card_offers_no_split() -> None:
     _, blocks = incident_card(view)
     assert [b for b in blocks if b.get("block_id", "").startswith("storm_group:")] != []
     assert not [b for b in blocks if "accessory" in b]
+
+
+def test_incident_split_in_the_storm_channel_names_a_group_by_number_or_title(
+        storm_bot: RunningBot, slack: FakeSlack, clock: FakeClock) -> None:
+    from tests.test_incident_command import ask
+
+    replies = [storm_bot.post_alerts(_group(n)).json() for n in range(13)]
+    assert [r["outcome"] for r in replies] == ["created"] * 10 + ["joined_storm"] * 3
+    storm_id = replies[10]["incident_id"]
+    row = wait_for(lambda: (i := _row(storm_bot, Incident, storm_id)).card_ts and i, what="the storm card")
+    own_row = wait_for(lambda: (i := _row(storm_bot, Incident, replies[0]["incident_id"])).channel_id and i,
+                       what="an incident of its own")
+    ids = {n: _group_id(storm_bot, _group(n)) for n in (10, 11, 12)}
+    rows = wait_for(lambda: len(r := _storm_rows(slack, _row(storm_bot, Incident, storm_id))) == 3 and r,
+                    what="the storm card's three rows")
+    assert all(f"group {ids[n]}" in json.dumps(rows[ids[n]]) for n in ids)  # the number to type
+    channel = row.channel_id or ""
+    slack.channels[channel].members.add("U0ALICE")
+
+    assert "works in an alert storm's channel" in ask(storm_bot, slack, "split 1", channel=own_row.channel_id or "")
+    usage = ask(storm_bot, slack, "split", channel=channel)
+    assert "`/incident split <number>`" in usage and all(f"group {ids[n]}: *P1* Group {n} down" in usage for n in ids)
+    assert "No firing group of this storm has the number or title `99999`" in \
+        ask(storm_bot, slack, "split 99999", channel=channel)
+    assert "is in the titles of 3 firing groups" in ask(storm_bot, slack, "split down", channel=channel)
+    assert "Only members of" in ask(storm_bot, slack, f"split {ids[11]}", channel=channel, user="U0CAROL")
+    assert _row(storm_bot, AlertGroup, ids[11]).current_incident_id == storm_id  # the refusal changed nothing
+
+    by_title = ask(storm_bot, slack, "split group 11 DOWN", channel=channel)
+    assert "Split out into incident #" in by_title
+    by_number = ask(storm_bot, slack, f"split #{ids[12]}", channel=channel)
+    assert "Split out into incident #" in by_number
+    for n in (11, 12):
+        own_id = _row(storm_bot, AlertGroup, ids[n]).current_incident_id
+        assert own_id not in (None, storm_id) and f"#{own_id}" in (by_title if n == 11 else by_number)
+        wait_for(lambda own_id=own_id: _row(storm_bot, Incident, own_id).card_ts, what=f"group {n}'s own card")
+    assert "No firing group" in ask(storm_bot, slack, f"split {ids[11]}", channel=channel)  # split out already
+    wait_for(lambda: set(_storm_rows(slack, _row(storm_bot, Incident, storm_id))) == {ids[10]},
+             what="the split groups' rows gone from the storm card")
