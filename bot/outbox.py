@@ -187,6 +187,8 @@ class Outbox(WorkerLoop):
             .limit(limit)
             .with_for_update(skip_locked=True)
         )
+        if self.db.is_sqlite and not self._any_due(due):
+            return []  # SQLite writes one at a time: a claim that finds nothing must not take a turn
         with self.db.session() as session:
             jobs = list(session.scalars(query))
             for job in jobs:
@@ -194,6 +196,11 @@ class Outbox(WorkerLoop):
                 job.lease_until = now + self.lease
                 job.attempts += 1
             return jobs
+
+    def _any_due(self, due: Any) -> bool:
+        """Whether a job is due, from a snapshot: a read waits for no writer (WAL)."""
+        with self.db.read() as session:
+            return session.scalars(select(col(Job.id)).where(due).limit(1)).first() is not None
 
     async def _run(self, job: Job) -> None:
         with incident_context(job.incident_id):  # every line the handler logs names the incident
