@@ -70,7 +70,7 @@ def run(kind: str, *, settle_seconds: float = 5.0, seconds: float = 30.0) -> dic
         tmp = Path(stack.enter_context(tempfile.TemporaryDirectory()))
         slack = FakeSlack().start()
         stack.callback(slack.stop)
-        served = stack.enter_context(serve_bot(url, slack, tmp))
+        served = stack.enter_context(serve_bot(url, slack, tmp, rate_limit=True))  # as deployed
         return measure(served, kind, settle_seconds=settle_seconds, seconds=seconds)
 
 

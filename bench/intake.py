@@ -116,7 +116,7 @@ def _process(argv: list[str], env: dict[str, str], log: Path, url: str, *, wait:
 
 
 def serve_bot(database_url: str, slack: FakeSlack, tmp: Path, policy: dict[str, Any] | None = None, *,
-              wait: bool = True) -> Any:
+              wait: bool = True, rate_limit: bool = False) -> Any:
     """`oncall-bot serve` as its own process on `database_url`, Slack being `slack`, the announce
     channel and `policy`'s sections as its ONCALL_CONFIG; its log in `tmp` (`wait`: see _process)."""
     config = tmp / "oncall.json"  # JSON is YAML
@@ -124,7 +124,9 @@ def serve_bot(database_url: str, slack: FakeSlack, tmp: Path, policy: dict[str, 
     port = free_port()
     env = {**os.environ, "SLACK_BOT_TOKEN": slack.token, "SLACK_SIGNING_SECRET": SIGNING_SECRET,
            "SLACK_API_URL": slack.base_url, "DATABASE_URL": database_url,
-           "ALERTMANAGER_WEBHOOK_TOKEN": WEBHOOK_TOKEN, "ONCALL_CONFIG": str(config), "LOG_LEVEL": "INFO"}
+           "ALERTMANAGER_WEBHOOK_TOKEN": WEBHOOK_TOKEN, "ONCALL_CONFIG": str(config), "LOG_LEVEL": "INFO",
+           # Off but for bench.storm: Slack's limits (chat.update: 50 a minute) would measure Slack, not the bot.
+           "SLACK_RATE_LIMIT": "on" if rate_limit else "off"}
     argv = [sys.executable, "-m", "commands.cli", "serve", "--host", "127.0.0.1", "--port", str(port)]
     return _process(argv, env, tmp / "bot.log", f"http://127.0.0.1:{port}", wait=wait)
 

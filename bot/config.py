@@ -354,6 +354,10 @@ class Settings(BaseModel):
     # SLACK_TIMEOUT_SECONDS: a call without an answer by then is retried by the outbox, which
     # first looks for what the unanswered call may have done (a channel, a message).
     slack_timeout_seconds: int = Field(default=15, ge=1, le=120)
+    # SLACK_RATE_LIMIT: keep to Slack's limits (method tiers, ~1 message a second per channel):
+    # shared through Redis by the replicas, else this process's own. Off only for a Slack
+    # stand-in without limits (the tests' fake, a benchmark of the bot's own latency).
+    slack_rate_limit: bool = True
     database_url: str = "sqlite:///oncall.db"
     redis_url: str | None = None
     redis_key_prefix: str = "oncall-bot:"  # REDIS_KEY_PREFIX: one Redis shared by several deployments
@@ -456,6 +460,7 @@ def load_settings(env: dict[str, str] | None = None) -> Settings:
         slack_signing_secret=env["SLACK_SIGNING_SECRET"],
         slack_api_url=env.get("SLACK_API_URL") or "https://slack.com/api/",
         slack_timeout_seconds=_whole_seconds(env, "SLACK_TIMEOUT_SECONDS", 15),
+        slack_rate_limit=_on_off(env, "SLACK_RATE_LIMIT", True),
         database_url=url,
         redis_url=env.get("REDIS_URL") or None,
         redis_key_prefix=env.get("REDIS_KEY_PREFIX") or "oncall-bot:",
@@ -465,6 +470,13 @@ def load_settings(env: dict[str, str] | None = None) -> Settings:
         **_pagerduty_settings(env),
         **_runbook_settings(env),
     )
+
+
+def _on_off(env: dict[str, str], name: str, default: bool) -> bool:
+    raw = (env.get(name) or ("on" if default else "off")).strip().lower()
+    if raw not in ("on", "off", "true", "false", "1", "0"):
+        raise ConfigError(f"{name}={raw!r} must be on or off")
+    return raw in ("on", "true", "1")
 
 
 def _whole_seconds(env: dict[str, str], name: str, default: int, *, most: int = 120) -> int:

@@ -86,10 +86,11 @@ def build(settings: Settings, *, clock: Callable[[], datetime] = utcnow, migrate
     metrics.STORAGE.bind(db, clock)  # /metrics reads incidents and the outbox queue from this database
     web = make_web_client(settings.slack_bot_token, settings.slack_api_url, timeout=settings.slack_timeout_seconds,
                           on_ratelimited=metrics.record_slack_ratelimited)
-    # Without Redis, one replica: Slack's 429s and Retry-After pace it (the web client, the outbox).
+    # Slack's limits kept before each call: by all replicas together through Redis, else by this
+    # process alone (integrations.slack_rate); a 429 still honours Retry-After.
     redis = RedisStore(settings.redis_url, prefix=settings.redis_key_prefix) if settings.redis_url else None
-    slack = SlackClient(web, on_call=metrics.record_slack_call,
-                        limiter=SlackRateLimiter(redis.take) if redis is not None else None)
+    limiter = SlackRateLimiter(redis.take if redis is not None else None) if settings.slack_rate_limit else None
+    slack = SlackClient(web, on_call=metrics.record_slack_call, limiter=limiter)
     config = effective_config(settings)
 
     def kick() -> None:  # new work was committed: run it now (bound once the outbox exists)

@@ -149,6 +149,9 @@ def make_settings(database_url: str, slack: FakeSlack, config: OncallConfig | No
         # so a lease longer than any jump keeps a jump from making a running job look abandoned.
         # (tests/test_crash_safety.py kills real processes with a 1 s lease.)
         job_lease_seconds=3600.0,
+        # The fake Slack has no rate limits, and tests open incidents by the dozen in seconds;
+        # the limiter's own tests (tests/test_redis_replicas.py) turn it on.
+        slack_rate_limit=False,
         config=config or OncallConfig.model_validate({
             "channels": {"announce": "C0INCIDENTS"},
             "responders": [{"match": {"team": "payments"}, "invite": ["U0ALICE", "S0SRE", "nobody@example.com"]}],

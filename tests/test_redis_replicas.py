@@ -59,7 +59,7 @@ def redis_proxy(redis_url: str) -> Iterator[TcpProxy]:
 def replicas(database_url: str, slack: FakeSlack, running: list[RunningBot], redis_url: str,
              prefix: str) -> tuple[RunningBot, RunningBot]:
     """Two bots sharing one database and one Redis, as two pods would."""
-    settings = make_settings(database_url, slack, redis_url=redis_url, redis_key_prefix=prefix)
+    settings = make_settings(database_url, slack, redis_url=redis_url, redis_key_prefix=prefix, slack_rate_limit=True)
     pair = (start_bot(settings), start_bot(settings))
     running.extend(pair)
     return pair
@@ -266,3 +266,23 @@ def test_a_call_held_back_longer_than_max_wait_is_handed_back_as_ratelimited_not
     assert (error.error, error.retryable) == ("ratelimited", True)
     assert error.retry_after is not None and 2.0 <= error.retry_after <= 3.0, error.retry_after
     assert [c.args["name"] for c in slack.calls_to("conversations.create")] == [f"burst-{n}" for n in range(5)]
+
+
+def test_one_bot_without_redis_keeps_to_slacks_limits_on_its_own(
+        slack: FakeSlack, tmp_path: Any) -> None:
+    """The default: no Redis, and still no burst into the announce channel when seven incidents
+    open at once (Slack allows about one message a second per channel): the process's own buckets."""
+    from tests.alerts import alert, group
+
+    bot = start_bot(make_settings(f"sqlite:///{tmp_path / 'oncall.db'}", slack, slack_rate_limit=True))
+    try:
+        for n in range(7):
+            assert bot.post_alerts(group(alert(labels={"instance": f"i{n}"}),
+                                         group_key=f'{{}}:{{instance="i{n}"}}')).status_code == 200
+        times = wait_for(lambda: len(t := arrivals(slack, "C0INCIDENTS")) == 7 and t, timeout=30,
+                         what="the seven announcements")
+    finally:
+        bot.stop()
+        bot.services.db.dispose()
+    assert max(sum(1 for t in times if start <= t < start + 1) for start in times) <= CHANNEL_BURST, times
+    assert times[-1] - times[0] >= (7 - CHANNEL_BURST) * 0.9, times  # then about one a second
