@@ -13,15 +13,12 @@ from __future__ import annotations
 
 import argparse
 import os
-import tempfile
 import time
-from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
-from bench import fresh_database, progress, wait_until
-from bench.intake import Served, serve_bot
-from tests.fakes.slack import FakeSlack
+from bench import progress, wait_until
+from bench.intake import Served, fresh_serve
 
 __all__ = ["cpu_seconds", "measure", "rss_mib", "run"]
 
@@ -65,12 +62,7 @@ def measure(served: Served, kind: str, *, settle_seconds: float = 5.0, seconds: 
 
 def run(kind: str, *, settle_seconds: float = 5.0, seconds: float = 30.0) -> dict[str, Any]:
     """Idle CPU and RSS of a fresh `oncall-bot serve` on a fresh `kind` database."""
-    with ExitStack() as stack:
-        url = stack.enter_context(fresh_database(kind))
-        tmp = Path(stack.enter_context(tempfile.TemporaryDirectory()))
-        slack = FakeSlack().start()
-        stack.callback(slack.stop)
-        served = stack.enter_context(serve_bot(url, slack, tmp, rate_limit=True))  # as deployed
+    with fresh_serve(kind) as (_, _, served):
         return measure(served, kind, settle_seconds=settle_seconds, seconds=seconds)
 
 

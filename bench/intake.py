@@ -63,7 +63,7 @@ from tests.alerts import alert, group
 from tests.conftest import SIGNING_SECRET, WEBHOOK_TOKEN, free_port
 from tests.fakes.slack import FakeSlack
 
-__all__ = ["Connection", "Served", "open_loop", "run", "serve_bot", "webhook_request"]
+__all__ = ["Connection", "Served", "fresh_serve", "open_loop", "run", "serve_bot", "webhook_request"]
 
 ANNOUNCE = "C0INCIDENTS"
 TARGET_RATIO, TARGET_P99_MS = 0.5, 25.0
@@ -129,6 +129,18 @@ def serve_bot(database_url: str, slack: FakeSlack, tmp: Path, policy: dict[str, 
            "SLACK_RATE_LIMIT": "on" if rate_limit else "off"}
     argv = [sys.executable, "-m", "commands.cli", "serve", "--host", "127.0.0.1", "--port", str(port)]
     return _process(argv, env, tmp / "bot.log", f"http://127.0.0.1:{port}", wait=wait)
+
+
+@contextmanager
+def fresh_serve(kind: str) -> Iterator[tuple[str, FakeSlack, Served]]:
+    """`oncall-bot serve` as deployed (Slack's rate limits kept) on a fresh `kind` database and
+    a Slack fake of its own: (database URL, the fake, the server)."""
+    with ExitStack() as stack:
+        url = stack.enter_context(fresh_database(kind))
+        tmp = Path(stack.enter_context(tempfile.TemporaryDirectory()))
+        slack = FakeSlack().start()
+        stack.callback(slack.stop)
+        yield url, slack, stack.enter_context(serve_bot(url, slack, tmp, rate_limit=True))
 
 
 def _bare(tmp: Path) -> Any:

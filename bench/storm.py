@@ -25,10 +25,8 @@ import argparse
 import asyncio
 import json
 import sys
-import tempfile
 import time
 from collections import Counter, defaultdict
-from contextlib import ExitStack
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -36,9 +34,9 @@ from typing import Any
 from sqlalchemy import func, select
 from sqlmodel import col
 
-from bench import fresh_database, progress
 from bench import idle as bench_idle
-from bench.intake import Served, open_loop, serve_bot, webhook_request
+from bench import progress
+from bench.intake import Served, fresh_serve, open_loop, webhook_request
 from bot.db import Database
 from bot.models import Alert, AlertGroup, Incident, Job, JobStatus, utcnow
 from integrations.slack_rate import CHANNEL_BURST
@@ -153,12 +151,7 @@ def run(kind: str, *, alerts: int = 10_000, seconds: float = 60.0, per_group: in
     """The storm on a fresh `kind` database; the figures as a dict (see the module's docstring).
     With `idle` (bench.idle.measure's settle_seconds and seconds), the same `oncall-bot serve`
     is first measured idle, fresh from its start, as bench.idle does (one process start less)."""
-    with ExitStack() as stack:
-        url = stack.enter_context(fresh_database(kind))
-        tmp = Path(stack.enter_context(tempfile.TemporaryDirectory()))
-        slack = FakeSlack().start()
-        stack.callback(slack.stop)
-        served = stack.enter_context(serve_bot(url, slack, tmp, rate_limit=True))  # as deployed
+    with fresh_serve(kind) as (url, slack, served):
         if idle is None:
             return _storm(served, url, slack, kind, alerts, seconds, per_group, drain_seconds)
         quiet = bench_idle.measure(served, kind, **idle)

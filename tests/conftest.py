@@ -22,6 +22,7 @@ from bot.models import Incident
 from commands.app import Bot, build, create_app
 
 if TYPE_CHECKING:
+    from tests.fakes.pagerduty import FakePagerDuty
     from tests.fakes.slack import FakeSlack
 
 IN_CI = os.environ.get("CI", "").lower() == "true"
@@ -125,6 +126,22 @@ def slack() -> Iterator[FakeSlack]:
         yield fake
     finally:
         fake.stop()
+
+
+ROUTING_KEY = "R0UTINGKEY0FTHEPAYMENTSSERVICE00"  # the payments service's PagerDuty integration
+
+
+@pytest.fixture
+def pagerduty() -> Iterator[FakePagerDuty]:
+    """PagerDuty with one service (ROUTING_KEY) whose policy has one level: Bob. (Tests of
+    escalation levels have a fixture of their own.)"""
+    from tests.fakes.pagerduty import FakePagerDuty
+
+    with FakePagerDuty() as fake:
+        fake.add_user("PBOB", "Bob", "bob@example.com")
+        fake.add_escalation_policy("PEP1", [["PBOB"]])
+        fake.add_service("PSVC1", ROUTING_KEY, "PEP1")
+        yield fake
 
 
 @pytest.fixture

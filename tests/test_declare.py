@@ -25,14 +25,13 @@ from bot.models import Incident, Paging, TimelineEntry, Timer, TimerStatus
 from commands.declare_blocks import private_announcement
 from commands.ids import DECLARE_SHORTCUT, DECLARE_VIEW
 from tests.alerts import alert, group
-from tests.conftest import FakeClock, RunningBot, make_settings, start_bot, wait_for
+from tests.conftest import ROUTING_KEY, FakeClock, RunningBot, make_settings, start_bot, wait_for
 from tests.fakes.pagerduty import FakePagerDuty
 from tests.fakes.slack import FakeSlack, Message
 from tests.slack_requests import message_action, post_to_slack_events, view_submission
 from tests.test_incident_command import ask, settle
 
 MANIFEST = Path(__file__).parent.parent / "manifest.yml"
-ROUTING_KEY = "R0UTINGKEY0FTHEPAYMENTSSERVICE00"
 TITLE = "Checkout fails for card payments"
 
 
@@ -366,15 +365,6 @@ def test_the_private_announcement_in_japanese_names_no_detail() -> None:
 
 
 # -- escalation: a declared P1 pages at once, as an alert's would --------------------------------------
-
-@pytest.fixture
-def pagerduty() -> Iterator[FakePagerDuty]:
-    with FakePagerDuty() as fake:
-        fake.add_user("PBOB", "Bob", "bob@example.com")
-        fake.add_escalation_policy("PEP1", [["PBOB"]])
-        fake.add_service("PSVC1", ROUTING_KEY, "PEP1")
-        yield fake
-
 
 def test_a_declared_p1_is_paged_through_pagerduty_at_once(
         database_url: str, slack: FakeSlack, clock: FakeClock, pagerduty: FakePagerDuty,

@@ -59,6 +59,8 @@ DEFAULTED = {
     "ONCALL_JOB_LEASE_SECONDS": "15 s",
     "MAX_WEBHOOK_BYTES": "not read from the environment",
     "REDIS_KEY_PREFIX": "oncall-bot:, for one deployment per Redis",
+    "SLACK_TIMEOUT_SECONDS": "15 s",
+    "SLACK_RATE_LIMIT": "on: Slack's limits kept, shared through Redis",
 }
 # Environment variables the Deployment sets that are not bot.config settings.
 NOT_SETTINGS = {"LOG_LEVEL": "commands/cli.py", "MPLCONFIGDIR": "matplotlib's cache directory"}

@@ -46,10 +46,9 @@ from tests.test_escalation import (  # the escalation tests' PagerDuty world
     open_incident,
     pagerduty,  # noqa: F401 (a fixture)
     paging,
+    pd_bot,  # noqa: F401 (a fixture)
     pd_incident_id,
-    pd_settings,
     settle,
-    start,
     timers,
 )
 
@@ -208,57 +207,46 @@ def test_postgresql_cut_mid_storm_loses_no_group_and_doubles_nothing(
 
 # -- the clock jumping -----------------------------------------------------------------------------
 
-@pytest.fixture
-def paged_bot(database_url: str, slack: FakeSlack, pagerduty: FakePagerDuty,  # noqa: F811
-              clock: FakeClock) -> Iterator[RunningBot]:
-    running = start(pd_settings(database_url, slack, pagerduty), clock)
-    try:
-        yield running
-    finally:
-        running.stop()
-        running.services.db.dispose()
-
-
 def _reminders_fired(bot: RunningBot, incident_id: int) -> int:
     return len([t for t in timers(bot, incident_id, "reminder") if t.status == TimerStatus.FIRED])
 
 
 def test_a_clock_jump_of_a_day_fires_each_overdue_escalation_once_and_one_reminder(
-        paged_bot: RunningBot, pagerduty: FakePagerDuty, clock: FakeClock) -> None:  # noqa: F811
-    row = open_incident(paged_bot)  # P1: paged at once, L3 at 15 min, L4 at 60 min
-    key = paging(paged_bot, row.id).dedup_key
+        pd_bot: RunningBot, pagerduty: FakePagerDuty, clock: FakeClock) -> None:  # noqa: F811
+    row = open_incident(pd_bot)  # P1: paged at once, L3 at 15 min, L4 at 60 min
+    key = paging(pd_bot, row.id).dedup_key
     wait_for(lambda: actions(pagerduty, key) == ["trigger"], what="the page on open")
-    reminders = _reminders_fired(paged_bot, row.id)
+    reminders = _reminders_fired(pd_bot, row.id)
 
-    advance(paged_bot, clock, days=1)  # an NTP step, a VM resumed from suspend
+    advance(pd_bot, clock, days=1)  # an NTP step, a VM resumed from suspend
     wait_for(lambda: pagerduty.escalation_level(pd_incident_id(pagerduty, key)) == 3, what="L4 after the jump")
-    settle(paged_bot)
-    assert escalations(paged_bot, row.id) == [("page", None), ("escalate", 2), ("escalate", 3)]
+    settle(pd_bot)
+    assert escalations(pd_bot, row.id) == [("page", None), ("escalate", 2), ("escalate", 3)]
     assert actions(pagerduty, key) == ["trigger"]
-    assert _reminders_fired(paged_bot, row.id) == reminders + 1  # one late reminder, not 96
+    assert _reminders_fired(pd_bot, row.id) == reminders + 1  # one late reminder, not 96
 
 
 def test_a_clock_jump_back_fires_nothing_again_and_the_timetable_holds(
-        paged_bot: RunningBot, slack: FakeSlack, pagerduty: FakePagerDuty, clock: FakeClock) -> None:  # noqa: F811
-    row = open_incident(paged_bot)
-    key = paging(paged_bot, row.id).dedup_key
+        pd_bot: RunningBot, slack: FakeSlack, pagerduty: FakePagerDuty, clock: FakeClock) -> None:  # noqa: F811
+    row = open_incident(pd_bot)
+    key = paging(pd_bot, row.id).dedup_key
     wait_for(lambda: actions(pagerduty, key) == ["trigger"], what="the page on open")
-    advance(paged_bot, clock, minutes=15.5)
+    advance(pd_bot, clock, minutes=15.5)
     pd_id = pd_incident_id(pagerduty, key)
     wait_for(lambda: pagerduty.escalation_level(pd_id) == 2, what="L3 at 15 min")
-    settle(paged_bot)
-    fired = escalations(paged_bot, row.id)
+    settle(pd_bot)
+    fired = escalations(pd_bot, row.id)
 
-    advance(paged_bot, clock, minutes=-30)  # the clock corrected backwards by half an hour
-    assert paged_bot.post_alerts(group()).json()["incident_id"] == row.id  # Alertmanager's repeat
-    settle(paged_bot)
-    advance(paged_bot, clock, minutes=30)  # back where it was: the 15-minute deadline passes "again"
-    settle(paged_bot)
-    assert escalations(paged_bot, row.id) == fired == [("page", None), ("escalate", 2)]
+    advance(pd_bot, clock, minutes=-30)  # the clock corrected backwards by half an hour
+    assert pd_bot.post_alerts(group()).json()["incident_id"] == row.id  # Alertmanager's repeat
+    settle(pd_bot)
+    advance(pd_bot, clock, minutes=30)  # back where it was: the 15-minute deadline passes "again"
+    settle(pd_bot)
+    assert escalations(pd_bot, row.id) == fired == [("page", None), ("escalate", 2)]
     assert pagerduty.escalation_level(pd_id) == 2 and actions(pagerduty, key) == ["trigger"]
 
-    advance(paged_bot, clock, minutes=45)  # 60 min after the open, on the corrected clock
+    advance(pd_bot, clock, minutes=45)  # 60 min after the open, on the corrected clock
     wait_for(lambda: pagerduty.escalation_level(pd_id) == 3, what="L4 at 60 min")
-    settle(paged_bot)
-    assert escalations(paged_bot, row.id) == [("page", None), ("escalate", 2), ("escalate", 3)]
+    settle(pd_bot)
+    assert escalations(pd_bot, row.id) == [("page", None), ("escalate", 2), ("escalate", 3)]
     assert len(_incident_channels(slack)) == 1

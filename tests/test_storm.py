@@ -30,13 +30,12 @@ from commands.ids import CARD_ACTIONS_BLOCK
 from commands.storm_blocks import STORM_SPLIT
 from integrations.alertmanager import WebhookMessage
 from tests.alerts import alert, group, resolved
-from tests.conftest import FakeClock, RunningBot, make_settings, start_bot, wait_for
+from tests.conftest import ROUTING_KEY, FakeClock, RunningBot, make_settings, start_bot, wait_for
 from tests.fakes.pagerduty import FakePagerDuty
 from tests.fakes.slack import FakeSlack
 from tests.fakes.slack_blocks import validate_blocks
 from tests.slack_requests import block_actions, post_to_slack_events
 
-ROUTING_KEY = "R0UTINGKEY0FTHEPAYMENTSSERVICE00"
 BASE = {"channels": {"announce": "C0INCIDENTS"}}
 
 
@@ -49,15 +48,6 @@ def _group(n: int, severity: str = "critical", *, name: str | None = None) -> di
 
 
 # -- end to end ------------------------------------------------------------------------------------
-
-@pytest.fixture
-def pagerduty() -> Iterator[FakePagerDuty]:
-    with FakePagerDuty() as fake:
-        fake.add_user("PBOB", "Bob", "bob@example.com")
-        fake.add_escalation_policy("PEP1", [["PBOB"]])
-        fake.add_service("PSVC1", ROUTING_KEY, "PEP1")
-        yield fake
-
 
 @pytest.fixture
 def storm_bot(database_url: str, slack: FakeSlack, pagerduty: FakePagerDuty,
