@@ -18,6 +18,7 @@ import pytest
 import uvicorn
 
 from bot.config import OncallConfig, Settings
+from bot.db import Database
 from bot.models import Incident
 from commands.app import Bot, build, create_app
 
@@ -93,6 +94,15 @@ def database_url(request: pytest.FixtureRequest, tmp_path) -> Iterator[str]:
         yield f"sqlite:///{tmp_path / 'oncall.db'}"
     else:
         yield from _postgres_database()
+
+
+@pytest.fixture
+def db(database_url: str) -> Iterator[Database]:
+    """The bot's database, migrated, on each of SQLite and PostgreSQL."""
+    database = Database(database_url)
+    database.migrate()
+    yield database
+    database.dispose()
 
 
 @pytest.fixture

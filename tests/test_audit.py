@@ -43,14 +43,6 @@ from tests.test_runbook_flow import (
 ISO_UTC_MICROSECONDS = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}Z")
 
 
-@pytest.fixture
-def db(database_url: str) -> Iterator[Database]:
-    database = Database(database_url)
-    database.migrate()
-    yield database
-    database.dispose()
-
-
 def write_chain(db: Database, clock: FakeClock, count: int = 5) -> list[AuditEntry]:
     """`count` entries a minute apart, each in its own transaction, as the bot writes them."""
     written = []

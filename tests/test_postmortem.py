@@ -63,14 +63,6 @@ SECTION_HEADINGS = ["## Key times", "## Timeline", "## Root cause", "## Action i
 
 # -- the builder, on stored rows -------------------------------------------------------------------
 
-@pytest.fixture
-def db(database_url: str) -> Iterator[Database]:
-    database = Database(database_url)
-    database.migrate()
-    yield database
-    database.dispose()
-
-
 def utc(at: datetime) -> str:
     return f"{at:%Y-%m-%d %H:%M:%S} UTC"
 

@@ -449,14 +449,6 @@ def test_the_incidents_matchers_are_its_common_labels_and_never_a_cut_one() -> N
         silences.given_matchers(["=x"], "A")
 
 
-@pytest.fixture
-def db(database_url: str) -> Iterator[Database]:
-    database = Database(database_url)
-    database.migrate()
-    yield database
-    database.dispose()
-
-
 def test_a_commands_step_is_not_part_of_the_runbook(db: Database, clock: FakeClock) -> None:
     now = clock()
     with db.session() as session:

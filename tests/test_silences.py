@@ -276,14 +276,6 @@ def test_expire_without_alertmanager_is_refused_at_the_click(
 
 # -- storage ------------------------------------------------------------------------------------------
 
-@pytest.fixture
-def db(database_url: str) -> Iterator[Database]:
-    database = Database(database_url)
-    database.migrate()
-    yield database
-    database.dispose()
-
-
 def test_recording_the_same_silence_twice_is_one_row(db: Database, clock: FakeClock) -> None:
     now = clock()
     created = SilenceCreated("6f1c0a8e-0000-4000-8000-000000000001", MATCHERS, now, now + timedelta(hours=1),

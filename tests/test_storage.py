@@ -24,14 +24,6 @@ from tests.alerts import alert, group, resolved
 NOW = datetime.now(UTC).replace(microsecond=0)  # from the clock, never a calendar literal
 
 
-@pytest.fixture
-def db(database_url: str):  # type: ignore[no-untyped-def]
-    database = Database(database_url)
-    database.migrate()
-    yield database
-    database.dispose()
-
-
 def _ingest(db: Database, payload: dict, now: datetime = NOW):  # type: ignore[no-untyped-def]
     with db.session() as session:
         return ingest(session, OncallConfig(), WebhookMessage.model_validate(payload), now=now)

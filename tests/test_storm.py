@@ -182,14 +182,6 @@ def test_a_storm_of_30_groups_opens_10_channels_and_one_storm_that_tracks_them(
 NOW = datetime.now().astimezone()
 
 
-@pytest.fixture
-def db(database_url: str) -> Iterator[Database]:
-    database = Database(database_url)
-    database.migrate()
-    yield database
-    database.dispose()
-
-
 def _config(max_new: int = 2, **storm_policy: Any) -> OncallConfig:
     return OncallConfig.model_validate({"storm": {"max_new_incidents": max_new, "per_minutes": 5, **storm_policy}})
 
