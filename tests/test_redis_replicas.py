@@ -284,5 +284,6 @@ def test_one_bot_without_redis_keeps_to_slacks_limits_on_its_own(
     finally:
         bot.stop()
         bot.services.db.dispose()
-    assert max(sum(1 for t in times if start <= t < start + 1) for start in times) <= CHANNEL_BURST, times
+    # A burst, then one a second: a 1 s window ending on the next arrival holds the burst and that one.
+    assert max(sum(1 for t in times if start <= t < start + 1) for start in times) <= CHANNEL_BURST + 1, times
     assert times[-1] - times[0] >= (7 - CHANNEL_BURST) * 0.9, times  # then about one a second
