@@ -581,9 +581,6 @@ class IncidentCommand:
 
         return await self._changed(Act.ESCALATE, ask, incident, escalate)
 
-
-# -- text helpers ------------------------------------------------------------------------------------
-
     async def _split(self, ask: Ask, incident: Incident) -> Answer:
         """A storm's group into an incident of its own, named by its number (the storm card's row
         shows it) or by a word of its title that no other firing group's has."""
@@ -611,6 +608,9 @@ class IncidentCommand:
     def _firing_members(self, storm_id: int) -> list[StormMember]:
         with self.db.read() as session:
             return [m for m in storm.members(session, storm_id) if m.status == storm.FIRING]
+
+
+# -- text helpers ------------------------------------------------------------------------------------
 
 _GROUPS_LISTED = 15
 

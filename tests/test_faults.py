@@ -43,6 +43,7 @@ from tests.test_escalation import (  # the escalation tests' PagerDuty world
     actions,
     advance,
     escalations,
+    idle,
     open_incident,
     pagerduty,  # noqa: F401 (a fixture)
     paging,
@@ -59,10 +60,6 @@ BASE = {"channels": {"announce": "C0INCIDENTS"},
 def _jobs(bot: RunningBot, *statuses: JobStatus) -> list[Job]:
     with bot.services.db.read() as session:
         return list(session.scalars(select(Job).where(Job.status.in_(statuses))))  # type: ignore[attr-defined]
-
-
-def _idle(bot: RunningBot) -> bool:
-    return not _jobs(bot, JobStatus.PENDING, JobStatus.RUNNING)
 
 
 def _retry_until(bot: RunningBot, clock: FakeClock, done: Any, what: str) -> None:
@@ -109,7 +106,7 @@ def test_slack_5xx_at_every_step_as_json_or_a_gateways_html_page_makes_each_thin
     slack.gateway_error("chat.postMessage", status=504, times=2)
     assert bot.post_alerts(group()).status_code == 200
 
-    _retry_until(bot, clock, lambda: _idle(bot), "every job done")
+    _retry_until(bot, clock, lambda: idle(bot), "every job done")
     incident = _the_incident(bot)
     assert _incident_channels(slack) == [incident.channel_name]
     channel = slack.channels[incident.channel_id]
@@ -138,7 +135,7 @@ def test_slack_calls_that_time_out_after_slack_acted_make_each_thing_once(
         releases.append(threading.Timer(2.5, hold.release))  # past the client's 1 s: it gave up waiting
         releases[-1].start()
 
-    _retry_until(bot, clock, lambda: _idle(bot), "every job done")
+    _retry_until(bot, clock, lambda: idle(bot), "every job done")
     for release in releases:
         release.join()
     wait_for(lambda: len(slack.calls_to("chat.postMessage")) >= 2, what="the held answers sent, too late")
@@ -184,7 +181,7 @@ def test_postgresql_cut_mid_storm_loses_no_group_and_doubles_nothing(
         # Alertmanager's retries of the refused ones, then every group again (repeat_interval).
         assert [bot.post_alerts(p).status_code for p in payloads[12:]] == [200] * 12
         assert [bot.post_alerts(p).status_code for p in payloads] == [200] * 24
-        wait_for(lambda: _idle(bot), timeout=90, what="every job done after the cut")
+        wait_for(lambda: idle(bot), timeout=90, what="every job done after the cut")
 
         with bot.services.db.read() as session:
             groups = session.scalar(select(func.count()).select_from(AlertGroup).where(  # the storm's own: not one
