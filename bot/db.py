@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import logging
+import re
+import sqlite3
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+import psycopg
 from alembic import command
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
@@ -18,7 +21,8 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError, DBAPIError
 from sqlmodel import Session, create_engine
 
-__all__ = ["MIGRATIONS", "Database", "DatabaseUnavailable", "normalise_url", "shown_url", "sqlite_path"]
+__all__ = ["CHANGES_CHANNEL", "MIGRATIONS", "Database", "DatabaseUnavailable", "normalise_url", "shown_url",
+           "sqlite_path"]
 
 log = logging.getLogger(__name__)
 MIGRATIONS = Path(__file__).parent / "migrations"
@@ -114,6 +118,105 @@ def _sqlite_engine(url: str, *, writer: bool) -> Engine:
     return engine
 
 
+class _Generation:
+    """A counter that moves whenever this process may have missed a change of the incident
+    tables (CHANGED_TABLES): after each of this process's transactions that wrote one of them
+    (or ended in an error: its outcome unknown), and on what the watch hears of the others
+    (Database.changes)."""
+
+    def __init__(self) -> None:
+        self._count = 0
+        self._lock = threading.Lock()
+        self._local = threading.local()  # per thread: how many statements wrote CHANGED_TABLES
+
+    def bump(self) -> None:
+        with self._lock:
+            self._count += 1
+
+    @property
+    def count(self) -> int:
+        return self._count
+
+    def writes(self) -> int:
+        return getattr(self._local, "writes", 0)
+
+    def saw(self, statement: str) -> None:
+        """A statement this thread sends (the engine's before_cursor_execute)."""
+        found = _WRITES.match(statement)
+        if found is not None and found.group(1).lower() in CHANGED_TABLES:
+            self._local.writes = self.writes() + 1
+
+
+# The tables whose rows bot.incidents.Repeats keeps (and migration 0020's triggers watch).
+CHANGED_TABLES = frozenset({"incident", "alert_group"})
+_WRITES = re.compile(r'\s*(?:INSERT\s+(?:OR\s+\w+\s+)?INTO|UPDATE|DELETE\s+FROM|REPLACE\s+INTO)\s+"?(\w+)',
+                     re.IGNORECASE)
+
+
+class _SqliteWatch:
+    """Other connections' commits to an SQLite file, read off one connection of its own:
+    `PRAGMA data_version` moves when any other connection (this process's or another's)
+    commits, and reads the WAL index in shared memory, no file and no lock."""
+
+    def __init__(self, path: Path) -> None:
+        self._connection = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
+        self._lock = threading.Lock()
+
+    def version(self) -> int:
+        with self._lock:
+            return int(self._connection.execute("PRAGMA data_version").fetchone()[0])
+
+    def close(self) -> None:
+        self._connection.close()
+
+
+class _PostgresWatch:
+    """Other processes' commits to the incident tables, heard on a LISTEN connection of its own
+    (migration 0020's triggers NOTIFY CHANGES_CHANNEL after every statement on them).
+    `listening` is False while the connection is down: a notification may have been missed then,
+    so each drop and each new LISTEN moves the generation. A connection that stops answering
+    without closing (a partition) is found by a ping every PING_SECONDS."""
+
+    PING_SECONDS = 2.0
+
+    def __init__(self, url: str, generation: _Generation) -> None:
+        self._dsn = make_url(url).set(drivername="postgresql").render_as_string(hide_password=False)
+        self._generation = generation
+        self.listening = False
+        self._stopped = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="db-changes", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while not self._stopped.is_set():
+            try:
+                with psycopg.connect(self._dsn, autocommit=True, connect_timeout=10) as connection:
+                    connection.execute(f"LISTEN {CHANGES_CHANNEL}")
+                    self._generation.bump()
+                    self.listening = True
+                    self._listen(connection)
+            except psycopg.Error as exc:
+                log.warning("not hearing the database's change notifications; repeats are read from the "
+                            "database until they return", extra={"error": str(exc).strip()[:300]})
+            finally:
+                self.listening = False
+                self._generation.bump()
+            self._stopped.wait(1.0)
+
+    def _listen(self, connection: psycopg.Connection) -> None:
+        while not self._stopped.is_set():
+            for _ in connection.notifies(timeout=self.PING_SECONDS):
+                self._generation.bump()
+            connection.execute("SELECT 1")
+
+    def close(self) -> None:
+        self._stopped.set()
+        self._thread.join(timeout=self.PING_SECONDS + 1)
+
+
+# The NOTIFY channel of migration 0020's triggers on the incident and alert_group tables.
+CHANGES_CHANNEL = "oncall_changes"
+
 # pg_advisory_xact_lock's key for migrations: any constant no other lock of ours uses.
 _MIGRATION_LOCK = 0x6F6E63616C6C  # 'oncall'
 
@@ -125,6 +228,10 @@ class Database:
         self.is_sqlite = self.url.startswith("sqlite")
         # Write transactions on SQLite take turns on one lock (_writer_lock); PostgreSQL needs none.
         self._writer: threading.RLock | None = None
+        self._generation = _Generation()
+        self._watch: _SqliteWatch | _PostgresWatch | None = None
+        self._watch_guard = threading.Lock()
+        self._unwatchable = False
         if self.is_sqlite:
             self.engine = _sqlite_engine(self.url, writer=True)
             self._read_engine = _sqlite_engine(self.url, writer=False)
@@ -140,6 +247,10 @@ class Database:
             # retries), and SQLAlchemy then drops every pooled connection of that engine.
             self._statements = create_engine(self.url, pool_size=10, max_overflow=10, isolation_level="AUTOCOMMIT",
                                              connect_args={"connect_timeout": 10})
+        event.listen(self.engine, "before_cursor_execute", self._saw)
+
+    def _saw(self, _conn: Connection, _cursor: object, statement: str, *_args: object) -> None:
+        self._generation.saw(statement)
 
     @classmethod
     def existing(cls, url: str) -> Database:
@@ -186,8 +297,47 @@ class Database:
     @contextmanager
     def session(self) -> Iterator[Session]:
         """A transaction: committed when the block ends, rolled back on any error."""
-        with self._one_writer(), Session(self.engine, expire_on_commit=False) as session, session.begin():
-            yield session
+        writes = self._generation.writes()
+        try:
+            with self._one_writer(), Session(self.engine, expire_on_commit=False) as session, session.begin():
+                yield session
+        except BaseException:
+            self._generation.bump()  # rolled back, or a commit whose outcome is unknown
+            raise
+        if self._generation.writes() != writes:  # after the commit: see changes()
+            self._generation.bump()
+
+    def changes(self) -> tuple[int, int] | None:
+        """A value that differs from any earlier one whenever the rows may have changed since:
+        what was read while it had one value may be kept for as long as it keeps it. None while
+        this process cannot tell (a PostgreSQL notification connection down, in-memory SQLite).
+
+        Read it before reading the rows, and keep what was read under it: a change committed
+        between the two moves it, so that what was read is not used under the new value.
+        This process's transactions that wrote an incident table move it when they end (the
+        engine sees every statement, whichever way it was written). Other processes' commits: on SQLite
+        at once (data_version); on PostgreSQL when their notification arrives, a few ms after
+        their commit, so a change another replica just committed may not be seen for those few
+        ms (bot.incidents.Repeats says why that is an order the bot may choose)."""
+        if self._unwatchable:
+            return None
+        watch = self._watch or self._start_watch()
+        if isinstance(watch, _SqliteWatch):
+            return self._generation.count, watch.version()
+        if watch is None or not watch.listening:
+            return None
+        return self._generation.count, 0
+
+    def _start_watch(self) -> _SqliteWatch | _PostgresWatch | None:
+        with self._watch_guard:
+            if self._watch is None:
+                if not self.is_sqlite:
+                    self._watch = _PostgresWatch(self.url, self._generation)
+                elif (path := sqlite_path(self.url)) is not None:
+                    self._watch = _SqliteWatch(path)
+                else:
+                    self._unwatchable = True  # in-memory: no other connection sees the same database
+            return self._watch
 
     @contextmanager
     def _one_writer(self) -> Iterator[None]:
@@ -208,7 +358,7 @@ class Database:
     def statement(self) -> Iterator[Connection]:
         """A connection for one read statement outside any transaction: a statement is its own
         snapshot on both databases, and there is no BEGIN and COMMIT to send (on PostgreSQL, two
-        round trips of three). For the hottest reads (bot.incidents.repeat_of); else read()."""
+        round trips of three). For the hottest reads (bot.incidents.Repeats); else read()."""
         with self._statements.connect() as connection:
             yield connection
 
@@ -238,6 +388,9 @@ class Database:
             connection.execute(text("SELECT 1"))
 
     def dispose(self) -> None:
+        if self._watch is not None:
+            self._watch.close()
+            self._watch = None
         self.engine.dispose()
         self._read_engine.dispose()
         if not self.is_sqlite:

@@ -3,7 +3,8 @@
 `ingest()` is the whole intake transaction: group row locked, incident created or
 updated, alerts tracked by fingerprint, Slack work queued in the same transaction.
 Either all of it is written or none of it is. `receive()` answers an exact repeat
-(Alertmanager re-sends every group at repeat_interval) from a read instead.
+(Alertmanager re-sends every group at repeat_interval) from a read instead, or from memory
+(`Repeats`).
 
 A group that would open an incident while groups arrive faster than the storm rate joins the
 storm incident instead (bot.storm: the rules; `_join_storm` and `_ingest_member` here).
@@ -19,7 +20,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, Literal
 
-from sqlalchemy import Connection, bindparam, func, select
+from sqlalchemy import bindparam, func, select
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlmodel import Session, col
@@ -32,8 +33,8 @@ from bot.lifecycle import add_timeline, transition
 from bot.models import STORM, Alert, AlertGroup, Incident, IncidentStatus, StormMember
 from integrations.alertmanager import WebhookAlert, WebhookMessage, storable_key
 
-__all__ = ["ALERTMANAGER", "IngestResult", "applied_digest", "ingest", "lock_group", "next_episode", "open_incident",
-           "receive", "repeat_of"]
+__all__ = ["ALERTMANAGER", "IngestResult", "Repeats", "applied_digest", "ingest", "lock_group", "next_episode",
+           "open_incident", "receive"]
 
 ALERTMANAGER = "alertmanager"
 
@@ -51,19 +52,23 @@ class IngestResult:
     repeat: bool = False  # answered from a read: nothing was written, nothing queued
 
 
-def receive(db: Database, config: OncallConfig, message: WebhookMessage, *, now: datetime) -> IngestResult:
+def receive(db: Database, config: OncallConfig, message: WebhookMessage, *, now: datetime,
+            repeats: Repeats | None = None) -> IngestResult:
     """Apply one Alertmanager notification: a repeat of the one last applied is answered from a
-    read (no lock, no write); anything else takes ingest()'s transaction."""
-    with db.statement() as connection:
-        repeat = repeat_of(connection, config, message)
+    read (no lock, no write; from `repeats`' memory when it has the group), anything else takes
+    ingest()'s transaction."""
+    repeat = (repeats or Repeats(db)).answer(config, message)
     if repeat is not None:
         return repeat
     with db.session() as session:
         return ingest(session, config, message, now=now)
 
 
-def repeat_of(connection: Connection, config: OncallConfig, message: WebhookMessage) -> IngestResult | None:
-    """ingest()'s answer when applying `message` would change nothing, else None. One read.
+class Repeats:
+    """Answers exact repeats (Alertmanager re-sends every group at repeat_interval, an HA pair
+    twice over): each group's row as last read (its applied digest and its incident's fields)
+    is kept while Database.changes() says no row changed since, so that a repeat of a kept group
+    reads nothing at all; else one read.
 
     Why a digest equal to the group's means nothing to do: ingest() is a function of the
     notification, the configuration, the clock and the rows it reads (the group's current
@@ -83,8 +88,48 @@ def repeat_of(connection: Connection, config: OncallConfig, message: WebhookMess
     for two concurrent deliveries.
     A storm's group (its current incident is the storm incident) is answered the same way; its
     digest covers only the storm's fields that _ingest_member reads (_READ_BY_MEMBER), so that
-    other groups joining (the title counts them) leave its repeats answered from a read."""
-    found = connection.execute(_REPEAT_QUERY, {"receiver": message.receiver, "group_key": message.group_key}).first()
+    other groups joining (the title counts them) leave its repeats answered from a read.
+
+    What is kept is the row such a read returns, and only under the changes() value read before
+    the read: any transaction of this process, or on SQLite of any process, moves it before the
+    next repeat is answered, so a kept row is the live one. Another replica's commit on
+    PostgreSQL moves it when its notification arrives, a few ms later: a repeat answered in
+    between is answered as just before that commit, the order of two concurrent deliveries
+    again. Alertmanager sends a group's notifications one after another, group_interval apart
+    (minutes), never within those ms; an HA pair's two are not ordered with each other at all."""
+
+    MAX_KEPT = 65_536  # groups; over it, every row is read again once
+
+    def __init__(self, db: Database) -> None:
+        self.db = db
+        self._kept: dict[tuple[str, str], tuple[tuple[int, int], Any]] = {}
+
+    def known(self, config: OncallConfig, message: WebhookMessage) -> IngestResult | None:
+        """The answer without touching the database: when the group is kept and no row changed since."""
+        changes = self.db.changes()
+        kept = self._kept.get((message.receiver, message.group_key))
+        if changes is None or kept is None or kept[0] != changes:
+            return None
+        return _unchanged(config, message, kept[1])
+
+    def answer(self, config: OncallConfig, message: WebhookMessage) -> IngestResult | None:
+        """ingest()'s answer when applying `message` would change nothing, else None: kept, or one read."""
+        changes = self.db.changes()
+        key = (message.receiver, message.group_key)
+        kept = self._kept.get(key)
+        if changes is not None and kept is not None and kept[0] == changes:
+            return _unchanged(config, message, kept[1])
+        with self.db.statement() as connection:
+            found = connection.execute(_REPEAT_QUERY, {"receiver": key[0], "group_key": key[1]}).first()
+        if found is not None and changes is not None:
+            if len(self._kept) >= self.MAX_KEPT:
+                self._kept.clear()
+            self._kept[key] = (changes, found)
+        return _unchanged(config, message, found)
+
+
+def _unchanged(config: OncallConfig, message: WebhookMessage, found: Any) -> IngestResult | None:
+    """The repeat's answer from the group's row `found` (_REPEAT_QUERY's), or None: not a repeat."""
     if found is None or IncidentStatus(found.status) in (S.RESOLVED, S.POSTMORTEM):  # not Incident.is_open
         return None
     if found.applied_digest != applied_digest(config, message, found):
@@ -173,7 +218,7 @@ def ingest(db_session: Session, config: OncallConfig, message: WebhookMessage, *
     outcome = _follow_group_status(db_session, config, incident, message, now, outcome, changed)
     if outcome in ("updated", "reopened", "resolved"):
         enqueue(db_session, JOB_CARD, incident.id, now=now, coalesce=True)
-    group.applied_digest = applied_digest(config, message, incident)  # with what it stands for (repeat_of)
+    group.applied_digest = applied_digest(config, message, incident)  # with what it stands for (Repeats)
     return IngestResult(incident.id, outcome)
 
 

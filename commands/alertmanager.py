@@ -26,7 +26,7 @@ from starlette.responses import JSONResponse
 from bot import heartbeat, metrics
 from bot.config import Settings
 from bot.db import Database
-from bot.incidents import IngestResult, receive, repeat_of
+from bot.incidents import IngestResult, Repeats, receive
 from bot.logs import bind_incident
 from bot.models import utcnow
 from commands.http_body import BodyError, BodyTooLarge, read_body
@@ -49,6 +49,7 @@ class WebhookEndpoint:
         self.settings, self.db, self.on_commit, self.clock = settings, db, on_commit, clock
         self._expected = f"Bearer {settings.alertmanager_webhook_token}".encode()
         self._parsed = _ParseMemo()
+        self._repeats = Repeats(db)
 
     async def handle(self, request: Request) -> JSONResponse:
         started = time.perf_counter()  # oncall_webhook_intake_seconds: arrival to answer, by outcome class
@@ -88,13 +89,14 @@ class WebhookEndpoint:
         return JSONResponse({"incident_id": result.incident_id, "outcome": result.outcome})
 
     async def _apply(self, body: bytes) -> tuple[WebhookMessage, bool, IngestResult | None]:
-        """Parse and apply `body`. A repeat of a body seen before, on SQLite, is answered right
-        here: its read is a WAL snapshot that never waits for a writer, and costs less than the
-        thread hop (PostgreSQL's read is a network round trip: that one is made in a thread)."""
-        message = self._parsed.known(body) if self.db.is_sqlite else None
+        """Parse and apply `body`. A repeat of a body seen before is answered right here when
+        its group's row is kept (bot.incidents.Repeats), or on SQLite from a read (a WAL
+        snapshot that never waits for a writer, and costs less than the thread hop; PostgreSQL's
+        read is a network round trip: that one is made in a thread)."""
+        message = self._parsed.known(body)
         if message is not None and not heartbeat.split(self.settings.config.heartbeat, message)[0]:
-            with self.db.statement() as connection:
-                repeat = repeat_of(connection, self.settings.config, message)
+            config, repeats = self.settings.config, self._repeats
+            repeat = repeats.answer(config, message) if self.db.is_sqlite else repeats.known(config, message)
             if repeat is not None:
                 return message, False, repeat
         return await asyncio.to_thread(self._receive, body)
@@ -136,7 +138,8 @@ class WebhookEndpoint:
         if beat:  # no incident: recorded on its own, before the rest of its group (if any)
             with self.db.session() as session:
                 heartbeat.record(session, self.settings.config.heartbeat, now=self.clock())
-        return None if message is None else receive(self.db, self.settings.config, message, now=self.clock())
+        return None if message is None else receive(self.db, self.settings.config, message, now=self.clock(),
+                                                     repeats=self._repeats)
 
 
 class _ParseMemo:

@@ -4,6 +4,7 @@ behaves as it did before when the incident changed since. On SQLite and PostgreS
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import random
 import sqlite3
@@ -21,7 +22,7 @@ import pytest
 from sqlalchemy import func, select, text
 from sqlmodel import SQLModel, col
 
-from bot.db import Database, sqlite_path
+from bot.db import CHANGES_CHANNEL, Database, sqlite_path
 from bot.incident_ops import change_severity
 from bot.incidents import ingest
 from bot.jobs import JOB_OPEN
@@ -314,3 +315,87 @@ def test_sqlite_write_transactions_take_turns_across_databases_on_one_file(tmp_p
         release.set()
         first.dispose()
         second.dispose()
+
+
+# -- repeats answered from memory (bot.incidents.Repeats, bot.db.Database.changes) --------------------
+
+def _written_elsewhere(database_url: str, statement: str) -> None:
+    """`statement` committed by another process's connection: what another replica or the CLI does."""
+    path = sqlite_path(database_url)
+    if path is not None:
+        with contextlib.closing(sqlite3.connect(path, isolation_level=None)) as sqlite:
+            sqlite.execute(statement)
+        return
+    with psycopg.connect(database_url, autocommit=True) as pg:
+        pg.execute(statement)
+
+
+def _moved(db: Database, before: tuple[int, int] | None) -> bool:
+    now = db.changes()
+    return now is not None and now != before
+
+
+def test_a_change_another_process_commits_is_seen_by_the_next_repeat(bot: RunningBot, database_url: str) -> None:
+    payload = _pair()
+    incident_id = _opened(bot, payload)
+    db = bot.services.db
+    for _ in range(2):  # the second is answered from memory
+        assert bot.post_alerts(payload).json() == {"incident_id": incident_id, "outcome": "unchanged"}
+    before = db.changes()
+    assert before is not None, "the bot hears of other processes' changes on both databases"
+    # A person lowers the severity from psql (or another replica does): the bot did not write it.
+    _written_elsewhere(database_url, f"UPDATE incident SET severity = 'P3' WHERE id = {incident_id}")
+    wait_for(lambda: _moved(db, before), what="the other process's change to be heard")
+    assert bot.post_alerts(payload).json() == {"incident_id": incident_id, "outcome": "updated"}
+    assert _incident(bot, incident_id).severity == "P1"  # raised again, as when a person lowers it in Slack
+
+
+def test_a_write_to_other_tables_keeps_what_was_read_and_one_to_the_incident_tables_does_not(
+        database_url: str) -> None:
+    db = Database(database_url)
+    try:
+        db.migrate()
+        wait_for(lambda: db.changes() is not None, what="the database's changes to be watched")
+        before = db.changes()
+        with db.session() as session:
+            session.execute(text("UPDATE job SET attempts = attempts + 1 WHERE id < 0"))
+        if not db.is_sqlite:  # (SQLite's data_version moves on any other connection's write, any table)
+            assert db.changes() == before
+        with db.session() as session:
+            session.execute(text("UPDATE incident SET severity = severity WHERE id < 0"))
+        assert db.changes() != before  # at once, on both: this process's own transaction
+        broken = db.changes()
+        with pytest.raises(RuntimeError), db.session():
+            raise RuntimeError("a transaction ends in an error: whether it committed is not known")
+        assert db.changes() != broken
+    finally:
+        db.dispose()
+
+
+def test_an_in_memory_database_keeps_nothing_across_reads() -> None:
+    db = Database("sqlite://")
+    try:
+        assert db.changes() is None
+    finally:
+        db.dispose()
+
+
+def test_while_change_notifications_are_not_heard_repeats_are_read_and_after_they_return_kept_anew(
+        bot: RunningBot, database_url: str) -> None:
+    if sqlite_path(database_url) is not None:
+        pytest.skip("PostgreSQL's notification connection; SQLite reads data_version on every repeat")
+    payload = _pair()
+    incident_id = _opened(bot, payload)
+    db = bot.services.db
+    assert bot.post_alerts(payload).json()["outcome"] == "unchanged"
+    wait_for(lambda: db.changes() is not None, what="the bot to listen")
+    before = db.changes()
+    with psycopg.connect(database_url, autocommit=True) as pg:  # the listener's connection dies
+        killed = pg.execute(f"SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                            f"WHERE query = 'LISTEN {CHANGES_CHANNEL}' AND pid <> pg_backend_pid()").fetchall()
+        assert killed and all(ok for (ok,) in killed)
+        pg.execute(f"UPDATE incident SET severity = 'P3' WHERE id = {incident_id}")  # missed while down
+    wait_for(lambda: _moved(db, before), what="the bot to hear again")
+    # Nothing kept from before the drop: the repeat reads the live row and raises the severity again.
+    assert bot.post_alerts(payload).json() == {"incident_id": incident_id, "outcome": "updated"}
+    assert bot.post_alerts(payload).json() == {"incident_id": incident_id, "outcome": "unchanged"}
