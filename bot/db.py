@@ -6,6 +6,7 @@ import logging
 import re
 import sqlite3
 import threading
+import weakref
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -188,20 +189,23 @@ class _PostgresWatch:
         self._thread.start()
 
     def _run(self) -> None:
+        backoff = 1.0
         while not self._stopped.is_set():
             try:
                 with psycopg.connect(self._dsn, autocommit=True, connect_timeout=10) as connection:
                     connection.execute(f"LISTEN {CHANGES_CHANNEL}")
                     self._generation.bump()
-                    self.listening = True
+                    self.listening, backoff = True, 1.0
                     self._listen(connection)
             except psycopg.Error as exc:
                 log.warning("not hearing the database's change notifications; repeats are read from the "
-                            "database until they return", extra={"error": str(exc).strip()[:300]})
+                            "database until they return", extra={"error": str(exc).strip()[:300],
+                                                                  "retry_in_seconds": backoff})
             finally:
                 self.listening = False
                 self._generation.bump()
-            self._stopped.wait(1.0)
+            self._stopped.wait(backoff)
+            backoff = min(backoff * 2, 30.0)
 
     def _listen(self, connection: psycopg.Connection) -> None:
         while not self._stopped.is_set():
@@ -210,8 +214,8 @@ class _PostgresWatch:
             connection.execute("SELECT 1")
 
     def close(self) -> None:
+        """Stop listening (within PING_SECONDS; not waited for: dispose() must not take that long)."""
         self._stopped.set()
-        self._thread.join(timeout=self.PING_SECONDS + 1)
 
 
 # The NOTIFY channel of migration 0020's triggers on the incident and alert_group tables.
@@ -333,6 +337,7 @@ class Database:
             if self._watch is None:
                 if not self.is_sqlite:
                     self._watch = _PostgresWatch(self.url, self._generation)
+                    weakref.finalize(self, self._watch.close)  # a Database dropped without dispose()
                 elif (path := sqlite_path(self.url)) is not None:
                     self._watch = _SqliteWatch(path)
                 else:
