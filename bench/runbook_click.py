@@ -52,6 +52,7 @@ def run(clicks: int, database: str, lines: int) -> dict[str, float]:
             "channels": {"announce": "C0INCIDENTS"}, "runbooks": {"namespaces": ["prod"]},
             "responders": [{"match": {}, "invite": ["U0ALICE"]}]})
         bot = start_bot(make_settings(url, slack, config, kubeconfig=str(kube.kubeconfig(tmp / "kubeconfig"))))
+        stack.callback(bot.services.db.dispose)  # after the bot stops (callbacks run last first)
         stack.callback(bot.stop)
 
         bot.post_alerts(group(alert("PodRestartLoop", labels={"pod": POD, "deployment": "api"})))

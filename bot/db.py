@@ -198,9 +198,14 @@ class _PostgresWatch:
                     self.listening, backoff = True, 1.0
                     self._listen(connection)
             except psycopg.Error as exc:
-                log.warning("not hearing the database's change notifications; repeats are read from the "
-                            "database until they return", extra={"error": str(exc).strip()[:300],
-                                                                  "retry_in_seconds": backoff})
+                if "does not exist" in str(exc):  # dropped: safe to stop (every repeat is read)
+                    log.error("the database is gone: not listening for its changes any more",
+                              extra={"error": str(exc).strip()[:300]})
+                    self._stopped.set()
+                else:
+                    log.warning("not hearing the database's change notifications; repeats are read from the "
+                                "database until they return", extra={"error": str(exc).strip()[:300],
+                                                                      "retry_in_seconds": backoff})
             finally:
                 self.listening = False
                 self._generation.bump()
