@@ -106,26 +106,30 @@ class Repeats:
 
     def known(self, config: OncallConfig, message: WebhookMessage) -> IngestResult | None:
         """The answer without touching the database: when the group is kept and no row changed since."""
-        changes = self.db.changes()
-        kept = self._kept.get((message.receiver, message.group_key))
-        if changes is None or kept is None or kept[0] != changes:
-            return None
-        return _unchanged(config, message, kept[1])
+        found = self._kept_row((message.receiver, message.group_key), self.db.changes())
+        return None if found is _NOT_KEPT else _unchanged(config, message, found)
 
     def answer(self, config: OncallConfig, message: WebhookMessage) -> IngestResult | None:
         """ingest()'s answer when applying `message` would change nothing, else None: kept, or one read."""
         changes = self.db.changes()
         key = (message.receiver, message.group_key)
-        kept = self._kept.get(key)
-        if changes is not None and kept is not None and kept[0] == changes:
-            return _unchanged(config, message, kept[1])
-        with self.db.statement() as connection:
-            found = connection.execute(_REPEAT_QUERY, {"receiver": key[0], "group_key": key[1]}).first()
-        if found is not None and changes is not None:
-            if len(self._kept) >= self.MAX_KEPT:
-                self._kept.clear()
-            self._kept[key] = (changes, found)
+        found = self._kept_row(key, changes)
+        if found is _NOT_KEPT:
+            with self.db.statement() as connection:
+                found = connection.execute(_REPEAT_QUERY, {"receiver": key[0], "group_key": key[1]}).first()
+            if found is not None and changes is not None:
+                if len(self._kept) >= self.MAX_KEPT:
+                    self._kept.clear()
+                self._kept[key] = (changes, found)
         return _unchanged(config, message, found)
+
+    def _kept_row(self, key: tuple[str, str], changes: tuple[int, int] | None) -> Any:
+        """The group's row kept under `changes`, else _NOT_KEPT."""
+        kept = self._kept.get(key)
+        return kept[1] if changes is not None and kept is not None and kept[0] == changes else _NOT_KEPT
+
+
+_NOT_KEPT = object()
 
 
 def _unchanged(config: OncallConfig, message: WebhookMessage, found: Any) -> IngestResult | None:
